@@ -1,0 +1,3 @@
+from routecodex_trio.cli import main
+
+raise SystemExit(main())

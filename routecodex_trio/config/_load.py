@@ -1,0 +1,246 @@
+"""Loading: TOML text -> ``${VAR}`` expansion -> cattrs -> cross-checks -> ``GatewayConfig``.
+
+Every problem is reported with the key path it concerns (``providers.glm.type: ...``), all at
+once where possible, so a user fixes a file in one pass. cattrs is used only here, with its own
+converter (STYLE rule 4).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import attrs
+import cattrs
+
+from .._errors import ConfigError
+from ._model import (
+    ROUTE_CATEGORIES,
+    GatewayConfig,
+    ModelConfig,
+    PoolConfig,
+    ProviderConfig,
+    Secret,
+)
+
+_VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_PATH_PART: Final = re.compile(r"\['([^']*)'\]|\[(\d+)\]|\.([A-Za-z0-9_-]+)")
+
+CONFIG_CONVERTER: Final = cattrs.Converter(forbid_extra_keys=True)
+
+
+def _structure_secret(value: object, _: type) -> Secret:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return Secret(value)
+
+
+def _structure_models(value: object, _: type) -> tuple[ModelConfig, ...]:
+    """``models`` is a list of ids or a table of id -> options."""
+    if isinstance(value, list):
+        if not all(isinstance(item, str) for item in value):
+            raise ValueError("models must be a list of model ids or a table of id -> options")
+        return tuple(ModelConfig(id=item) for item in value)
+    if isinstance(value, Mapping):
+        models = []
+        for model_id, options in value.items():
+            options = {} if options is None else options
+            if not isinstance(options, Mapping):
+                raise ValueError(f"models.{model_id} must be a table")
+            try:
+                models.append(CONFIG_CONVERTER.structure({**options, "id": model_id}, ModelConfig))
+            except cattrs.BaseValidationError as exc:
+                raise ValueError("; ".join(f"{model_id}.{p}" for p in _cattrs_problems(exc))) from None
+        return tuple(models)
+    raise ValueError("models must be a list of model ids or a table of id -> options")
+
+
+def _structure_pools(value: object, _: type) -> tuple[PoolConfig, ...]:
+    """A route is a list of targets (one pool) or a list of pool tables."""
+    if not isinstance(value, list):
+        raise ValueError("a route is a list of 'provider.model' targets or of pool tables")
+    if all(isinstance(item, str) for item in value):
+        return (PoolConfig(targets=tuple(value)),) if value else ()
+    pools = []
+    for item in value:
+        if not isinstance(item, Mapping):
+            raise ValueError("mix of targets and pool tables; use one form")
+        pools.append(CONFIG_CONVERTER.structure(dict(item), PoolConfig))
+    return tuple(pools)
+
+
+CONFIG_CONVERTER.register_structure_hook(Secret, _structure_secret)
+CONFIG_CONVERTER.register_structure_hook_func(lambda t: t == tuple[ModelConfig, ...], _structure_models)
+CONFIG_CONVERTER.register_structure_hook_func(lambda t: t == tuple[PoolConfig, ...], _structure_pools)
+
+
+def expand_env(value: Any, path: str, problems: list[str], environ: Mapping[str, str]) -> Any:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string of a TOML tree."""
+    if isinstance(value, str):
+        if "${" not in value:
+            return value
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            problems.append(f"{path}: environment variable {name} is not set (use ${{{name}:-default}})")
+            return ""
+
+        return _VAR.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, f"{path}.{k}" if path else k, problems, environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, f"{path}[{i}]", problems, environ) for i, v in enumerate(value)]
+    return value
+
+
+def _format_cattrs_error(exc: BaseException, type_: Any) -> str:
+    if typing.get_origin(type_) is typing.Literal:
+        value = str(exc).split(" not in literal", 1)[0]
+        return f"{value!r} is not one of {', '.join(map(str, typing.get_args(type_)))}"
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        return f"unknown key{'s' if len(exc.extra_fields) > 1 else ''} {', '.join(sorted(exc.extra_fields))}"
+    if isinstance(exc, KeyError):
+        return "required key missing"
+    if isinstance(exc, ValueError | TypeError) and type_ in (int, float, str, bool):
+        return f"expected {type_.__name__}: {exc}"
+    return str(exc)
+
+
+def _dotted(path: str) -> str:
+    """``$.providers['glm'].type`` -> ``providers.glm.type``."""
+    parts = []
+    for quoted, index, plain in _PATH_PART.findall(path.removeprefix("$")):
+        if index:
+            parts[-1:] = [f"{parts[-1]}[{index}]"] if parts else [f"[{index}]"]
+        else:
+            parts.append(quoted or plain)
+    return ".".join(parts)
+
+
+def _cattrs_problems(exc: BaseException) -> list[str]:
+    problems = []
+    for line in cattrs.transform_error(exc, format_exception=_format_cattrs_error):  # type: ignore[arg-type]
+        message, _, path = line.rpartition(" @ ")
+        # attrs validators report at the class level: "'graceful_timeout' must be >= 0: -1.0".
+        field = re.match(r"^'(\w+)' (.*)$", message)
+        if field:
+            path, message = f"{path}.{field.group(1)}", field.group(2)
+        problems.append(f"{_dotted(path)}: {message}" if _dotted(path) else message)
+    return problems
+
+
+def _check_provider(provider: ProviderConfig, problems: list[str]) -> None:
+    where = f"providers.{provider.name}"
+    if "." in provider.name:
+        problems.append(f"{where}: provider names cannot contain '.' (targets are 'provider.model')")
+    if provider.type != "mock":
+        if not provider.base_url:
+            problems.append(f"{where}.base_url: required for type {provider.type!r}")
+        else:
+            url = urlsplit(provider.base_url)
+            if url.scheme not in ("http", "https") or not url.netloc:
+                problems.append(f"{where}.base_url: {provider.base_url!r} is not an http(s) URL")
+    if not provider.models:
+        problems.append(f"{where}.models: list at least one model")
+    for key in provider.keys():
+        if not key.reveal():
+            problems.append(f"{where}: an API key is empty")
+    for header, value in provider.headers.items():
+        if "\r" in header or "\n" in header or "\r" in value or "\n" in value:
+            problems.append(f"{where}.headers.{header}: CR/LF not allowed in headers")
+
+
+def _check_routing(config: GatewayConfig, problems: list[str]) -> None:
+    for category in ROUTE_CATEGORIES:
+        for p, pool in enumerate(config.routing.pools(category)):
+            where = f"routing.{category}[{p}]"
+            if not pool.targets:
+                problems.append(f"{where}: a pool needs at least one target")
+            if pool.mode == "weighted" and len(pool.weights) != len(pool.targets):
+                problems.append(f"{where}.weights: one weight per target")
+            for target in pool.targets:
+                provider_name, dot, model_id = target.partition(".")
+                provider = config.providers.get(provider_name)
+                if not dot or not model_id:
+                    problems.append(f"{where}: {target!r} is not 'provider.model'")
+                elif provider is None:
+                    problems.append(f"{where}: {target!r} names unknown provider {provider_name!r}")
+                elif provider.model(model_id) is None:
+                    problems.append(f"{where}: {target!r}: provider {provider_name!r} lists no model {model_id!r}")
+    if not config.routing.default and config.providers:
+        problems.append("routing.default: required (the route for requests no other category takes)")
+
+
+def config_from_mapping(
+    raw: Mapping[str, Any], *, source: str | None = None, environ: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """Build and validate a config from an already-parsed TOML/JSON tree.
+
+    Raises:
+        ConfigError: with every problem found, each naming its key path.
+    """
+    problems: list[str] = []
+    expanded = expand_env(dict(raw), "", problems, os.environ if environ is None else environ)
+    expanded.pop("source", None)
+    try:
+        config = CONFIG_CONVERTER.structure({**expanded, "source": source}, GatewayConfig)
+    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
+        problems.extend(_cattrs_problems(exc) if isinstance(exc, cattrs.BaseValidationError) else [str(exc)])
+        raise _config_error(source, problems) from None
+    # A provider's name is its table key; cattrs left it empty.
+    config = attrs.evolve(
+        config, providers={name: attrs.evolve(p, name=name) for name, p in config.providers.items()}
+    )
+    for provider in config.providers.values():
+        _check_provider(provider, problems)
+    _check_routing(config, problems)
+    for listen in config.server.listen:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            problems.append(f"server.listen: {listen!r} is not 'host:port' (IPv6 as '[::1]:port')")
+    if problems:
+        raise _config_error(source, problems)
+    return config
+
+
+def _config_error(source: str | None, problems: list[str]) -> ConfigError:
+    head = f"invalid configuration{f' in {source}' if source else ''}"
+    return ConfigError(head + ":\n  " + "\n  ".join(problems), problems=tuple(problems))
+
+
+def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read a TOML (or RouteCodex JSON) config file.
+
+    Raises:
+        ConfigError: unreadable file, bad syntax, unknown keys or bad values (all of them).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML in {path}: {exc}") from None
+    return config_from_mapping(raw, source=str(path), environ=environ)
+
+
+def default_config_path() -> Path:
+    """``conf/routecodex.toml`` in the working directory, else the copy shipped in the package."""
+    local = Path("conf/routecodex.toml")
+    if local.exists():
+        return local
+    return Path(__file__).resolve().parent.parent / "defaults" / "routecodex.toml"
+
+

@@ -1,0 +1,196 @@
+"""The configuration tree: frozen attrs classes, one per TOML table.
+
+Defaults live here as ``Final`` constants so docs/config.md, the CLI and the code agree.
+Everything is immutable: a reload builds a new tree and swaps it whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final, Literal
+
+import attrs
+
+ProviderType = Literal["openai-chat", "anthropic-messages", "openai-responses", "mock"]
+PROVIDER_TYPES: Final[tuple[str, ...]] = ("openai-chat", "anthropic-messages", "openai-responses", "mock")
+
+DEFAULT_LISTEN: Final = ("127.0.0.1:5520", "[::1]:5520")
+DEFAULT_GRACEFUL_TIMEOUT_S: Final = 30.0
+# 32 MiB: Anthropic's own Messages limit, and larger than any real prompt with images.
+DEFAULT_MAX_BODY_BYTES: Final = 32 * 1024 * 1024
+DEFAULT_KEEP_ALIVE_TIMEOUT_S: Final = 75.0
+DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0
+DEFAULT_FIRST_BYTE_TIMEOUT_S: Final = 60.0
+DEFAULT_IDLE_TIMEOUT_S: Final = 120.0
+DEFAULT_TOTAL_TIMEOUT_S: Final = 900.0
+# Sized to expected concurrency: httpcore scans every pooled connection per acquire (PLATFORM B.3).
+DEFAULT_MAX_CONNECTIONS: Final = 100
+
+ROUTE_CATEGORIES: Final[tuple[str, ...]] = (
+    "default",
+    "longcontext",
+    "thinking",
+    "tools",
+    "vision",
+    "background",
+    "websearch",
+    "coding",
+)
+
+
+class Secret(str):
+    """A string that never shows itself: ``repr``/``str`` formatting give ``'***'``.
+
+    ``reveal()`` is the only way to the value, so a secret cannot reach a log line, an error
+    body or a snapshot through string formatting by accident.
+    """
+
+    __slots__ = ()
+
+    def reveal(self) -> str:
+        return str.__str__(self)
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+
+@attrs.frozen(kw_only=True)
+class TimeoutsConfig:
+    """Upstream deadlines in seconds. ``idle`` is the longest pause between two stream chunks."""
+
+    connect: float = attrs.field(default=DEFAULT_CONNECT_TIMEOUT_S, validator=attrs.validators.gt(0))
+    first_byte: float = attrs.field(default=DEFAULT_FIRST_BYTE_TIMEOUT_S, validator=attrs.validators.gt(0))
+    idle: float = attrs.field(default=DEFAULT_IDLE_TIMEOUT_S, validator=attrs.validators.gt(0))
+    total: float = attrs.field(default=DEFAULT_TOTAL_TIMEOUT_S, validator=attrs.validators.gt(0))
+
+
+@attrs.frozen(kw_only=True)
+class PartialTimeouts:
+    """Per-provider overrides of the global ``[timeouts]``; unset keys inherit."""
+
+    connect: float | None = None
+    first_byte: float | None = None
+    idle: float | None = None
+    total: float | None = None
+
+    def over(self, base: TimeoutsConfig) -> TimeoutsConfig:
+        changes = {k: v for k, v in attrs.asdict(self).items() if v is not None}
+        return attrs.evolve(base, **changes)
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    listen: tuple[str, ...] = DEFAULT_LISTEN
+    graceful_timeout: float = attrs.field(
+        default=DEFAULT_GRACEFUL_TIMEOUT_S, validator=attrs.validators.ge(0)
+    )
+    max_body: int = attrs.field(default=DEFAULT_MAX_BODY_BYTES, validator=attrs.validators.gt(0))
+    keep_alive_timeout: float = attrs.field(
+        default=DEFAULT_KEEP_ALIVE_TIMEOUT_S, validator=attrs.validators.gt(0)
+    )
+    # Inbound keys; empty means no authentication (refused on non-loopback binds).
+    api_keys: tuple[Secret, ...] = ()
+    allow_unauthenticated: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ModelConfig:
+    """One model a provider serves. ``upstream`` is the name sent upstream (default: ``id``)."""
+
+    id: str
+    upstream: str | None = None
+    max_tokens: int | None = None  # cap applied to requests (compat profiles)
+    max_context: int | None = None
+
+    @property
+    def upstream_name(self) -> str:
+        return self.upstream or self.id
+
+
+@attrs.frozen(kw_only=True)
+class MockConfig:
+    """The built-in ``mock`` provider: deterministic answers with no network.
+
+    ``reply`` is a template; ``{prompt}`` is replaced by the last user text (first 200 chars).
+    ``tokens_per_second`` of 0 streams as fast as possible.
+    """
+
+    reply: str | None = None
+    latency: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    tokens_per_second: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    tool_calls: bool = True
+    reasoning: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ProviderConfig:
+    type: ProviderType
+    name: str = ""  # the table key; filled in by the loader
+    base_url: str | None = None
+    api_key: Secret | None = None
+    api_keys: tuple[Secret, ...] = ()
+    models: tuple[ModelConfig, ...] = ()
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    timeouts: PartialTimeouts = attrs.field(factory=PartialTimeouts)
+    max_connections: int = attrs.field(default=DEFAULT_MAX_CONNECTIONS, validator=attrs.validators.gt(0))
+    # "chat" converts legacy /v1/completions requests to chat; "native" forwards them to the
+    # upstream's own /completions (vLLM, llama.cpp and base models).
+    completions: Literal["chat", "native"] = "chat"
+    mock: MockConfig = attrs.field(factory=MockConfig)
+
+    def keys(self) -> tuple[Secret, ...]:
+        """Every configured key, ``api_key`` first."""
+        return ((self.api_key,) if self.api_key else ()) + self.api_keys
+
+    def model(self, model_id: str) -> ModelConfig | None:
+        for model in self.models:
+            if model.id == model_id:
+                return model
+        return None
+
+
+@attrs.frozen(kw_only=True)
+class PoolConfig:
+    """A list of targets tried in order (``mode = "priority"``) or spread across."""
+
+    targets: tuple[str, ...]
+    id: str | None = None
+    mode: Literal["priority", "round-robin", "weighted"] = "priority"
+    weights: tuple[int, ...] = ()
+    backup: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class RoutingConfig:
+    default: tuple[PoolConfig, ...] = ()
+    longcontext: tuple[PoolConfig, ...] = ()
+    thinking: tuple[PoolConfig, ...] = ()
+    tools: tuple[PoolConfig, ...] = ()
+    vision: tuple[PoolConfig, ...] = ()
+    background: tuple[PoolConfig, ...] = ()
+    websearch: tuple[PoolConfig, ...] = ()
+    coding: tuple[PoolConfig, ...] = ()
+
+    def pools(self, category: str) -> tuple[PoolConfig, ...]:
+        pools: tuple[PoolConfig, ...] = getattr(self, category)
+        return pools
+
+
+@attrs.frozen(kw_only=True)
+class GatewayConfig:
+    """The whole configuration. ``source`` is the file it came from, for messages only."""
+
+    server: ServerConfig = attrs.field(factory=ServerConfig)
+    timeouts: TimeoutsConfig = attrs.field(factory=TimeoutsConfig)
+    providers: Mapping[str, ProviderConfig] = attrs.field(factory=dict)
+    routing: RoutingConfig = attrs.field(factory=RoutingConfig)
+    source: str | None = None
+
+    def provider_timeouts(self, provider: ProviderConfig) -> TimeoutsConfig:
+        return provider.timeouts.over(self.timeouts)

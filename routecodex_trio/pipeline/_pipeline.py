@@ -1,0 +1,344 @@
+"""The request pipeline: route -> prepare -> upstream -> encode, with failover.
+
+Stages:
+
+* ``DecodeStage`` (``_request``): bytes -> ``ClientRequest``;
+* ``Router.route``: -> ``RouteDecision`` (category, reason, ordered candidates);
+* ``PrepareStage``: ``ClientRequest`` + ``Target`` -> ``UpstreamCall`` (protocol, path, body);
+* ``ExchangeStage``: runs the call against the provider and writes the client answer through
+  one of the relays (passthrough, converted, canonical).
+
+Failover: a retryable upstream error moves on to the next candidate as long as not a single
+byte has reached the client. After that, the stream ends with the protocol's terminal error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+import orjson
+import trio
+
+from .._errors import (
+    GatewayError,
+    UnsupportedEndpoint,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from ..protocols import codec_for
+from ..protocols.base import extract_error_message
+from ..protocols.canonical import Usage, estimate_request_tokens
+from ..providers import HttpUpstream, MockUpstream, iter_raw
+from ._relay import PassthroughTracker, StreamStats, relay_canonical, relay_converted, relay_passthrough
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import httpx
+
+    from ..config import GatewayConfig
+    from ..protocols.canonical import ProtocolName
+    from ..providers import ProviderSet
+    from ..router import RouteDecision, Router, Target
+    from ._request import ClientRequest
+    from ._responder import Responder
+
+LOGGER: Final = logging.getLogger("routecodex_trio.pipeline")
+
+
+@attrs.define(eq=False)
+class Trace:
+    """What happened to one request; filled in as it goes, read by logs and metrics."""
+
+    request_id: str
+    endpoint: str
+    started_at: float = attrs.field(factory=trio.current_time)
+    category: str | None = None
+    target: str | None = None
+    attempts: int = 0
+    status: int | None = None
+    error: str | None = None
+    upstream_wait_s: float = 0.0
+    stats: StreamStats = attrs.field(factory=StreamStats)
+    usage: Usage | None = None
+
+
+@attrs.frozen(kw_only=True)
+class UpstreamCall:
+    """What to send to one target."""
+
+    target: Target
+    protocol: ProtocolName | None  # None: an in-process canonical provider
+    path: str
+    body: bytes
+    stream: bool
+    passthrough: bool
+
+
+def upstream_protocol(provider_type: str, client_protocol: ProtocolName, completions_mode: str) -> ProtocolName:
+    """The wire protocol to speak to a provider for a request arriving on ``client_protocol``."""
+    if provider_type == "openai-chat":
+        if client_protocol == "openai-completions" and completions_mode == "native":
+            return "openai-completions"
+        return "openai-chat"
+    if provider_type == "anthropic-messages":
+        return "anthropic-messages"
+    if provider_type == "openai-responses":
+        return "openai-responses"
+    raise UnsupportedEndpoint(f"provider type {provider_type!r} has no wire protocol")
+
+
+@attrs.frozen
+class PrepareStage:
+    """Builds the upstream request body: the client's own bytes, or a converted body."""
+
+    config: GatewayConfig
+
+    def prepare(self, request: ClientRequest, target: Target) -> UpstreamCall:
+        provider = self.config.providers[target.provider]
+        if provider.type == "mock":
+            return UpstreamCall(
+                target=target, protocol=None, path="", body=b"", stream=request.stream, passthrough=False
+            )
+        protocol = upstream_protocol(provider.type, request.protocol, provider.completions)
+        codec = codec_for(protocol)
+        if protocol == request.protocol:
+            # Same protocol: the body goes through untouched but for the model name.
+            body = dict(request.body)
+            body["model"] = target.upstream_model
+            payload = orjson.dumps(body)
+            passthrough = True
+        else:
+            canonical = attrs.evolve(request.canonical(), model=target.upstream_model, stream=request.stream)
+            payload = orjson.dumps(codec.encode_request(canonical))
+            passthrough = False
+        return UpstreamCall(
+            target=target,
+            protocol=protocol,
+            path=codec.upstream_path,
+            body=payload,
+            stream=request.stream,
+            passthrough=passthrough,
+        )
+
+
+def _client_status(upstream_status: int) -> int:
+    """Upstream 4xx pass through; 5xx become what a gateway says about its upstream."""
+    if upstream_status < 500:
+        return upstream_status
+    if upstream_status in (503, 529):
+        return 503
+    if upstream_status == 504:
+        return 504
+    return 502
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return float(value) / 1000.0
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def upstream_status_error(provider: str, response: httpx.Response, secrets: tuple[str, ...]) -> UpstreamStatusError:
+    """An ``UpstreamStatusError`` carrying the upstream's message, scrubbed of our keys."""
+    message: str | None
+    try:
+        message = extract_error_message(orjson.loads(response.content))
+    except orjson.JSONDecodeError:
+        message = response.content[:300].decode("utf-8", errors="replace").strip() or None
+    status = response.status_code
+    text = f"upstream {provider!r} answered {status}" + (f": {message}" if message else "")
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    error = UpstreamStatusError(
+        text, status=_client_status(status), provider=provider, retry_after_s=_retry_after(response.headers)
+    )
+    if status == 529 or status == 503:
+        error.kind = "overloaded"
+    error.retryable = status in (408, 425, 429) or status >= 500
+    return error
+
+
+@attrs.define(eq=False)
+class ExchangeStage:
+    """Runs one ``UpstreamCall`` and writes the client's answer."""
+
+    config: GatewayConfig
+
+    async def run(
+        self, call: UpstreamCall, request: ClientRequest, upstream: HttpUpstream | MockUpstream,
+        responder: Responder, trace: Trace,
+    ) -> None:
+        provider = self.config.providers[call.target.provider]
+        timeouts = self.config.provider_timeouts(provider)
+        with trio.move_on_at(trace.started_at + timeouts.total) as total:
+            if isinstance(upstream, MockUpstream):
+                await self._run_canonical(upstream, request, call, responder, trace)
+            else:
+                await self._run_http(upstream, request, call, responder, trace)
+        if total.cancelled_caught:
+            raise UpstreamTimeout(
+                f"upstream {call.target.provider!r}: request exceeded its total deadline of {timeouts.total:g} s",
+                provider=call.target.provider,
+            )
+
+    async def _run_canonical(
+        self, upstream: MockUpstream, request: ClientRequest, call: UpstreamCall, responder: Responder, trace: Trace
+    ) -> None:
+        canonical = attrs.evolve(request.canonical(), model=call.target.upstream_model)
+        client_codec = request.codec
+        if call.stream:
+            encoder = client_codec.stream_encoder(request.canonical())
+            await relay_canonical(upstream.stream(canonical), encoder, responder, trace.stats)
+            await responder.end()
+            trace.usage = trace.stats.usage
+            return
+        response = await upstream.complete(canonical)
+        trace.usage = response.usage
+        await responder.send_json(200, client_codec.encode_response(response, request.canonical()))
+
+    async def _run_http(
+        self, upstream: HttpUpstream, request: ClientRequest, call: UpstreamCall, responder: Responder, trace: Trace
+    ) -> None:
+        assert call.protocol is not None
+        provider = call.target.provider
+        headers = upstream.headers(call.protocol, upstream.next_key_index(), request.headers)
+        secrets = tuple(k.reveal() for k in upstream.config.keys())
+        waited = trio.current_time()
+        async with upstream.exchange(call.path, call.body, headers, stream=call.stream) as response:
+            trace.upstream_wait_s += trio.current_time() - waited
+            if response.status_code >= 400:
+                raise upstream_status_error(provider, response, secrets)
+            upstream_codec = codec_for(call.protocol)
+            if not call.stream:
+                await self._answer_json(call, request, response, upstream_codec, responder, trace)
+                return
+            content_type = response.headers.get("content-type", "")
+            if "text/event-stream" not in content_type:
+                # Some servers answer a stream request with one JSON body (errors, or no
+                # streaming support). Read it as a complete answer and stream that.
+                await response.aread()
+                raise UpstreamProtocolError(
+                    f"upstream {provider!r} answered a stream request with {content_type or 'no content type'}: "
+                    + (extract_error_message(_loads(response.content)) or "not an event stream"),
+                    provider=provider,
+                )
+            chunks = iter_raw(response, provider)
+            if call.passthrough:
+                tracker = PassthroughTracker(request.protocol, call.target.upstream_model)
+                await relay_passthrough(chunks, responder, tracker, trace.stats)
+                if not tracker.terminal:
+                    raise UpstreamProtocolError(
+                        f"upstream {provider!r} closed the stream without its terminal event", provider=provider
+                    )
+            else:
+                decoder = upstream_codec.stream_decoder()
+                encoder = request.codec.stream_encoder(request.canonical())
+                await relay_converted(chunks, decoder, encoder, responder, trace.stats)
+                trace.usage = trace.stats.usage
+            await responder.end()
+
+    async def _answer_json(
+        self, call: UpstreamCall, request: ClientRequest, response: httpx.Response, upstream_codec: Any,
+        responder: Responder, trace: Trace,
+    ) -> None:
+        provider = call.target.provider
+        if call.passthrough:
+            await responder.send_bytes(200, response.content)
+            return
+        body = _loads(response.content)
+        if not isinstance(body, dict):
+            raise UpstreamProtocolError(f"upstream {provider!r} answered with a body that is not a JSON object",
+                                        provider=provider)
+        canonical_response = upstream_codec.decode_response(body)
+        trace.usage = canonical_response.usage
+        await responder.send_json(200, request.codec.encode_response(canonical_response, request.canonical()))
+
+
+def _loads(content: bytes) -> Any:
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+@attrs.define(eq=False)
+class Pipeline:
+    """Everything one config generation needs to serve requests."""
+
+    config: GatewayConfig
+    router: Router
+    providers: ProviderSet
+    prepare: PrepareStage = attrs.field(init=False)
+    exchange: ExchangeStage = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.prepare = PrepareStage(self.config)
+        self.exchange = ExchangeStage(self.config)
+
+    def route(self, request: ClientRequest) -> RouteDecision:
+        return self.router.route(request.model, request.canonical)
+
+    async def run(self, request: ClientRequest, responder: Responder, trace: Trace) -> None:
+        """Serve one request, failing over between candidates before the first byte.
+
+        Raises:
+            GatewayError: the last error when no candidate could answer (the caller renders it).
+        """
+        decision = self.route(request)
+        trace.category = decision.category
+        last_error: GatewayError | None = None
+        for target in decision.candidates:
+            trace.attempts += 1
+            trace.target = target.id
+            try:
+                call = self.prepare.prepare(request, target)
+                await self.exchange.run(call, request, self.providers.get(target.provider), responder, trace)
+                return
+            except UpstreamError as exc:
+                last_error = exc
+                if responder.started or not exc.retryable:
+                    raise
+                LOGGER.warning(
+                    "request %s: target %s failed before the first byte (%s); trying the next one",
+                    request.request_id, target.id, exc.message,
+                )
+        assert last_error is not None
+        raise last_error
+
+    async def count_tokens(self, request: ClientRequest, responder: Responder, trace: Trace) -> None:
+        """``/v1/messages/count_tokens``: the upstream's count when it is Anthropic, else an estimate."""
+        decision = self.route(request)
+        trace.category = decision.category
+        target = decision.candidates[0]
+        trace.target = target.id
+        provider = self.config.providers[target.provider]
+        upstream = self.providers.get(target.provider)
+        if provider.type == "anthropic-messages" and isinstance(upstream, HttpUpstream):
+            body = dict(request.body)
+            body["model"] = target.upstream_model
+            headers = upstream.headers("anthropic-messages", upstream.next_key_index(), request.headers)
+            async with upstream.exchange(
+                "/v1/messages/count_tokens", orjson.dumps(body), headers, stream=False
+            ) as response:
+                if response.status_code < 400:
+                    await responder.send_bytes(200, response.content)
+                    return
+                if response.status_code not in (404, 405):
+                    raise upstream_status_error(target.provider, response, ())
+        await responder.send_json(200, {"input_tokens": estimate_request_tokens(request.canonical())})

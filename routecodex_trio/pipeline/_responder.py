@@ -1,0 +1,91 @@
+"""The client side of one exchange: status, headers, body, and how to fail at any point.
+
+The responder remembers whether the status line went out. Before it did, an error is a proper
+HTTP error response in the client's protocol; after it did (a stream under way), the error is
+the protocol's own terminal event, produced by whoever owns the stream state
+(``terminal_error``), and the response is ended cleanly -- never cut mid-frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+import orjson
+
+if TYPE_CHECKING:
+    from .._errors import GatewayError
+    from ..protocols.base import Codec
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+SSE_HEADERS: Final = (
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+)
+JSON_HEADERS: Final = ((b"content-type", b"application/json"),)
+
+
+@attrs.define(eq=False)
+class Responder:
+    send: Send
+    request_id: str
+    started: bool = False
+    finished: bool = False
+    status: int | None = None
+    streaming: bool = False
+    # Set by the stream relay once it owns the client stream's state.
+    terminal_error: Callable[[GatewayError], bytes] | None = None
+    bytes_sent: int = 0
+
+    def _headers(self, base: tuple[tuple[bytes, bytes], ...], extra: Mapping[str, str] | None) -> list[Any]:
+        headers = [*base, (b"x-request-id", self.request_id.encode())]
+        if extra:
+            headers.extend((k.encode(), v.encode()) for k, v in extra.items())
+        return headers
+
+    async def start_stream(self, extra_headers: Mapping[str, str] | None = None) -> None:
+        self.started, self.streaming, self.status = True, True, 200
+        await self.send(
+            {"type": "http.response.start", "status": 200, "headers": self._headers(SSE_HEADERS, extra_headers)}
+        )
+
+    async def write(self, chunk: bytes) -> None:
+        if chunk:
+            self.bytes_sent += len(chunk)
+            await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def end(self) -> None:
+        if not self.finished:
+            self.finished = True
+            await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def send_bytes(
+        self, status: int, body: bytes, *, extra_headers: Mapping[str, str] | None = None,
+        content_type: bytes = b"application/json",
+    ) -> None:
+        self.started, self.finished, self.status = True, True, status
+        headers = self._headers(((b"content-type", content_type),), extra_headers)
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        self.bytes_sent += len(body)
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def send_json(self, status: int, obj: Any, *, extra_headers: Mapping[str, str] | None = None) -> None:
+        await self.send_bytes(status, orjson.dumps(obj), extra_headers=extra_headers)
+
+    async def fail(self, error: GatewayError, codec: Codec) -> None:
+        """End the exchange with ``error``, whatever has been sent so far."""
+        if self.finished:
+            return
+        if not self.started:
+            status, body = codec.render_error(error)
+            headers = {}
+            if error.retry_after_s is not None:
+                headers["retry-after"] = str(max(1, round(error.retry_after_s)))
+            await self.send_json(status, body, extra_headers=headers)
+            return
+        if self.streaming and self.terminal_error is not None:
+            await self.write(self.terminal_error(error))
+        await self.end()

@@ -1,0 +1,449 @@
+"""The canonical request, response and stream-event model every codec converts to and from.
+
+Why a canonical model: with four wire protocols, pairwise converters would need twelve
+translations per direction and kind; going through one model needs four codecs. The model is
+shaped after Anthropic's content blocks (the richest of the three) with OpenAI semantics for
+usage, because both directions then lose the least:
+
+* content is a tuple of typed blocks, so text interleaved with tool calls keeps its order;
+* tool call arguments are kept as the JSON *text* the model produced (``arguments``), so an
+  OpenAI-to-OpenAI-shaped conversion never re-serialises them; ``ToolUse.input_object()``
+  parses them for Anthropic;
+* thinking keeps its opaque proof (Anthropic ``signature``, Responses ``encrypted_content``)
+  together with the protocol it came from, so it is only ever replayed to that protocol;
+* ``Usage.input_tokens`` *includes* cached tokens (OpenAI's convention); the Anthropic codec
+  subtracts cache reads and writes when it renders usage (PROTOCOLS.md 2.5).
+
+Everything here is a frozen attrs value; codecs build new values with ``attrs.evolve``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+import orjson
+
+Role = Literal["system", "user", "assistant"]
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "pause_turn"]
+ProtocolName = Literal["openai-chat", "anthropic-messages", "openai-responses", "openai-completions"]
+
+
+# --------------------------------------------------------------------------- content blocks
+
+
+@attrs.frozen(kw_only=True)
+class Text:
+    text: str
+    # Anthropic prompt-caching marker, kept only when the target speaks Anthropic.
+    cache_control: Mapping[str, Any] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Image:
+    """An image given either inline (``data`` + ``media_type``) or by ``url``."""
+
+    media_type: str | None = None
+    data: str | None = None  # base64, without a ``data:`` prefix
+    url: str | None = None
+    detail: str | None = None  # OpenAI "auto" | "low" | "high"
+    # Anthropic prompt-caching marker on this block (see Text.cache_control).
+    cache_control: Mapping[str, Any] | None = None
+
+    def as_data_url(self) -> str:
+        """The image as OpenAI takes it: a plain URL or a ``data:`` URL."""
+        if self.data is not None:
+            return f"data:{self.media_type or 'image/png'};base64,{self.data}"
+        return self.url or ""
+
+
+@attrs.frozen(kw_only=True)
+class Document:
+    """A file (usually a PDF) given inline, by URL or by provider file id."""
+
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+    file_id: str | None = None
+    filename: str | None = None
+    # Anthropic prompt-caching marker on this block (see Text.cache_control).
+    cache_control: Mapping[str, Any] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ToolUse:
+    """A tool call made by the assistant."""
+
+    id: str
+    name: str
+    arguments: str = "{}"  # JSON text, as produced by the model (may be invalid when truncated)
+    # Anthropic prompt-caching marker on this block (see Text.cache_control).
+    cache_control: Mapping[str, Any] | None = None
+
+    def input_object(self) -> dict[str, Any]:
+        """The arguments as an object, repaired when possible; ``{}`` when empty or hopeless."""
+        return parse_arguments(self.arguments)
+
+
+@attrs.frozen(kw_only=True)
+class ToolResult:
+    """The result of a tool call, sent back by the client."""
+
+    tool_use_id: str
+    content: tuple[Text | Image | Document, ...] = ()
+    is_error: bool = False
+    # Anthropic prompt-caching marker on this block (see Text.cache_control).
+    cache_control: Mapping[str, Any] | None = None
+
+    def text(self) -> str:
+        return "".join(part.text for part in self.content if isinstance(part, Text))
+
+
+@attrs.frozen(kw_only=True)
+class Thinking:
+    """Reasoning produced by the model.
+
+    ``signature`` (Anthropic) and ``encrypted_content`` (Responses) are proofs that are only
+    valid for the protocol (and vendor) named in ``origin``; encoders for other protocols
+    must drop them, never invent them.
+    """
+
+    text: str = ""
+    signature: str | None = None
+    redacted_data: str | None = None  # Anthropic redacted_thinking
+    encrypted_content: str | None = None  # Responses reasoning item
+    item_id: str | None = None  # Responses rs_... id
+    origin: ProtocolName | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Refusal:
+    text: str
+
+
+Block = Text | Image | Document | ToolUse | ToolResult | Thinking | Refusal
+
+
+@attrs.frozen(kw_only=True)
+class Message:
+    """One conversation turn.
+
+    ``role == "system"`` appears only for system/developer messages found *after* the first
+    non-system message (CC allows them anywhere); leading ones go to ``Request.system``.
+    Tool results live in ``user`` messages, as in Anthropic.
+    """
+
+    role: Role
+    content: tuple[Block, ...]
+    name: str | None = None
+
+
+# --------------------------------------------------------------------------- request
+
+
+@attrs.frozen(kw_only=True)
+class Tool:
+    name: str
+    description: str | None = None
+    parameters: Mapping[str, Any] = attrs.field(factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
+    # Anthropic prompt-caching marker on this tool definition (see Text.cache_control).
+    cache_control: Mapping[str, Any] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class HostedTool:
+    """A provider-hosted tool (web search, code interpreter...) kept as its raw definition."""
+
+    type: str
+    raw: Mapping[str, Any]
+    origin: ProtocolName
+
+
+@attrs.frozen(kw_only=True)
+class ToolChoice:
+    mode: Literal["auto", "none", "required", "tool"] = "auto"
+    name: str | None = None  # with mode == "tool"
+
+
+@attrs.frozen(kw_only=True)
+class Reasoning:
+    """Requested reasoning. ``effort`` is OpenAI's scale; ``budget_tokens`` Anthropic's."""
+
+    enabled: bool = True
+    effort: str | None = None  # none|minimal|low|medium|high|xhigh
+    budget_tokens: int | None = None
+    summary: str | None = None  # Responses "auto" | "concise" | "detailed"
+
+
+@attrs.frozen(kw_only=True)
+class ResponseFormat:
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    name: str | None = None
+    schema: Mapping[str, Any] | None = None
+    strict: bool | None = None
+    description: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    model: str
+    messages: tuple[Message, ...]
+    system: tuple[Text, ...] = ()
+    tools: tuple[Tool, ...] = ()
+    hosted_tools: tuple[HostedTool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: tuple[str, ...] = ()
+    stream: bool = False
+    # Chat ``stream_options.include_usage``: whether a Chat *client* wants the usage chunk.
+    # Upstreams are always asked for usage; this only decides what the client is shown.
+    include_usage: bool = False
+    reasoning: Reasoning | None = None
+    response_format: ResponseFormat | None = None
+    user: str | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    n: int | None = None
+    # Legacy Completions: the raw prompt, kept so an LC-to-LC path can use it verbatim.
+    prompt: str | None = None
+    # Fields of the source protocol with no canonical meaning, by name. Encoders of the *same*
+    # protocol may put them back; others ignore them.
+    extras: Mapping[str, Any] = attrs.field(factory=dict)
+    source: ProtocolName | None = None
+
+
+# --------------------------------------------------------------------------- response
+
+
+@attrs.frozen(kw_only=True)
+class Usage:
+    """Token counts with OpenAI semantics: ``input_tokens`` includes cached tokens."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@attrs.frozen(kw_only=True)
+class Response:
+    id: str
+    model: str
+    content: tuple[Block, ...]
+    stop_reason: StopReason | None = "end_turn"
+    stop_sequence: str | None = None
+    usage: Usage = attrs.field(factory=Usage)
+    created: int | None = None
+
+
+# --------------------------------------------------------------------------- stream events
+#
+# A stream is: MessageStart, then for each content block BlockStart / deltas / BlockStop with a
+# block ``index`` counted across all blocks (text, thinking and tool calls share one counter, as
+# in Anthropic), then zero or more UsageUpdate, then MessageStop -- or StreamError at any point,
+# after which nothing follows. Decoders must close an open block before starting another one.
+
+
+@attrs.frozen(kw_only=True)
+class MessageStart:
+    id: str
+    model: str
+    usage: Usage | None = None
+    created: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class BlockStart:
+    index: int
+    kind: Literal["text", "thinking", "redacted_thinking", "tool_use", "refusal"]
+    tool_id: str | None = None  # tool_use
+    tool_name: str | None = None  # tool_use
+    redacted_data: str | None = None  # redacted_thinking comes whole
+    item_id: str | None = None  # Responses reasoning rs_... id, when known
+
+
+@attrs.frozen(kw_only=True)
+class TextDelta:
+    index: int
+    text: str
+
+
+@attrs.frozen(kw_only=True)
+class ThinkingDelta:
+    index: int
+    text: str
+
+
+@attrs.frozen(kw_only=True)
+class SignatureDelta:
+    """The opaque proof of a thinking block, valid only for ``origin``."""
+
+    index: int
+    signature: str | None = None
+    encrypted_content: str | None = None
+    origin: ProtocolName | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ToolArgsDelta:
+    index: int
+    partial_json: str
+
+
+@attrs.frozen(kw_only=True)
+class RefusalDelta:
+    index: int
+    text: str
+
+
+@attrs.frozen(kw_only=True)
+class BlockStop:
+    index: int
+
+
+@attrs.frozen(kw_only=True)
+class UsageUpdate:
+    """Cumulative usage known so far (replaces, never adds to, earlier figures)."""
+
+    usage: Usage
+
+
+@attrs.frozen(kw_only=True)
+class MessageStop:
+    stop_reason: StopReason | None
+    stop_sequence: str | None = None
+    usage: Usage | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StreamError:
+    """The upstream failed after the stream started; the client gets a terminal error event."""
+
+    status: int
+    kind: str  # a routecodex_trio._errors.ErrorKind
+    message: str
+    code: str | None = None
+
+
+StreamEvent = (
+    MessageStart
+    | BlockStart
+    | TextDelta
+    | ThinkingDelta
+    | SignatureDelta
+    | ToolArgsDelta
+    | RefusalDelta
+    | BlockStop
+    | UsageUpdate
+    | MessageStop
+    | StreamError
+)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def parse_arguments(text: str) -> dict[str, Any]:
+    """Parse tool-call arguments into an object, tolerating what upstreams get wrong.
+
+    Empty text is ``{}`` (Anthropic sends no fragment for argument-less calls). Truncated JSON
+    gets its open strings, arrays and objects closed. A non-object value is wrapped as
+    ``{"value": ...}`` because Anthropic's ``input`` must be an object.
+    """
+    text = text.strip()
+    if not text:
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = _repair_json(text)
+    if isinstance(value, dict):
+        return value
+    if value is None:
+        return {}
+    return {"value": value}
+
+
+def _repair_json(text: str) -> Any:
+    stack: list[str] = []
+    in_string = False
+    escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            stack.append("}" if ch == "{" else "]")
+        elif ch in "}]" and stack:
+            stack.pop()
+    repaired = text + ('"' if in_string else "")
+    repaired = repaired.rstrip().rstrip(",")
+    if repaired.endswith(":"):
+        repaired += "null"
+    repaired += "".join(reversed(stack))
+    try:
+        return orjson.loads(repaired)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap token estimate: about four characters per token for English and code.
+
+    Used for ``count_tokens`` when the upstream has no counter, for the long-context classifier
+    and for the mock provider's usage figures; never for billing.
+    """
+    if not text:
+        return 0
+    return max(1, (len(text) + 3) // 4)
+
+
+def estimate_request_tokens(request: Request) -> int:
+    """Estimate the prompt size of a canonical request, images at a flat rate."""
+    total = sum(estimate_tokens(part.text) for part in request.system)
+    for message in request.messages:
+        total += 4  # per-message framing
+        for block in message.content:
+            total += _estimate_block(block)
+    for tool in request.tools:
+        total += estimate_tokens(tool.name) + estimate_tokens(tool.description or "")
+        total += estimate_tokens(orjson.dumps(dict(tool.parameters)).decode())
+    return total
+
+
+# Flat cost of an image: roughly what OpenAI charges for a 512x512 "low"-detail tile set.
+_IMAGE_TOKENS = 765
+
+
+def _estimate_block(block: Block) -> int:
+    if isinstance(block, Text | Refusal):
+        return estimate_tokens(block.text)
+    if isinstance(block, Thinking):
+        return estimate_tokens(block.text)
+    if isinstance(block, ToolUse):
+        return estimate_tokens(block.name) + estimate_tokens(block.arguments)
+    if isinstance(block, ToolResult):
+        return sum(_estimate_block(part) for part in block.content)
+    if isinstance(block, Image):
+        return _IMAGE_TOKENS
+    if isinstance(block, Document):
+        return estimate_tokens(block.data or "") // 2
+    return 0

@@ -1,0 +1,153 @@
+"""HTTP upstreams: one pooled ``httpx.AsyncClient`` per provider, deadlines, error translation.
+
+Resource handling: the client is opened by ``ProviderSet.open`` for the gateway's lifetime and
+closed when it ends. Each upstream exchange is an async context manager that always closes its
+response; when the surrounding scope is cancelled (client hang-up, drain deadline), the
+response is closed *by cancellation*, which drops the socket instead of returning a
+half-read connection to the pool (PLATFORM B.1c).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import httpx
+import trio
+
+from .._errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
+from .._version import __version__
+
+if TYPE_CHECKING:
+    from ..config import ProviderConfig, Secret, TimeoutsConfig
+
+LOGGER: Final = logging.getLogger("routecodex_trio.providers")
+
+ANTHROPIC_VERSION: Final = "2023-06-01"
+USER_AGENT: Final = f"routecodex-trio/{__version__}"
+
+# Client headers that may reach an upstream speaking the same protocol. Everything else
+# (notably the client's Authorization / x-api-key) stays at the gateway.
+FORWARDED_HEADERS: Final = frozenset({"anthropic-beta", "anthropic-version", "openai-beta"})
+
+
+@contextlib.contextmanager
+def map_upstream_errors(provider: str) -> Iterator[None]:
+    """Translate httpx failures into the gateway's upstream errors, in one place.
+
+    The messages name the provider, never its URL or key.
+    """
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        kind = type(exc).__name__.replace("Timeout", " timeout").lower()
+        raise UpstreamTimeout(f"upstream {provider!r}: {kind}", provider=provider) from exc
+    except (httpx.RemoteProtocolError, httpx.DecodingError) as exc:
+        raise UpstreamProtocolError(
+            f"upstream {provider!r} broke the HTTP exchange: {_short(exc)}", provider=provider
+        ) from exc
+    except httpx.TransportError as exc:
+        raise UpstreamUnavailable(f"upstream {provider!r} unreachable: {_short(exc)}", provider=provider) from exc
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+@attrs.define(eq=False)
+class HttpUpstream:
+    """One provider's HTTP client, keys and deadlines."""
+
+    config: ProviderConfig
+    timeouts: TimeoutsConfig
+    client: httpx.AsyncClient
+    _key_cycle: Iterator[int] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._key_cycle = itertools.cycle(range(max(1, len(self.config.keys()))))
+
+    @classmethod
+    def create(cls, config: ProviderConfig, timeouts: TimeoutsConfig) -> HttpUpstream:
+        limits = httpx.Limits(
+            max_connections=config.max_connections,
+            max_keepalive_connections=config.max_connections,
+            keepalive_expiry=30.0,
+        )
+        # ``read`` is per socket read, i.e. the idle gap between stream chunks; the first-byte
+        # and total deadlines are enforced with trio scopes around the exchange.
+        timeout = httpx.Timeout(connect=timeouts.connect, read=timeouts.idle, write=timeouts.idle, pool=timeouts.connect)
+        client = httpx.AsyncClient(
+            base_url=(config.base_url or "").rstrip("/"),
+            limits=limits,
+            timeout=timeout,
+            follow_redirects=False,
+            trust_env=False,
+        )
+        return cls(config, timeouts, client)
+
+    def next_key_index(self) -> int:
+        """Keys are used in turn (issue 4: several keys of a provider spread the load)."""
+        return next(self._key_cycle)
+
+    def headers(self, protocol: str, key_index: int | None, client_headers: Mapping[str, str]) -> dict[str, str]:
+        # identity encoding: a gzip-compressed event stream would be held back by the
+        # compressor and could not be relayed frame by frame.
+        headers = {"content-type": "application/json", "user-agent": USER_AGENT, "accept-encoding": "identity"}
+        keys = self.config.keys()
+        key: Secret | None = keys[key_index % len(keys)] if keys and key_index is not None else None
+        if protocol == "anthropic-messages":
+            headers["anthropic-version"] = client_headers.get("anthropic-version", ANTHROPIC_VERSION)
+            beta = client_headers.get("anthropic-beta")
+            if beta:
+                headers["anthropic-beta"] = beta
+            if key is not None:
+                headers["x-api-key"] = key.reveal()
+        elif key is not None:
+            headers["authorization"] = "Bearer " + key.reveal()
+        headers.update(self.config.headers)
+        return headers
+
+    @contextlib.asynccontextmanager
+    async def exchange(
+        self, path: str, body: bytes, headers: Mapping[str, str], *, stream: bool
+    ) -> AsyncIterator[httpx.Response]:
+        """POST ``body`` and yield the response once its headers are in.
+
+        Raises:
+            UpstreamTimeout: no response headers within ``first_byte`` seconds (or connect).
+            UpstreamUnavailable / UpstreamProtocolError: transport failures.
+
+        Cancellation: cancelling the caller closes the upstream socket at once.
+        """
+        request = self.client.build_request("POST", path, content=body, headers=headers)
+        provider = self.config.name
+        with map_upstream_errors(provider):
+            with trio.move_on_after(self.timeouts.first_byte) as first_byte:
+                response = await self.client.send(request, stream=True)
+            if first_byte.cancelled_caught:
+                raise UpstreamTimeout(
+                    f"upstream {provider!r}: no response within {self.timeouts.first_byte:g} s",
+                    provider=provider,
+                )
+            try:
+                if not stream or response.status_code >= 400:
+                    await response.aread()
+                yield response
+            finally:
+                await response.aclose()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+async def iter_raw(response: httpx.Response, provider: str) -> AsyncIterator[bytes]:
+    """The response body as it arrives, with transport errors translated."""
+    with map_upstream_errors(provider):
+        async for chunk in response.aiter_bytes():
+            if chunk:
+                yield chunk

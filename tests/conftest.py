@@ -1,0 +1,93 @@
+"""Test policy (trio-websocket style):
+
+* Loopback only, port 0: every server a test talks to is a real hypercorn started by the test
+  in its nursery (the gateway itself, and fake upstreams from ``tests/fakes.py``).
+* Clients are the official ``openai`` and ``anthropic`` SDKs (async, running on trio through
+  anyio) or plain httpx when a test needs raw bytes. Nothing in the HTTP path is mocked.
+* Every I/O test is bounded: ``trio.fail_after`` in the test, and SDK clients with
+  ``max_retries=0`` so a failure shows as a failure, not as a retry.
+* No timing asserts beyond generous upper bounds for "at once" (cancellation within 100 ms is
+  checked as "well under a second" plus the measured figure in the message).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+import trio
+
+from routecodex_trio import Gateway, config_from_mapping, serve
+
+from .fakes import FakeOpenAI, start_app
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="routecodex_trio")
+
+
+@pytest.fixture
+async def fake_openai(nursery: trio.Nursery) -> tuple[FakeOpenAI, str]:
+    fake = FakeOpenAI()
+    url = await start_app(nursery, fake)
+    return fake, url
+
+
+def mock_config(**mock: Any) -> dict[str, Any]:
+    return {
+        "server": {"listen": ["127.0.0.1:0"], "graceful_timeout": 5},
+        "providers": {"mock": {"type": "mock", "models": ["m1"], "mock": mock}},
+        "routing": {"default": ["mock.m1"]},
+    }
+
+
+def openai_provider_config(url: str, models: list[str], **extra: Any) -> dict[str, Any]:
+    return {
+        "server": {"listen": ["127.0.0.1:0"], "graceful_timeout": 5},
+        "providers": {
+            "fake": {"type": "openai-chat", "base_url": url + "/v1", "api_key": "sk-upstream-secret-123",
+                     "models": models, **extra}
+        },
+        "routing": {"default": [f"fake.{models[0]}"]},
+    }
+
+
+GatewayFactory = Callable[[dict[str, Any]], Any]
+
+
+@pytest.fixture
+def start_gateway(nursery: trio.Nursery) -> GatewayFactory:
+    async def start(raw: dict[str, Any]) -> Gateway:
+        config = config_from_mapping(raw, environ={})
+        gateway: Gateway = await nursery.start(serve, config)
+        return gateway
+
+    return start
+
+
+_OPEN_CLIENTS: list[Any] = []
+
+
+def openai_client(gateway: Gateway, **kwargs: Any) -> openai.AsyncOpenAI:
+    """An SDK client for the gateway; closed by the ``_close_clients`` fixture after the test."""
+    client = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="client-key", max_retries=0, **kwargs)
+    _OPEN_CLIENTS.append(client)
+    return client
+
+
+def anthropic_client(gateway: Gateway, **kwargs: Any) -> anthropic.AsyncAnthropic:
+    client = anthropic.AsyncAnthropic(base_url=gateway.url, api_key="client-key", max_retries=0, **kwargs)
+    _OPEN_CLIENTS.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> Any:
+    yield
+    while _OPEN_CLIENTS:
+        await _OPEN_CLIENTS.pop().close()
