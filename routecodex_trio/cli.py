@@ -69,7 +69,11 @@ async def _run(config: GatewayConfig) -> None:
                 nursery.cancel_scope.cancel()  # drained: stop waiting for signals
 
             gateway: Gateway = await nursery.start(run_serve)
-            print(f"routecodex {__version__} listening on {', '.join(gateway.urls)}", file=sys.stderr, flush=True)
+            print(
+                f"routecodex {__version__} listening on {', '.join(gateway.urls)}",
+                file=sys.stderr,
+                flush=True,
+            )
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if gateway.statistics().draining:
@@ -94,7 +98,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     path = _config_path(args.path or args.config)
     config = load_config(path)
     targets = sum(len(p.models) for p in config.providers.values())
-    print(f"{path}: OK ({len(config.providers)} providers, {targets} models, listen {', '.join(config.server.listen)})")
+    listen = ", ".join(config.server.listen)
+    print(f"{path}: OK ({len(config.providers)} providers, {targets} models, listen {listen})")
     return 0
 
 
@@ -130,8 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("--config", "-c", metavar="PATH",
-                       help="config file (default: conf/routecodex.toml, else the built-in default)")
+        p.add_argument(
+            "--config",
+            "-c",
+            metavar="PATH",
+            help="config file (default: conf/routecodex.toml, else the built-in default)",
+        )
         return p
 
     serve = add("serve", "Run the gateway.")
@@ -144,9 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_config)
 
     add("models", "List the provider.model ids the gateway serves.").set_defaults(func=cmd_models)
-    add("env", "Print the exports that point Claude Code, Codex CLI and OpenAI SDKs at the gateway.").set_defaults(
-        func=cmd_env
-    )
+    add(
+        "env", "Print the exports that point Claude Code, Codex CLI and OpenAI SDKs at the gateway."
+    ).set_defaults(func=cmd_env)
     return parser
 
 

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anthropic
 import openai
 import pytest
-import trio
 
 from routecodex_trio import Gateway, config_from_mapping, serve
 
 from .fakes import FakeOpenAI, start_app
+
+if TYPE_CHECKING:
+    import trio
 
 
 @pytest.fixture(autouse=True)
@@ -50,8 +52,13 @@ def openai_provider_config(url: str, models: list[str], **extra: Any) -> dict[st
     return {
         "server": {"listen": ["127.0.0.1:0"], "graceful_timeout": 5},
         "providers": {
-            "fake": {"type": "openai-chat", "base_url": url + "/v1", "api_key": "sk-upstream-secret-123",
-                     "models": models, **extra}
+            "fake": {
+                "type": "openai-chat",
+                "base_url": url + "/v1",
+                "api_key": "sk-upstream-secret-123",
+                "models": models,
+                **extra,
+            }
         },
         "routing": {"default": [f"fake.{models[0]}"]},
     }
@@ -61,13 +68,17 @@ GatewayFactory = Callable[[dict[str, Any]], Any]
 
 
 @pytest.fixture
-def start_gateway(nursery: trio.Nursery) -> GatewayFactory:
+async def start_gateway(nursery: trio.Nursery) -> Any:
+    """Start gateways for the test; SDK clients made for them are closed afterwards."""
+
     async def start(raw: dict[str, Any]) -> Gateway:
         config = config_from_mapping(raw, environ={})
         gateway: Gateway = await nursery.start(serve, config)
         return gateway
 
-    return start
+    yield start
+    while _OPEN_CLIENTS:
+        await _OPEN_CLIENTS.pop().close()
 
 
 _OPEN_CLIENTS: list[Any] = []
@@ -84,10 +95,3 @@ def anthropic_client(gateway: Gateway, **kwargs: Any) -> anthropic.AsyncAnthropi
     client = anthropic.AsyncAnthropic(base_url=gateway.url, api_key="client-key", max_retries=0, **kwargs)
     _OPEN_CLIENTS.append(client)
     return client
-
-
-@pytest.fixture(autouse=True)
-async def _close_clients() -> Any:
-    yield
-    while _OPEN_CLIENTS:
-        await _OPEN_CLIENTS.pop().close()

@@ -62,8 +62,13 @@ async def _read_body(receive: Receive) -> bytes:
 
 
 async def _json(send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), *(headers or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *(headers or [])],
+        }
+    )
     await send({"type": "http.response.body", "body": orjson.dumps(body)})
 
 
@@ -78,8 +83,13 @@ def _chunk(model: str, delta: dict[str, Any], finish: str | None = None, **extra
     }
 
 
-USAGE = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17,
-         "prompt_tokens_details": {"cached_tokens": 2}, "completion_tokens_details": {"reasoning_tokens": 0}}
+USAGE = {
+    "prompt_tokens": 12,
+    "completion_tokens": 5,
+    "total_tokens": 17,
+    "prompt_tokens_details": {"cached_tokens": 2},
+    "completion_tokens_details": {"reasoning_tokens": 0},
+}
 
 
 @attrs.define(eq=False)
@@ -108,8 +118,19 @@ class FakeOpenAI:
         if scenario.startswith("error"):
             status = int(scenario.removeprefix("error") or 500)
             extra = [(b"retry-after", b"7")] if status == 429 else []
-            await _json(send, status, {"error": {"message": f"fake failure {status}", "type": "server_error",
-                                                 "param": None, "code": None}}, extra)
+            await _json(
+                send,
+                status,
+                {
+                    "error": {
+                        "message": f"fake failure {status}",
+                        "type": "server_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+                extra,
+            )
             return
         if scope["path"].endswith("/completions") and not scope["path"].endswith("/chat/completions"):
             await self._legacy(body, send)
@@ -137,42 +158,98 @@ class FakeOpenAI:
         message: dict[str, Any] = {"role": "assistant", "content": "Hello from the fake upstream."}
         finish = "stop"
         if scenario == "tools":
-            message = {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_aaa", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
-                {"id": "call_bbb", "type": "function", "function": {"name": "get_time", "arguments": '{"tz":"CET"}'}},
-            ]}
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_aaa",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                    },
+                    {
+                        "id": "call_bbb",
+                        "type": "function",
+                        "function": {"name": "get_time", "arguments": '{"tz":"CET"}'},
+                    },
+                ],
+            }
             finish = "tool_calls"
         if scenario == "echo":
             message["content"] = orjson.dumps(body).decode()
-        await _json(send, 200, {
-            "id": "chatcmpl-fake123", "object": "chat.completion", "created": 1700000000, "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-            "usage": USAGE,
-        })
+        await _json(
+            send,
+            200,
+            {
+                "id": "chatcmpl-fake123",
+                "object": "chat.completion",
+                "created": 1700000000,
+                "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+                "usage": USAGE,
+            },
+        )
 
     async def _legacy(self, body: dict[str, Any], send: Send) -> None:
         model = str(body.get("model"))
         if body.get("stream"):
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"text/event-stream")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")],
+                }
+            )
             for i, piece in enumerate(["Once", " upon", " a time"]):
-                chunk = {"id": "cmpl-fake", "object": "text_completion", "created": 1700000000, "model": model,
-                         "choices": [{"text": piece, "index": 0, "logprobs": None,
-                                      "finish_reason": "stop" if i == 2 else None}]}
-                await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n",
-                            "more_body": True})
+                chunk = {
+                    "id": "cmpl-fake",
+                    "object": "text_completion",
+                    "created": 1700000000,
+                    "model": model,
+                    "choices": [
+                        {
+                            "text": piece,
+                            "index": 0,
+                            "logprobs": None,
+                            "finish_reason": "stop" if i == 2 else None,
+                        }
+                    ],
+                }
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": b"data: " + orjson.dumps(chunk) + b"\n\n",
+                        "more_body": True,
+                    }
+                )
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
             return
-        await _json(send, 200, {
-            "id": "cmpl-fake", "object": "text_completion", "created": 1700000000, "model": model,
-            "choices": [{"text": "Once upon a time", "index": 0, "logprobs": None, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
-        })
+        await _json(
+            send,
+            200,
+            {
+                "id": "cmpl-fake",
+                "object": "text_completion",
+                "created": 1700000000,
+                "model": model,
+                "choices": [
+                    {"text": "Once upon a time", "index": 0, "logprobs": None, "finish_reason": "stop"}
+                ],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+            },
+        )
 
-    async def _stream(self, record: StreamRecord, scenario: str, arg: str, body: dict[str, Any], send: Send) -> None:
+    async def _stream(
+        self, record: StreamRecord, scenario: str, arg: str, body: dict[str, Any], send: Send
+    ) -> None:
         model = record.model
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
 
         async def event(obj: Any) -> None:
             data = obj if isinstance(obj, bytes) else orjson.dumps(obj)
@@ -182,13 +259,30 @@ class FakeOpenAI:
 
         await event(_chunk(model, {"role": "assistant", "content": ""}))
         if scenario == "tools":
-            calls = [("call_aaa", "get_weather", ['{"ci', 'ty":"Par', 'is"}']),
-                     ("call_bbb", "get_time", ['{"tz":', '"CET"}'])]
+            calls = [
+                ("call_aaa", "get_weather", ['{"ci', 'ty":"Par', 'is"}']),
+                ("call_bbb", "get_time", ['{"tz":', '"CET"}']),
+            ]
             for index, (call_id, name, parts) in enumerate(calls):
-                await event(_chunk(model, {"tool_calls": [{"index": index, "id": call_id, "type": "function",
-                                                           "function": {"name": name, "arguments": ""}}]}))
+                await event(
+                    _chunk(
+                        model,
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": index,
+                                    "id": call_id,
+                                    "type": "function",
+                                    "function": {"name": name, "arguments": ""},
+                                }
+                            ]
+                        },
+                    )
+                )
                 for part in parts:
-                    await event(_chunk(model, {"tool_calls": [{"index": index, "function": {"arguments": part}}]}))
+                    await event(
+                        _chunk(model, {"tool_calls": [{"index": index, "function": {"arguments": part}}]})
+                    )
             await event(_chunk(model, {}, "tool_calls"))
         elif scenario == "slow":
             count = int(arg or 40)
@@ -204,8 +298,16 @@ class FakeOpenAI:
                 await event(_chunk(model, {"content": piece}))
             await event(_chunk(model, {}, "stop"))
         if (body.get("stream_options") or {}).get("include_usage"):
-            await event({"id": "chatcmpl-fake123", "object": "chat.completion.chunk", "created": 1700000000,
-                         "model": model, "choices": [], "usage": USAGE})
+            await event(
+                {
+                    "id": "chatcmpl-fake123",
+                    "object": "chat.completion.chunk",
+                    "created": 1700000000,
+                    "model": model,
+                    "choices": [],
+                    "usage": USAGE,
+                }
+            )
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": True})
         record.sent += 1
         # Hypercorn reports http.disconnect as soon as a response is complete: mark the stream

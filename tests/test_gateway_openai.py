@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import httpx
 import openai
@@ -10,11 +11,14 @@ import pytest
 import trio
 
 from .conftest import GatewayFactory, mock_config, openai_client, openai_provider_config
-from .fakes import FakeOpenAI
+
+if TYPE_CHECKING:
+    from .fakes import FakeOpenAI
 
 
-
-async def test_chat_passthrough_non_stream(fake_openai: tuple[FakeOpenAI, str], start_gateway: GatewayFactory) -> None:
+async def test_chat_passthrough_non_stream(
+    fake_openai: tuple[FakeOpenAI, str], start_gateway: GatewayFactory
+) -> None:
     fake, url = fake_openai
     gateway = await start_gateway(openai_provider_config(url, ["gpt-test"]))
     with trio.fail_after(10):
@@ -23,7 +27,8 @@ async def test_chat_passthrough_non_stream(fake_openai: tuple[FakeOpenAI, str], 
             model="whatever-the-client-says", messages=[{"role": "user", "content": "hi"}]
         )
     assert reply.choices[0].message.content == "Hello from the fake upstream."
-    assert reply.usage is not None and reply.usage.total_tokens == 17
+    assert reply.usage is not None
+    assert reply.usage.total_tokens == 17
     sent = fake.requests[-1]
     assert sent.path == "/v1/chat/completions"
     assert sent.body["model"] == "gpt-test"  # routing.default's target, not the client's name
@@ -42,7 +47,8 @@ async def test_direct_provider_model_bypasses_default(
         )
     assert fake.requests[-1].body["model"] == "tools"
     calls = reply.choices[0].message.tool_calls
-    assert calls is not None and [c.function.name for c in calls] == ["get_weather", "get_time"]
+    assert calls is not None
+    assert [c.function.name for c in calls] == ["get_weather", "get_time"]
     assert reply.choices[0].finish_reason == "tool_calls"
 
 
@@ -96,7 +102,9 @@ async def test_tool_call_stream_keeps_each_call(
     assert finish == "tool_calls"
 
 
-async def test_sdk_stream_helper_accumulates(fake_openai: tuple[FakeOpenAI, str], start_gateway: GatewayFactory) -> None:
+async def test_sdk_stream_helper_accumulates(
+    fake_openai: tuple[FakeOpenAI, str], start_gateway: GatewayFactory
+) -> None:
     _, url = fake_openai
     gateway = await start_gateway(openai_provider_config(url, ["tools"]))
     with trio.fail_after(10):
@@ -120,7 +128,9 @@ async def test_legacy_completions(
     with trio.fail_after(10):
         reply = await client.completions.create(model="x", prompt="Tell me a story", max_tokens=20)
         pieces = []
-        stream = await client.completions.create(model="x", prompt="Tell me a story", max_tokens=20, stream=True)
+        stream = await client.completions.create(
+            model="x", prompt="Tell me a story", max_tokens=20, stream=True
+        )
         async for chunk in stream:
             pieces.append(chunk.choices[0].text if chunk.choices else "")
     if mode == "native":
@@ -146,7 +156,8 @@ async def test_models_endpoints(start_gateway: GatewayFactory) -> None:
         with pytest.raises(openai.NotFoundError) as missing:
             await client.models.retrieve("mock.nope")
     assert [m.id for m in models.data] == ["mock.m1", "mock.m2"]
-    assert one.id == "mock.m2" and one.owned_by == "mock"
+    assert one.id == "mock.m2"
+    assert one.owned_by == "mock"
     assert missing.value.status_code == 404
 
 
@@ -157,7 +168,8 @@ async def test_health_and_unknown_path(start_gateway: GatewayFactory) -> None:
             health = await http.get("/health")
             unknown = await http.post("/v1/nowhere", json={})
             wrong_method = await http.get("/v1/chat/completions")
-    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok"
     assert unknown.status_code == 404
     assert set(unknown.json()["error"]) == {"message", "type", "param", "code"}
     assert wrong_method.status_code == 405
@@ -166,17 +178,34 @@ async def test_health_and_unknown_path(start_gateway: GatewayFactory) -> None:
 async def test_mock_provider_answers_without_network(start_gateway: GatewayFactory) -> None:
     gateway = await start_gateway(mock_config())
     client = openai_client(gateway)
-    tool = {"type": "function", "function": {"name": "lookup", "parameters": {
-        "type": "object", "properties": {"q": {"type": "string"}, "n": {"type": "integer"}}, "required": ["q", "n"]}}}
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "parameters": {
+                "type": "object",
+                "properties": {"q": {"type": "string"}, "n": {"type": "integer"}},
+                "required": ["q", "n"],
+            },
+        },
+    }
     with trio.fail_after(10):
-        reply = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "ping"}])
-        again = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "ping"}])
+        reply = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "ping"}]
+        )
+        again = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "ping"}]
+        )
         tooled = await client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "find it"}], tools=[tool]  # type: ignore[list-item]
+            model="m",
+            messages=[{"role": "user", "content": "find it"}],
+            tools=[tool],  # type: ignore[list-item]
         )
         text = []
         stream = await client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "ping"}], stream=True,
+            model="m",
+            messages=[{"role": "user", "content": "ping"}],
+            stream=True,
             stream_options={"include_usage": True},
         )
         usage = None
@@ -187,7 +216,8 @@ async def test_mock_provider_answers_without_network(start_gateway: GatewayFacto
     assert reply.choices[0].message.content == again.choices[0].message.content  # deterministic
     assert "ping" in (reply.choices[0].message.content or "")
     assert "".join(text) == reply.choices[0].message.content
-    assert usage is not None and usage.completion_tokens > 0
+    assert usage is not None
+    assert usage.completion_tokens > 0
     call = (tooled.choices[0].message.tool_calls or [])[0]
     assert call.function.name == "lookup"
     assert call.function.arguments == '{"q":"mock-q","n":1}'

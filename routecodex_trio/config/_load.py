@@ -132,7 +132,7 @@ def _cattrs_problems(exc: BaseException) -> list[str]:
     for line in cattrs.transform_error(exc, format_exception=_format_cattrs_error):  # type: ignore[arg-type]
         message, _, path = line.rpartition(" @ ")
         # attrs validators report at the class level: "'graceful_timeout' must be >= 0: -1.0".
-        field = re.match(r"^'(\w+)' (.*)$", message)
+        field = re.match(r"^'(\w+)' (must .*)$", message)
         if field:
             path, message = f"{path}.{field.group(1)}", field.group(2)
         problems.append(f"{_dotted(path)}: {message}" if _dotted(path) else message)
@@ -152,7 +152,7 @@ def _check_provider(provider: ProviderConfig, problems: list[str]) -> None:
                 problems.append(f"{where}.base_url: {provider.base_url!r} is not an http(s) URL")
     if not provider.models:
         problems.append(f"{where}.models: list at least one model")
-    for key in provider.keys():
+    for key in provider.all_keys():
         if not key.reveal():
             problems.append(f"{where}: an API key is empty")
     for header, value in provider.headers.items():
@@ -176,7 +176,9 @@ def _check_routing(config: GatewayConfig, problems: list[str]) -> None:
                 elif provider is None:
                     problems.append(f"{where}: {target!r} names unknown provider {provider_name!r}")
                 elif provider.model(model_id) is None:
-                    problems.append(f"{where}: {target!r}: provider {provider_name!r} lists no model {model_id!r}")
+                    problems.append(
+                        f"{where}: {target!r}: provider {provider_name!r} lists no model {model_id!r}"
+                    )
     if not config.routing.default and config.providers:
         problems.append("routing.default: required (the route for requests no other category takes)")
 
@@ -242,5 +244,3 @@ def default_config_path() -> Path:
     if local.exists():
         return local
     return Path(__file__).resolve().parent.parent / "defaults" / "routecodex.toml"
-
-

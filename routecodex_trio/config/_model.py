@@ -144,7 +144,7 @@ class ProviderConfig:
     completions: Literal["chat", "native"] = "chat"
     mock: MockConfig = attrs.field(factory=MockConfig)
 
-    def keys(self) -> tuple[Secret, ...]:
+    def all_keys(self) -> tuple[Secret, ...]:
         """Every configured key, ``api_key`` first."""
         return ((self.api_key,) if self.api_key else ()) + self.api_keys
 

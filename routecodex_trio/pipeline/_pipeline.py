@@ -79,7 +79,9 @@ class UpstreamCall:
     passthrough: bool
 
 
-def upstream_protocol(provider_type: str, client_protocol: ProtocolName, completions_mode: str) -> ProtocolName:
+def upstream_protocol(
+    provider_type: str, client_protocol: ProtocolName, completions_mode: str
+) -> ProtocolName:
     """The wire protocol to speak to a provider for a request arriving on ``client_protocol``."""
     if provider_type == "openai-chat":
         if client_protocol == "openai-completions" and completions_mode == "native":
@@ -153,7 +155,9 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
-def upstream_status_error(provider: str, response: httpx.Response, secrets: tuple[str, ...]) -> UpstreamStatusError:
+def upstream_status_error(
+    provider: str, response: httpx.Response, secrets: tuple[str, ...]
+) -> UpstreamStatusError:
     """An ``UpstreamStatusError`` carrying the upstream's message, scrubbed of our keys."""
     message: str | None
     try:
@@ -181,8 +185,12 @@ class ExchangeStage:
     config: GatewayConfig
 
     async def run(
-        self, call: UpstreamCall, request: ClientRequest, upstream: HttpUpstream | MockUpstream,
-        responder: Responder, trace: Trace,
+        self,
+        call: UpstreamCall,
+        request: ClientRequest,
+        upstream: HttpUpstream | MockUpstream,
+        responder: Responder,
+        trace: Trace,
     ) -> None:
         provider = self.config.providers[call.target.provider]
         timeouts = self.config.provider_timeouts(provider)
@@ -193,12 +201,18 @@ class ExchangeStage:
                 await self._run_http(upstream, request, call, responder, trace)
         if total.cancelled_caught:
             raise UpstreamTimeout(
-                f"upstream {call.target.provider!r}: request exceeded its total deadline of {timeouts.total:g} s",
+                f"upstream {call.target.provider!r}: request exceeded its total deadline "
+                f"of {timeouts.total:g} s",
                 provider=call.target.provider,
             )
 
     async def _run_canonical(
-        self, upstream: MockUpstream, request: ClientRequest, call: UpstreamCall, responder: Responder, trace: Trace
+        self,
+        upstream: MockUpstream,
+        request: ClientRequest,
+        call: UpstreamCall,
+        responder: Responder,
+        trace: Trace,
     ) -> None:
         canonical = attrs.evolve(request.canonical(), model=call.target.upstream_model)
         client_codec = request.codec
@@ -213,12 +227,17 @@ class ExchangeStage:
         await responder.send_json(200, client_codec.encode_response(response, request.canonical()))
 
     async def _run_http(
-        self, upstream: HttpUpstream, request: ClientRequest, call: UpstreamCall, responder: Responder, trace: Trace
+        self,
+        upstream: HttpUpstream,
+        request: ClientRequest,
+        call: UpstreamCall,
+        responder: Responder,
+        trace: Trace,
     ) -> None:
         assert call.protocol is not None
         provider = call.target.provider
         headers = upstream.headers(call.protocol, upstream.next_key_index(), request.headers)
-        secrets = tuple(k.reveal() for k in upstream.config.keys())
+        secrets = tuple(k.reveal() for k in upstream.config.all_keys())
         waited = trio.current_time()
         async with upstream.exchange(call.path, call.body, headers, stream=call.stream) as response:
             trace.upstream_wait_s += trio.current_time() - waited
@@ -234,7 +253,8 @@ class ExchangeStage:
                 # streaming support). Read it as a complete answer and stream that.
                 await response.aread()
                 raise UpstreamProtocolError(
-                    f"upstream {provider!r} answered a stream request with {content_type or 'no content type'}: "
+                    f"upstream {provider!r} answered a stream request with "
+                    f"{content_type or 'no content type'}: "
                     + (extract_error_message(_loads(response.content)) or "not an event stream"),
                     provider=provider,
                 )
@@ -244,7 +264,8 @@ class ExchangeStage:
                 await relay_passthrough(chunks, responder, tracker, trace.stats)
                 if not tracker.terminal:
                     raise UpstreamProtocolError(
-                        f"upstream {provider!r} closed the stream without its terminal event", provider=provider
+                        f"upstream {provider!r} closed the stream without its terminal event",
+                        provider=provider,
                     )
             else:
                 decoder = upstream_codec.stream_decoder()
@@ -254,8 +275,13 @@ class ExchangeStage:
             await responder.end()
 
     async def _answer_json(
-        self, call: UpstreamCall, request: ClientRequest, response: httpx.Response, upstream_codec: Any,
-        responder: Responder, trace: Trace,
+        self,
+        call: UpstreamCall,
+        request: ClientRequest,
+        response: httpx.Response,
+        upstream_codec: Any,
+        responder: Responder,
+        trace: Trace,
     ) -> None:
         provider = call.target.provider
         if call.passthrough:
@@ -263,8 +289,9 @@ class ExchangeStage:
             return
         body = _loads(response.content)
         if not isinstance(body, dict):
-            raise UpstreamProtocolError(f"upstream {provider!r} answered with a body that is not a JSON object",
-                                        provider=provider)
+            raise UpstreamProtocolError(
+                f"upstream {provider!r} answered with a body that is not a JSON object", provider=provider
+            )
         canonical_response = upstream_codec.decode_response(body)
         trace.usage = canonical_response.usage
         await responder.send_json(200, request.codec.encode_response(canonical_response, request.canonical()))
@@ -316,7 +343,9 @@ class Pipeline:
                     raise
                 LOGGER.warning(
                     "request %s: target %s failed before the first byte (%s); trying the next one",
-                    request.request_id, target.id, exc.message,
+                    request.request_id,
+                    target.id,
+                    exc.message,
                 )
         assert last_error is not None
         raise last_error

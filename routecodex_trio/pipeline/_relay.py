@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -31,6 +30,8 @@ from ..protocols.errors import anthropic_error_body, openai_error_fields
 from ..protocols.sse import SSEParser, encode_frame
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from .._errors import GatewayError
     from ..protocols.base import StreamDecoder, StreamEncoder
     from ..protocols.canonical import ProtocolName, StreamEvent, Usage
@@ -97,7 +98,9 @@ class PassthroughTracker:
         )
 
 
-def responses_failed_event(sequence: int, response_id: str, model: str, error: GatewayError) -> dict[str, Any]:
+def responses_failed_event(
+    sequence: int, response_id: str, model: str, error: GatewayError
+) -> dict[str, Any]:
     """A ``response.failed`` event complete enough for the OpenAI SDK's ``Response`` model."""
     _, code = openai_error_fields(error.kind, error.code)
     return {
@@ -171,7 +174,9 @@ async def relay_passthrough(
 
 
 def _track_usage(event: StreamEvent, stats: StreamStats) -> None:
-    if (isinstance(event, MessageStart | MessageStop) and event.usage is not None) or isinstance(event, UsageUpdate):
+    if (isinstance(event, MessageStart | MessageStop) and event.usage is not None) or isinstance(
+        event, UsageUpdate
+    ):
         stats.usage = event.usage
 
 

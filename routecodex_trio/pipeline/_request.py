@@ -8,7 +8,6 @@ decoded field by field, so new fields the gateway does not know yet still reach 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -17,6 +16,8 @@ import orjson
 from .._errors import InvalidRequest
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ..protocols.base import Codec
     from ..protocols.canonical import ProtocolName, Request
 
@@ -33,7 +34,9 @@ class Endpoint:
 CHAT: Final = Endpoint(name="chat", protocol="openai-chat", conversation_field="messages")
 COMPLETIONS: Final = Endpoint(name="completions", protocol="openai-completions", conversation_field="prompt")
 MESSAGES: Final = Endpoint(name="messages", protocol="anthropic-messages", conversation_field="messages")
-COUNT_TOKENS: Final = Endpoint(name="count_tokens", protocol="anthropic-messages", conversation_field="messages")
+COUNT_TOKENS: Final = Endpoint(
+    name="count_tokens", protocol="anthropic-messages", conversation_field="messages"
+)
 RESPONSES: Final = Endpoint(name="responses", protocol="openai-responses", conversation_field="input")
 
 # Numeric fields whose type is checked up front, by protocol, with their lower bounds.
@@ -99,20 +102,28 @@ class DecodeStage:
         except orjson.JSONDecodeError as exc:
             raise InvalidRequest(f"request body is not valid JSON: {exc.msg}", code="invalid_json") from None
         if not isinstance(body, dict):
-            raise InvalidRequest(f"request body must be a JSON object, not {_type_name(body)}", code="invalid_json")
+            raise InvalidRequest(
+                f"request body must be a JSON object, not {_type_name(body)}", code="invalid_json"
+            )
         model = body.get("model")
         if model is None:
-            raise InvalidRequest("missing required field 'model'", param="model", code="missing_required_parameter")
+            raise InvalidRequest(
+                "missing required field 'model'", param="model", code="missing_required_parameter"
+            )
         if not isinstance(model, str) or not model.strip():
             raise InvalidRequest("'model' must be a non-empty string", param="model", code="invalid_type")
         field = endpoint.conversation_field
         conversation = body.get(field)
         if conversation is None:
-            raise InvalidRequest(f"missing required field {field!r}", param=field, code="missing_required_parameter")
+            raise InvalidRequest(
+                f"missing required field {field!r}", param=field, code="missing_required_parameter"
+            )
         if field == "messages":
             if not isinstance(conversation, list):
                 raise InvalidRequest(
-                    f"'messages' must be an array, not {_type_name(conversation)}", param="messages", code="invalid_type"
+                    f"'messages' must be an array, not {_type_name(conversation)}",
+                    param="messages",
+                    code="invalid_type",
                 )
             if not conversation and endpoint.protocol == "openai-chat":
                 raise InvalidRequest("'messages' must not be empty", param="messages", code="invalid_value")
@@ -123,7 +134,9 @@ class DecodeStage:
                     )
                 if not isinstance(message.get("role"), str):
                     raise InvalidRequest(
-                        f"'messages[{i}].role' must be a string", param=f"messages[{i}].role", code="invalid_type"
+                        f"'messages[{i}].role' must be a string",
+                        param=f"messages[{i}].role",
+                        code="invalid_type",
                     )
         elif field == "input" and not isinstance(conversation, str | list):
             raise InvalidRequest("'input' must be a string or an array", param="input", code="invalid_type")
@@ -137,7 +150,9 @@ class DecodeStage:
         for name in _INT_FIELDS.get(endpoint.protocol, ()):
             value = body.get(name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-                raise InvalidRequest(f"{name!r} must be a non-negative integer", param=name, code="invalid_type")
+                raise InvalidRequest(
+                    f"{name!r} must be a non-negative integer", param=name, code="invalid_type"
+                )
         for name in _NUMBER_FIELDS:
             value = body.get(name)
             if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):

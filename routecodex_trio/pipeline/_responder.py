@@ -39,9 +39,14 @@ class Responder:
     # Set by the stream relay once it owns the client stream's state.
     terminal_error: Callable[[GatewayError], bytes] | None = None
     bytes_sent: int = 0
+    # Set when the request body was not read to its end: the connection cannot carry another
+    # request, so the client is told not to reuse it.
+    close_connection: bool = False
 
     def _headers(self, base: tuple[tuple[bytes, bytes], ...], extra: Mapping[str, str] | None) -> list[Any]:
         headers = [*base, (b"x-request-id", self.request_id.encode())]
+        if self.close_connection:
+            headers.append((b"connection", b"close"))
         if extra:
             headers.extend((k.encode(), v.encode()) for k, v in extra.items())
         return headers
@@ -49,7 +54,11 @@ class Responder:
     async def start_stream(self, extra_headers: Mapping[str, str] | None = None) -> None:
         self.started, self.streaming, self.status = True, True, 200
         await self.send(
-            {"type": "http.response.start", "status": 200, "headers": self._headers(SSE_HEADERS, extra_headers)}
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": self._headers(SSE_HEADERS, extra_headers),
+            }
         )
 
     async def write(self, chunk: bytes) -> None:
@@ -63,7 +72,11 @@ class Responder:
             await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def send_bytes(
-        self, status: int, body: bytes, *, extra_headers: Mapping[str, str] | None = None,
+        self,
+        status: int,
+        body: bytes,
+        *,
+        extra_headers: Mapping[str, str] | None = None,
         content_type: bytes = b"application/json",
     ) -> None:
         self.started, self.finished, self.status = True, True, status
@@ -72,7 +85,9 @@ class Responder:
         self.bytes_sent += len(body)
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
-    async def send_json(self, status: int, obj: Any, *, extra_headers: Mapping[str, str] | None = None) -> None:
+    async def send_json(
+        self, status: int, obj: Any, *, extra_headers: Mapping[str, str] | None = None
+    ) -> None:
         await self.send_bytes(status, orjson.dumps(obj), extra_headers=extra_headers)
 
     async def fail(self, error: GatewayError, codec: Codec) -> None:

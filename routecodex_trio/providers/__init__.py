@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import attrs
@@ -13,6 +12,8 @@ from ._http import FORWARDED_HEADERS, HttpUpstream, iter_raw, map_upstream_error
 from ._mock import MockUpstream
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from ..config import GatewayConfig
 
 Upstream = HttpUpstream | MockUpstream

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -23,6 +22,8 @@ from .._errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailabl
 from .._version import __version__
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator, Mapping
+
     from ..config import ProviderConfig, Secret, TimeoutsConfig
 
 LOGGER: Final = logging.getLogger("routecodex_trio.providers")
@@ -47,16 +48,26 @@ def map_upstream_errors(provider: str) -> Iterator[None]:
         kind = type(exc).__name__.replace("Timeout", " timeout").lower()
         raise UpstreamTimeout(f"upstream {provider!r}: {kind}", provider=provider) from exc
     except (httpx.RemoteProtocolError, httpx.DecodingError) as exc:
+        LOGGER.info("upstream %r protocol error: %s", provider, exc)
         raise UpstreamProtocolError(
-            f"upstream {provider!r} broke the HTTP exchange: {_short(exc)}", provider=provider
+            f"upstream {provider!r} broke the HTTP exchange ({_describe(exc)})", provider=provider
         ) from exc
     except httpx.TransportError as exc:
-        raise UpstreamUnavailable(f"upstream {provider!r} unreachable: {_short(exc)}", provider=provider) from exc
+        LOGGER.info("upstream %r transport error: %s", provider, exc)
+        raise UpstreamUnavailable(
+            f"upstream {provider!r} unreachable ({_describe(exc)})", provider=provider
+        ) from exc
 
 
-def _short(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]
+def _describe(exc: Exception) -> str:
+    """A description without the exception text, which may name hosts and ports."""
+    if isinstance(exc, httpx.ConnectError):
+        return "connection failed"
+    if isinstance(exc, httpx.ReadError | httpx.WriteError):
+        return "connection broken"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "connection closed or malformed response"
+    return type(exc).__name__
 
 
 @attrs.define(eq=False)
@@ -69,7 +80,7 @@ class HttpUpstream:
     _key_cycle: Iterator[int] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._key_cycle = itertools.cycle(range(max(1, len(self.config.keys()))))
+        self._key_cycle = itertools.cycle(range(max(1, len(self.config.all_keys()))))
 
     @classmethod
     def create(cls, config: ProviderConfig, timeouts: TimeoutsConfig) -> HttpUpstream:
@@ -80,7 +91,9 @@ class HttpUpstream:
         )
         # ``read`` is per socket read, i.e. the idle gap between stream chunks; the first-byte
         # and total deadlines are enforced with trio scopes around the exchange.
-        timeout = httpx.Timeout(connect=timeouts.connect, read=timeouts.idle, write=timeouts.idle, pool=timeouts.connect)
+        timeout = httpx.Timeout(
+            connect=timeouts.connect, read=timeouts.idle, write=timeouts.idle, pool=timeouts.connect
+        )
         client = httpx.AsyncClient(
             base_url=(config.base_url or "").rstrip("/"),
             limits=limits,
@@ -94,11 +107,17 @@ class HttpUpstream:
         """Keys are used in turn (issue 4: several keys of a provider spread the load)."""
         return next(self._key_cycle)
 
-    def headers(self, protocol: str, key_index: int | None, client_headers: Mapping[str, str]) -> dict[str, str]:
+    def headers(
+        self, protocol: str, key_index: int | None, client_headers: Mapping[str, str]
+    ) -> dict[str, str]:
         # identity encoding: a gzip-compressed event stream would be held back by the
         # compressor and could not be relayed frame by frame.
-        headers = {"content-type": "application/json", "user-agent": USER_AGENT, "accept-encoding": "identity"}
-        keys = self.config.keys()
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "accept-encoding": "identity",
+        }
+        keys = self.config.all_keys()
         key: Secret | None = keys[key_index % len(keys)] if keys and key_index is not None else None
         if protocol == "anthropic-messages":
             headers["anthropic-version"] = client_headers.get("anthropic-version", ANTHROPIC_VERSION)

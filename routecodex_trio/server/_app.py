@@ -20,7 +20,6 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -39,7 +38,7 @@ from ..protocols import codec_for
 from ..protocols.errors import render_anthropic_error, render_openai_error
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from ..pipeline import Endpoint, Pipeline
     from ..pipeline._responder import Send
@@ -160,8 +159,12 @@ class GatewayApp:
         try:
             if endpoint is not None:
                 if method != "POST":
-                    raise GatewayError(f"{path} accepts POST only", status=405, kind="invalid_request",
-                                       code="method_not_allowed")
+                    raise GatewayError(
+                        f"{path} accepts POST only",
+                        status=405,
+                        kind="invalid_request",
+                        code="method_not_allowed",
+                    )
                 await self._llm(scope, receive, responder, endpoint)
             elif method in ("GET", "HEAD"):
                 await self._get(scope, path, responder)
@@ -218,22 +221,30 @@ class GatewayApp:
             ids = router.model_ids()
             if model_id:
                 if model_id not in ids:
-                    raise NotFound(f"model {model_id!r} does not exist", param="model", code="model_not_found")
+                    raise NotFound(
+                        f"model {model_id!r} does not exist", param="model", code="model_not_found"
+                    )
                 await responder.send_json(200, _model_object(model_id, anthropic))
                 return
             data = [_model_object(i, anthropic) for i in ids]
             if anthropic:
                 await responder.send_json(
-                    200, {"data": data, "has_more": False, "first_id": ids[0] if ids else None,
-                          "last_id": ids[-1] if ids else None},
+                    200,
+                    {
+                        "data": data,
+                        "has_more": False,
+                        "first_id": ids[0] if ids else None,
+                        "last_id": ids[-1] if ids else None,
+                    },
                 )
             else:
                 await responder.send_json(200, {"object": "list", "data": data})
             return
         raise NotFound(f"unknown path {path!r}", code="unknown_url")
 
-    async def _llm(self, scope: dict[str, Any], receive: Callable[[], Any], responder: Responder,
-                   endpoint: Endpoint) -> None:
+    async def _llm(
+        self, scope: dict[str, Any], receive: Callable[[], Any], responder: Responder, endpoint: Endpoint
+    ) -> None:
         pipeline = self.pipeline  # this request keeps the config generation it started with
         headers = _headers(scope)
         codec = codec_for(endpoint.protocol)
@@ -245,6 +256,7 @@ class GatewayApp:
                 endpoint, body, request_id=responder.request_id, headers=headers, codec=codec
             )
         except GatewayError as exc:
+            responder.close_connection = isinstance(exc, RequestTooLarge)
             await responder.fail(exc, codec)
             self._log(trace, responder, exc)
             return
@@ -299,7 +311,12 @@ async def _watch_disconnect(receive: Callable[[], Any], scope: trio.CancelScope)
 
 def _model_object(model_id: str, anthropic: bool) -> dict[str, Any]:
     if anthropic:
-        return {"type": "model", "id": model_id, "display_name": model_id, "created_at": "2026-01-01T00:00:00Z"}
+        return {
+            "type": "model",
+            "id": model_id,
+            "display_name": model_id,
+            "created_at": "2026-01-01T00:00:00Z",
+        }
     provider = model_id.partition(".")[0]
     return {"id": model_id, "object": "model", "created": 0, "owned_by": provider}
 
@@ -307,4 +324,3 @@ def _model_object(model_id: str, anthropic: bool) -> dict[str, Any]:
 def iter_routes() -> Iterator[str]:
     """Every LLM path the app serves (for docs and tests)."""
     return iter(_LLM_ROUTES)
-

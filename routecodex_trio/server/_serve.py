@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -29,6 +28,7 @@ from ._sockets import BACKLOG, bind_sockets
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import AsyncIterator
 
     from ..config import GatewayConfig
 
@@ -62,8 +62,11 @@ class Gateway:
     def shutdown(self) -> None:
         """Begin the graceful stop. Returns at once; ``serve`` returns when the drain is over."""
         if not self._stop.is_set():
-            LOGGER.info("shutting down: draining %d request(s) within %.1f s",
-                        self._app.drain.in_flight, self.config.server.graceful_timeout)
+            LOGGER.info(
+                "shutting down: draining %d request(s) within %.1f s",
+                self._app.drain.in_flight,
+                self.config.server.graceful_timeout,
+            )
             self._app.drain.start(self.config.server.graceful_timeout)
             self._stop.set()
 
