@@ -425,8 +425,15 @@ def estimate_request_tokens(request: Request) -> int:
             total += _estimate_block(block)
     for tool in request.tools:
         total += estimate_tokens(tool.name) + estimate_tokens(tool.description or "")
-        total += estimate_tokens(orjson.dumps(dict(tool.parameters)).decode())
+        total += estimate_tokens(_schema_text(tool.parameters))
     return total
+
+
+def _schema_text(schema: Mapping[str, Any]) -> str:
+    try:
+        return orjson.dumps(dict(schema)).decode()
+    except TypeError:  # integers beyond 64 bits, or values orjson cannot encode
+        return repr(schema)
 
 
 # Flat cost of an image: roughly what OpenAI charges for a 512x512 "low"-detail tile set.
