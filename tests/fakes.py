@@ -28,7 +28,7 @@ async def start_app(nursery: trio.Nursery, app: Any) -> str:
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
-    config.errorlog = None
+    config.errorlog = "-"
     config.graceful_timeout = 0.5
     urls = await nursery.start(functools.partial(serve, app, config))
     return str(urls[0])

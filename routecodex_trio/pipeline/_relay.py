@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 _SEQUENCE: Final = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
 _RESPONSE_ID: Final = re.compile(rb'"id"\s*:\s*"(resp_[^"]*)"')
+_RS_TERMINAL: Final = frozenset({b"response.completed", b"response.failed", b"response.incomplete", b"error"})
 
 
 def stream_error_event(error: GatewayError) -> StreamError:
@@ -56,29 +57,25 @@ class PassthroughTracker:
     response_id: str | None = None
 
     def observe(self, complete: bytes) -> None:
-        """Look at a run of complete events (the terminal one is always last)."""
-        tail = complete[-512:]
+        """Look at a run of complete events; only the last one can be terminal."""
+        body = complete.rstrip(b"\r\n")
+        start = max(body.rfind(b"\n\n"), body.rfind(b"\r\n\r\n"))
+        last = body[start + 1 :].lstrip(b"\r\n") if start >= 0 else body
         if self.protocol in ("openai-chat", "openai-completions"):
-            self.terminal = b"data: [DONE]" in tail or b"data:[DONE]" in tail
-        elif self.protocol == "anthropic-messages":
-            self.terminal = b"event: message_stop" in tail or b"event: error" in tail
-        else:
-            if self.response_id is None:
-                found = _RESPONSE_ID.search(complete[:2048])
-                if found:
-                    self.response_id = found.group(1).decode()
-            numbers = _SEQUENCE.findall(tail)
-            if numbers:
-                self.sequence_number = int(numbers[-1])
-            self.terminal = any(
-                marker in tail
-                for marker in (
-                    b"event: response.completed",
-                    b"event: response.failed",
-                    b"event: response.incomplete",
-                    b"event: error",
-                )
-            )
+            self.terminal = last.startswith((b"data: [DONE]", b"data:[DONE]"))
+            return
+        name = last[6:].split(b"\n", 1)[0].strip() if last.startswith(b"event:") else b""
+        if self.protocol == "anthropic-messages":
+            self.terminal = name in (b"message_stop", b"error")
+            return
+        if self.response_id is None:
+            found = _RESPONSE_ID.search(complete[:2048])
+            if found:
+                self.response_id = found.group(1).decode()
+        numbers = _SEQUENCE.findall(last)
+        if numbers:
+            self.sequence_number = int(numbers[-1])
+        self.terminal = name in _RS_TERMINAL
 
     def error_frame(self, error: GatewayError) -> bytes:
         """The protocol's terminal error event for a stream we did not encode ourselves."""
