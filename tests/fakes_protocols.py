@@ -79,6 +79,12 @@ class FakeUpstream:
         path = scope["path"]
         scenario = str(body.get("model"))
         stream = bool(body.get("stream"))
+        if scenario.startswith("error"):
+            await self._error(path, int(scenario.removeprefix("error")), send)
+            return
+        if scenario in ("die", "fail") and stream:
+            await self._broken_stream(path, scenario, send)
+            return
         if path.endswith("/chat/completions"):
             await self._chat(scenario, body, stream, send)
         elif path.endswith("/messages"):
@@ -87,6 +93,173 @@ class FakeUpstream:
             await self._responses(scenario, body, stream, send)
         else:
             await _json(send, 404, {"error": {"message": "no such path", "type": "invalid_request_error"}})
+
+    async def _error(self, path: str, status: int, send: Send) -> None:
+        headers = [(b"retry-after", b"3")] if status == 429 else []
+        if path.endswith("/messages"):
+            kind = {429: "rate_limit_error", 529: "overloaded_error", 400: "invalid_request_error"}.get(
+                status, "api_error"
+            )
+            await _json(
+                send, status, {"type": "error", "error": {"type": kind, "message": f"fake {status}"}}, headers
+            )
+        else:
+            await _json(
+                send,
+                status,
+                {"error": {"message": f"fake {status}", "type": "server_error", "param": None, "code": None}},
+                headers,
+            )
+
+    async def _broken_stream(self, path: str, scenario: str, send: Send) -> None:
+        """``die``: some text, then the connection just ends. ``fail``: the protocol's own error event."""
+        if path.endswith("/chat/completions"):
+            base = {"id": "chatcmpl-up1", "object": "chat.completion.chunk", "created": 1, "model": scenario}
+            frames = [
+                _data(
+                    {
+                        **base,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "delta": {"role": "assistant", "content": "Hel"},
+                                "finish_reason": None,
+                            }
+                        ],
+                    }
+                )
+            ]
+            if scenario == "fail":
+                frames.append(
+                    _data(
+                        {
+                            "error": {
+                                "message": "fake overload mid-stream",
+                                "type": "server_error",
+                                "code": "overloaded",
+                            }
+                        }
+                    )
+                )
+        elif path.endswith("/messages"):
+            frames = [
+                _event(
+                    "message_start",
+                    {
+                        "type": "message_start",
+                        "message": {
+                            "id": "msg_up1",
+                            "type": "message",
+                            "role": "assistant",
+                            "model": scenario,
+                            "content": [],
+                            "stop_reason": None,
+                            "stop_sequence": None,
+                            "usage": {"input_tokens": 3, "output_tokens": 1},
+                        },
+                    },
+                ),
+                _event(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": 0,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                ),
+                _event(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": "Hel"},
+                    },
+                ),
+            ]
+            if scenario == "fail":
+                frames.append(
+                    _event(
+                        "error",
+                        {
+                            "type": "error",
+                            "error": {"type": "overloaded_error", "message": "fake overload mid-stream"},
+                        },
+                    )
+                )
+        else:
+            response = {
+                "id": "resp_up1",
+                "object": "response",
+                "created_at": 1,
+                "status": "in_progress",
+                "error": None,
+                "incomplete_details": None,
+                "model": scenario,
+                "output": [],
+                "parallel_tool_calls": True,
+                "tool_choice": "auto",
+                "tools": [],
+            }
+            frames = [
+                _event(
+                    "response.created",
+                    {"type": "response.created", "sequence_number": 0, "response": response},
+                ),
+                _event(
+                    "response.output_item.added",
+                    {
+                        "type": "response.output_item.added",
+                        "sequence_number": 1,
+                        "output_index": 0,
+                        "item": {
+                            "id": "msg_1",
+                            "type": "message",
+                            "status": "in_progress",
+                            "role": "assistant",
+                            "content": [],
+                        },
+                    },
+                ),
+                _event(
+                    "response.content_part.added",
+                    {
+                        "type": "response.content_part.added",
+                        "sequence_number": 2,
+                        "item_id": "msg_1",
+                        "output_index": 0,
+                        "content_index": 0,
+                        "part": {"type": "output_text", "text": "", "annotations": []},
+                    },
+                ),
+                _event(
+                    "response.output_text.delta",
+                    {
+                        "type": "response.output_text.delta",
+                        "sequence_number": 3,
+                        "item_id": "msg_1",
+                        "output_index": 0,
+                        "content_index": 0,
+                        "delta": "Hel",
+                        "logprobs": [],
+                    },
+                ),
+            ]
+            if scenario == "fail":
+                frames.append(
+                    _event(
+                        "response.failed",
+                        {
+                            "type": "response.failed",
+                            "sequence_number": 4,
+                            "response": {
+                                **response,
+                                "status": "failed",
+                                "error": {"code": "server_error", "message": "fake overload mid-stream"},
+                            },
+                        },
+                    )
+                )
+        await _sse(send, frames)
 
     # ------------------------------------------------------------------ OpenAI Chat
 

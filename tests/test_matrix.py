@@ -11,18 +11,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import anthropic
 import attrs
+import openai
 import pytest
 import trio
 
 from .conftest import GatewayFactory, anthropic_client, openai_client
+from .conversion_facts import status, update_doc
 from .fakes import start_app
 from .fakes_protocols import FakeUpstream
 
 if TYPE_CHECKING:
     from routecodex_trio import Gateway
 
-SCENARIOS = ["text", "tools", "thinking", "stop", "length"]
+ANSWERS = ["text", "tools", "thinking", "stop", "length"]
+SCENARIOS = [*ANSWERS, "die", "fail", "error429", "error529", "error500"]
 PROTOCOLS = ["cc", "am", "rs"]
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
@@ -87,11 +91,13 @@ async def run_cc(gateway: Gateway, model: str, scenario: str, stream: bool) -> O
             ),
             thinking=extra.get("reasoning_content") or "",
             proof=None,
-            stop=_cc_stop(reply.choices[0].finish_reason),
+            stop=_cc_stop(
+                reply.choices[0].finish_reason, (reply.choices[0].model_extra or {}).get("stop_reason")
+            ),
             input_tokens=reply.usage.prompt_tokens,
             output_tokens=reply.usage.completion_tokens,
         )
-    text, thinking, finish, usage = [], [], None, None
+    text, thinking, finish, usage, matched = [], [], None, None, None
     calls: dict[int, list[str]] = {}
     chunks = await client.chat.completions.create(
         **kwargs, stream=True, stream_options={"include_usage": True}
@@ -100,6 +106,7 @@ async def run_cc(gateway: Gateway, model: str, scenario: str, stream: bool) -> O
         usage = chunk.usage or usage
         for choice in chunk.choices:
             finish = choice.finish_reason or finish
+            matched = (choice.model_extra or {}).get("stop_reason") or matched
             delta = choice.delta
             text.append(delta.content or "")
             thinking.append((delta.model_extra or {}).get("reasoning_content") or "")
@@ -114,7 +121,7 @@ async def run_cc(gateway: Gateway, model: str, scenario: str, stream: bool) -> O
         tools=tuple((i, n, _obj(a)) for i, n, a in (calls[k] for k in sorted(calls))),
         thinking="".join(thinking),
         proof=None,
-        stop=_cc_stop(finish),
+        stop=_cc_stop(finish, matched),
         input_tokens=usage.prompt_tokens,
         output_tokens=usage.completion_tokens,
     )
@@ -213,18 +220,20 @@ def _obj(arguments: str) -> Any:
     return json.loads(arguments) if arguments else {}
 
 
-def _cc_stop(finish: str | None) -> str:
+def _cc_stop(finish: str | None, matched: object = None) -> str:
+    """Chat has no stop-sequence reason; vLLM and SGLang name the matched string beside it."""
+    if finish == "stop" and isinstance(matched, str):
+        return "stop_sequence"
     return {"stop": "end", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}.get(
         str(finish), str(finish)
     )
 
 
 def expected_proof(client: str, upstream: str) -> str | None:
-    if client == "am" and upstream == "am":
-        return "sig-abc"
-    if client == "rs" and upstream == "rs":
-        return "enc-xyz"
-    if client == "rs" and upstream == "am":
+    kept = status("proof", client, upstream)
+    if kept == "kept":
+        return {"am": "sig-abc", "rs": "enc-xyz"}[upstream]
+    if kept == "mapped":
         return "rcx-am.sig-abc"  # the Anthropic signature, carried for a replay to Anthropic
     return None
 
@@ -232,7 +241,7 @@ def expected_proof(client: str, upstream: str) -> str | None:
 # ---------------------------------------------------------------------------- the matrix
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", ANSWERS)
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("upstream", PROTOCOLS)
 @pytest.mark.parametrize("client", PROTOCOLS)
@@ -259,9 +268,9 @@ async def test_matrix(
         assert outcome.proof == expected_proof(client, upstream)
     elif scenario == "stop":
         assert outcome.text == "Hello"
-        # Only an Anthropic client can be told which stop sequence ended the turn, and only an
+        # Only an Anthropic client can be told which stop sequence ended the turn, and only by an
         # upstream that reports it (Responses has no stop sequences at all).
-        can_tell = client == "am" and upstream in ("cc", "am")
+        can_tell = status("stop_sequence", client, upstream) in ("kept", "mapped")
         assert outcome.stop == ("stop_sequence" if can_tell else "end")
     elif scenario == "length":
         assert outcome.text == "Hello wor"
@@ -452,3 +461,139 @@ async def test_count_tokens_estimates_locally_for_non_anthropic(hub: tuple[Gatew
         )
     assert 0 < small.input_tokens < 20
     assert 4000 < large.input_tokens < 7000
+
+
+# ---------------------------------------------------------------------------- failures
+
+
+async def _stream_until_error(client: str, gateway: Gateway, model: str) -> tuple[str, str]:
+    """Stream with the client's SDK; return (text received, error message the SDK reported)."""
+    text: list[str] = []
+    if client == "cc":
+        sdk = openai_client(gateway)
+
+        async def read_cc() -> None:
+            stream = await sdk.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            async for chunk in stream:
+                text.extend(c.delta.content or "" for c in chunk.choices)
+
+        with pytest.raises(openai.APIError) as caught:
+            await read_cc()
+        return "".join(text), caught.value.message
+    if client == "am":
+        sdk_am = anthropic_client(gateway)
+
+        async def read_am() -> None:
+            async with sdk_am.messages.stream(
+                model=model, max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+            ) as events:
+                async for event in events:
+                    if event.type == "text":
+                        text.append(event.text)
+
+        with pytest.raises(anthropic.APIError) as caught_am:
+            await read_am()
+        return "".join(text), str(caught_am.value.message)
+    sdk_rs = openai_client(gateway)
+    seen = [event async for event in await sdk_rs.responses.create(model=model, input="hi", stream=True)]
+    text = [e.delta for e in seen if e.type == "response.output_text.delta"]
+    assert seen[-1].type == "response.failed", [e.type for e in seen]
+    numbers = [e.sequence_number for e in seen]
+    assert numbers == list(range(len(numbers)))
+    error = seen[-1].response.error  # type: ignore[union-attr]
+    assert error is not None
+    return "".join(text), error.message
+
+
+@pytest.mark.parametrize("scenario", ["die", "fail"])
+@pytest.mark.parametrize("upstream", PROTOCOLS)
+@pytest.mark.parametrize("client", PROTOCOLS)
+async def test_mid_stream_failure(
+    client: str, upstream: str, scenario: str, hub: tuple[Gateway, FakeUpstream]
+) -> None:
+    """After the first byte, an upstream failure is the client protocol's own terminal error,
+    never a silent close or a fake normal end."""
+    gateway, _ = hub
+    with trio.fail_after(10):
+        text, message = await _stream_until_error(client, gateway, f"{upstream}.{scenario}")
+    assert text == "Hel"
+    if scenario == "fail":
+        assert "fake overload mid-stream" in message
+    else:
+        assert any(word in message for word in ("ended", "closed", "terminal", "without")), message
+
+
+@pytest.mark.parametrize(
+    ("upstream_status", "am_status", "am_type", "cc_status"),
+    [(429, 429, "rate_limit_error", 429), (529, 529, "overloaded_error", 503), (500, 502, "api_error", 502)],
+)
+@pytest.mark.parametrize("upstream", PROTOCOLS)
+async def test_upstream_errors_in_each_client_protocol(
+    upstream: str,
+    upstream_status: int,
+    am_status: int,
+    am_type: str,
+    cc_status: int,
+    hub: tuple[Gateway, FakeUpstream],
+) -> None:
+    import httpx
+
+    gateway, _ = hub
+    model = f"{upstream}.error{upstream_status}"
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        with trio.fail_after(10):
+            am = await http.post(
+                "/v1/messages",
+                json={"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]},
+            )
+            cc = await http.post(
+                "/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "hi"}]}
+            )
+            rs = await http.post("/v1/responses", json={"model": model, "input": "hi"})
+    # 529 only exists for Anthropic; a 529 from an OpenAI-style upstream is still "overloaded".
+    expected_am = am_status if (upstream == "am" or upstream_status != 529) else 529
+    assert am.status_code == expected_am, am.text
+    assert am.json()["type"] == "error"
+    assert am.json()["error"]["type"] == am_type
+    assert f"fake {upstream_status}" in am.json()["error"]["message"]
+    for response in (cc, rs):
+        assert response.status_code == cc_status
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    if upstream_status == 429:
+        assert am.headers["retry-after"] == "3"
+
+
+async def test_anthropic_headers_reach_only_anthropic_upstreams(hub: tuple[Gateway, FakeUpstream]) -> None:
+    import httpx
+
+    gateway, fake = hub
+    headers = {
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "interleaved-thinking-2025-05-14",
+        "x-api-key": "client-secret",
+        "authorization": "Bearer client-secret",
+    }
+    body = {"max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as http:
+        with trio.fail_after(10):
+            to_am = await http.post("/v1/messages", json={**body, "model": "am.text"})
+            am_headers = fake.requests[-1].headers
+            to_cc = await http.post("/v1/messages", json={**body, "model": "cc.text"})
+            cc_headers = fake.requests[-1].headers
+    assert to_am.status_code == to_cc.status_code == 200
+    assert am_headers["anthropic-beta"] == "interleaved-thinking-2025-05-14"
+    assert am_headers["anthropic-version"] == "2023-06-01"
+    assert am_headers["x-api-key"] == "sk-am"
+    assert "anthropic-beta" not in cc_headers and "anthropic-version" not in cc_headers
+    assert cc_headers["authorization"] == "Bearer sk-cc"
+    assert "client-secret" not in str(am_headers) + str(cc_headers)
+
+
+def test_conversion_doc_is_current() -> None:
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "conversion.md"
+    text = doc.read_text()
+    assert update_doc(text) == text, "docs/conversion.md is stale: run python -m tests.conversion_facts"
