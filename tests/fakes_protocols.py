@@ -328,7 +328,45 @@ class FakeUpstream:
 
         frames = [chunk({"role": "assistant", "content": ""})]
         finish, extra = "stop", {}
-        if scenario == "tools":
+        if scenario == "ollama":
+            # Ollama (#15457): every parallel call whole in one chunk, all with index 0, and a
+            # plain "stop" finish although tools were called.
+            frames = [
+                chunk(
+                    {
+                        "role": "assistant",
+                        "content": "",
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": call_id,
+                                "type": "function",
+                                "function": {"name": name, "arguments": args},
+                            }
+                        ],
+                    }
+                )
+                for call_id, name, args, _ in TOOLS
+            ]
+        elif scenario == "noindex":
+            # Gemini's OpenAI endpoint / grok2api: no `index` at all; fragments belong to the last id.
+            for call_id, name, _, parts in TOOLS:
+                frames.append(
+                    chunk(
+                        {
+                            "tool_calls": [
+                                {
+                                    "id": call_id,
+                                    "type": "function",
+                                    "function": {"name": name, "arguments": ""},
+                                }
+                            ]
+                        }
+                    )
+                )
+                frames += [chunk({"tool_calls": [{"function": {"arguments": p}}]}) for p in parts]
+            finish = "tool_calls"
+        elif scenario == "tools":
             for index, (call_id, name, _, parts) in enumerate(TOOLS):
                 frames.append(
                     chunk(
@@ -540,7 +578,7 @@ class FakeUpstream:
 
         output: list[dict[str, Any]] = [message_item(TEXT)]
         status, incomplete = "completed", None
-        if scenario == "tools":
+        if scenario in ("tools", "argsdone"):
             output = [
                 {
                     "id": f"fc_{i}",
@@ -649,7 +687,8 @@ class FakeUpstream:
                     item={**item, "status": "in_progress", "arguments": ""},
                 )
                 parts = next(p for i, n, a, p in TOOLS if i == item["call_id"])
-                for part in parts:
+                # "argsdone": some backends send the arguments only in the .done event.
+                for part in parts if scenario != "argsdone" else []:
                     emit(
                         "response.function_call_arguments.delta",
                         item_id=item["id"],

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from routecodex_trio import Gateway
 
 ANSWERS = ["text", "tools", "thinking", "stop", "length"]
-SCENARIOS = [*ANSWERS, "die", "fail", "error429", "error529", "error500"]
+SCENARIOS = [*ANSWERS, "die", "fail", "error429", "error529", "error500", "ollama", "noindex", "argsdone"]
 PROTOCOLS = ["cc", "am", "rs"]
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
@@ -597,3 +597,26 @@ def test_conversion_doc_is_current() -> None:
     doc = Path(__file__).resolve().parent.parent / "docs" / "conversion.md"
     text = doc.read_text()
     assert update_doc(text) == text, "docs/conversion.md is stale: run python -m tests.conversion_facts"
+
+
+@pytest.mark.parametrize(
+    ("client", "model"),
+    [(c, m) for c in PROTOCOLS for m in ("cc.ollama", "cc.noindex", "rs.argsdone") if not c == m[:2] == "cc"],
+)
+async def test_upstream_tool_call_quirks_are_repaired(
+    client: str, model: str, hub: tuple[Gateway, FakeUpstream]
+) -> None:
+    """PROTOCOLS.md 5.5 and 3.4: index 0 for every call, no index at all, arguments only in .done.
+
+    A Chat client on a Chat upstream is a byte passthrough, so it sees the upstream's own
+    shape; repair there is the job of the provider's compatibility profile (test_compat_e2e).
+    """
+    gateway, _ = hub
+    with trio.fail_after(10):
+        outcome = await RUNNERS[client](gateway, model, "tools", True)
+    assert [(name, args) for _, name, args in outcome.tools] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_time", {"tz": "CET"}),
+    ]
+    if model != "cc.ollama" or client != "cc":
+        assert outcome.stop == "tool_use"
