@@ -243,6 +243,8 @@ class FakeOpenAI:
         self, record: StreamRecord, scenario: str, arg: str, body: dict[str, Any], send: Send
     ) -> None:
         model = record.model
+        if scenario == "late":  # a slow first token: nothing at all for `arg` seconds
+            await trio.sleep(float(arg or 1))
         await send(
             {
                 "type": "http.response.start",

@@ -82,7 +82,7 @@ class FakeUpstream:
         if scenario.startswith("error"):
             await self._error(path, int(scenario.removeprefix("error")), send)
             return
-        if scenario in ("die", "fail") and stream:
+        if scenario in ("die", "fail", "early", "earlyfail") and stream:
             await self._broken_stream(path, scenario, send)
             return
         if path.endswith("/chat/completions"):
@@ -112,7 +112,11 @@ class FakeUpstream:
             )
 
     async def _broken_stream(self, path: str, scenario: str, send: Send) -> None:
-        """``die``: some text, then the connection just ends. ``fail``: the protocol's own error event."""
+        """``die``: some text, then the connection just ends. ``fail``: the protocol's own error event.
+
+        ``early`` / ``earlyfail``: the same, but nothing beyond the stream preamble (role chunk,
+        ``message_start``, ``response.created``) comes before the end or the error.
+        """
         if path.endswith("/chat/completions"):
             base = {"id": "chatcmpl-up1", "object": "chat.completion.chunk", "created": 1, "model": scenario}
             frames = [
@@ -129,7 +133,7 @@ class FakeUpstream:
                     }
                 )
             ]
-            if scenario == "fail":
+            if scenario in ("fail", "earlyfail"):
                 frames.append(
                     _data(
                         {
@@ -176,7 +180,7 @@ class FakeUpstream:
                     },
                 ),
             ]
-            if scenario == "fail":
+            if scenario in ("fail", "earlyfail"):
                 frames.append(
                     _event(
                         "error",
@@ -244,7 +248,7 @@ class FakeUpstream:
                     },
                 ),
             ]
-            if scenario == "fail":
+            if scenario in ("fail", "earlyfail"):
                 frames.append(
                     _event(
                         "response.failed",
@@ -259,6 +263,26 @@ class FakeUpstream:
                         },
                     )
                 )
+        if scenario.startswith("early"):
+            error = frames[-1:] if scenario == "earlyfail" else []
+            if path.endswith("/chat/completions"):
+                preamble = [
+                    _data(
+                        {
+                            **base,
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "delta": {"role": "assistant", "content": ""},
+                                    "finish_reason": None,
+                                }
+                            ],
+                        }
+                    )
+                ]
+            else:
+                preamble = frames[:1]
+            frames = preamble + error
         await _sse(send, frames)
 
     # ------------------------------------------------------------------ OpenAI Chat

@@ -339,7 +339,7 @@ class Pipeline:
                 return
             except UpstreamError as exc:
                 last_error = exc
-                if responder.started or not exc.retryable:
+                if responder.committed or not exc.retryable:
                     raise
                 LOGGER.warning(
                     "request %s: target %s failed before the first byte (%s); trying the next one",

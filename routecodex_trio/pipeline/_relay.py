@@ -25,7 +25,20 @@ import attrs
 import orjson
 import trio
 
-from ..protocols.canonical import MessageStart, MessageStop, StreamError, UsageUpdate
+from .._errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError
+from ..protocols import codec_for
+from ..protocols.canonical import (
+    BlockStart,
+    MessageStart,
+    MessageStop,
+    RefusalDelta,
+    SignatureDelta,
+    StreamError,
+    TextDelta,
+    ThinkingDelta,
+    ToolArgsDelta,
+    UsageUpdate,
+)
 from ..protocols.errors import anthropic_error_body, openai_error_fields
 from ..protocols.sse import SSEParser, encode_frame
 
@@ -76,6 +89,57 @@ class PassthroughTracker:
         if numbers:
             self.sequence_number = int(numbers[-1])
         self.terminal = name in _RS_TERMINAL
+
+    def holds_content(self, complete: bytes) -> bool:
+        """Whether a run of events says anything beyond the stream preamble.
+
+        Only called before the first content event, so parsing these few events is cheap.
+        An error event counts as "no content": the caller turns it into a failover.
+        """
+        for frame in SSEParser().feed(complete if complete.endswith(b"\n\n") else complete + b"\n\n"):
+            if frame.comment or not frame.data:
+                continue
+            if self.protocol in ("openai-chat", "openai-completions"):
+                if frame.data.strip() == "[DONE]":
+                    return True
+                try:
+                    obj = orjson.loads(frame.data)
+                except orjson.JSONDecodeError:
+                    return True  # let the client see what the upstream sent
+                if not isinstance(obj, dict) or "error" in obj:
+                    continue
+                for choice in obj.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    if choice.get("finish_reason") or choice.get("text"):
+                        return True
+                    if any(
+                        delta.get(k)
+                        for k in (
+                            "content",
+                            "tool_calls",
+                            "reasoning_content",
+                            "reasoning",
+                            "refusal",
+                            "function_call",
+                        )
+                    ):
+                        return True
+                if obj.get("usage") and not obj.get("choices"):
+                    return True
+            elif self.protocol == "anthropic-messages":
+                if frame.event not in ("message_start", "ping", "error"):
+                    return True
+            elif frame.event not in (
+                "response.created",
+                "response.in_progress",
+                "response.queued",
+                "response.output_item.added",
+                "response.content_part.added",
+                "error",
+                "response.failed",
+            ):
+                return True
+        return False
 
     def error_frame(self, error: GatewayError) -> bytes:
         """The protocol's terminal error event for a stream we did not encode ourselves."""
@@ -139,12 +203,24 @@ class StreamStats:
     events: int = 0
 
 
+async def _commit(responder: Responder, buffered: bytes, terminal_error: Any, stats: StreamStats) -> None:
+    """The first content reached the client: from here on this target owns the answer."""
+    stats.first_byte_at = trio.current_time()
+    await responder.commit(buffered, terminal_error)
+
+
 async def relay_passthrough(
     chunks: AsyncIterator[bytes], responder: Responder, tracker: PassthroughTracker, stats: StreamStats
 ) -> None:
-    """Relay a same-protocol stream. Upstream failures propagate as ``UpstreamError``s;
-    ``responder.terminal_error`` is set so the caller can end the stream properly."""
+    """Relay a same-protocol stream.
+
+    Events before the first content event (role chunk, ``message_start``, ``response.created``)
+    are held back: if the upstream fails before saying anything, the pipeline can still fail
+    over. Raises ``UpstreamError`` for a failure before that point; after it, failures propagate
+    too and the caller ends the stream with ``responder.terminal_error``.
+    """
     pending = b""
+    held = b""
     async with contextlib.aclosing(chunks):  # type: ignore[type-var]
         async for chunk in chunks:
             data = pending + chunk if pending else chunk
@@ -153,21 +229,28 @@ async def relay_passthrough(
                 pending = data
                 continue
             complete, pending = data[:cut], data[cut:]
-            if not responder.started:
-                responder.terminal_error = tracker.error_frame
-                stats.first_byte_at = trio.current_time()
-                await responder.start_stream()
-            tracker.observe(complete)
             stats.events += 1
+            if not responder.committed:
+                held += complete
+                if not tracker.holds_content(complete):
+                    continue
+                complete, held = held, b""
+                tracker.observe(complete)
+                await _commit(responder, complete, tracker.error_frame, stats)
+                continue
+            tracker.observe(complete)
             await responder.write(complete)
     if pending.strip():
         # Some servers omit the blank line after the last event.
-        if not responder.started:
-            responder.terminal_error = tracker.error_frame
-            await responder.start_stream()
-        complete = pending + b"\n\n"
-        tracker.observe(complete)
-        await responder.write(complete)
+        held += pending + b"\n\n"
+    if held:
+        if not responder.committed and not tracker.holds_content(held):
+            raise upstream_stream_error(tracker.protocol, held)
+        tracker.observe(held)
+        if responder.committed:
+            await responder.write(held)
+        else:
+            await _commit(responder, held, tracker.error_frame, stats)
 
 
 def _track_usage(event: StreamEvent, stats: StreamStats) -> None:
@@ -177,20 +260,47 @@ def _track_usage(event: StreamEvent, stats: StreamStats) -> None:
         stats.usage = event.usage
 
 
-async def _emit(
-    events: list[StreamEvent], encoder: StreamEncoder, responder: Responder, stats: StreamStats
-) -> None:
-    out = b"".join(encoder.encode(event) for event in events)
-    for event in events:
-        _track_usage(event, stats)
-    if not out:
-        return
-    if not responder.started:
-        responder.terminal_error = lambda error: encoder.encode(stream_error_event(error))
-        stats.first_byte_at = trio.current_time()
-        await responder.start_stream()
-    stats.events += len(events)
-    await responder.write(out)
+_CONTENT_EVENTS: Final = (TextDelta, ThinkingDelta, ToolArgsDelta, RefusalDelta, SignatureDelta, MessageStop)
+
+
+def _is_content(event: StreamEvent) -> bool:
+    if isinstance(event, _CONTENT_EVENTS):
+        return True
+    return isinstance(event, BlockStart) and event.kind in ("tool_use", "redacted_thinking")
+
+
+@attrs.define(eq=False)
+class _EventRelay:
+    """Encodes canonical events for the client, holding them back until the first content."""
+
+    encoder: StreamEncoder
+    responder: Responder
+    stats: StreamStats
+    held: bytes = b""
+
+    def _terminal_error(self, error: GatewayError) -> bytes:
+        return self.encoder.encode(stream_error_event(error))
+
+    async def emit(self, events: list[StreamEvent]) -> None:
+        for event in events:
+            _track_usage(event, self.stats)
+        self.stats.events += len(events)
+        if self.responder.committed:
+            out = b"".join(self.encoder.encode(event) for event in events)
+            await self.responder.write(out)
+            return
+        for event in events:
+            if isinstance(event, StreamError):
+                # Nothing reached the client yet: a failure the pipeline may still fail over from.
+                raise stream_error_exception(event)
+            self.held += self.encoder.encode(event)
+            if _is_content(event):
+                held, self.held = self.held, b""
+                await _commit(self.responder, held, self._terminal_error, self.stats)
+                rest = events[events.index(event) + 1 :]
+                if rest:
+                    await self.emit(rest)
+                return
 
 
 async def relay_converted(
@@ -201,6 +311,7 @@ async def relay_converted(
     stats: StreamStats,
 ) -> None:
     """Relay an upstream stream of another protocol, converting event by event."""
+    relay = _EventRelay(encoder, responder, stats)
     parser = SSEParser()
     async with contextlib.aclosing(chunks):  # type: ignore[type-var]
         async for chunk in chunks:
@@ -209,20 +320,52 @@ async def relay_converted(
                 if not decoder.done:
                     events.extend(decoder.feed(frame))
             if events:
-                await _emit(events, encoder, responder, stats)
+                await relay.emit(events)
     events = []
     for frame in parser.close():
         if not decoder.done:
             events.extend(decoder.feed(frame))
     if not decoder.done:
         events.extend(decoder.finish())
-    await _emit(events, encoder, responder, stats)
+    await relay.emit(events)
 
 
 async def relay_canonical(
     events: AsyncIterator[StreamEvent], encoder: StreamEncoder, responder: Responder, stats: StreamStats
 ) -> None:
     """Relay canonical events (from an in-process provider) to the client."""
+    relay = _EventRelay(encoder, responder, stats)
     async with contextlib.aclosing(events):  # type: ignore[type-var]
         async for event in events:
-            await _emit([event], encoder, responder, stats)
+            await relay.emit([event])
+
+
+def stream_error_exception(event: StreamError) -> UpstreamError:
+    """An upstream's in-stream error, raised as an exception while failover is still possible."""
+    error = UpstreamStatusError(event.message, status=_client_status(event.status))
+    error.kind = event.kind  # type: ignore[assignment]
+    if event.code:
+        error.code = event.code
+    return error
+
+
+def _client_status(status: int) -> int:
+    if status < 500:
+        return status
+    return {503: 503, 529: 503, 504: 504}.get(status, 502)
+
+
+def upstream_stream_error(protocol: str, held: bytes) -> UpstreamError:
+    """The error an upstream put in its stream before any content, as an exception."""
+    codec = codec_for(protocol)  # type: ignore[arg-type]
+    decoder = codec.stream_decoder()
+    parser = SSEParser()
+    events: list[StreamEvent] = []
+    for frame in [*parser.feed(held), *parser.close()]:
+        events.extend(decoder.feed(frame))
+    if not decoder.done:
+        events.extend(decoder.finish())
+    for event in events:
+        if isinstance(event, StreamError):
+            return stream_error_exception(event)
+    return UpstreamProtocolError("the upstream stream ended before any content")

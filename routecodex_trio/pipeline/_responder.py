@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import orjson
+import trio
 
 if TYPE_CHECKING:
     from .._errors import GatewayError
@@ -39,6 +40,11 @@ class Responder:
     # Set by the stream relay once it owns the client stream's state.
     terminal_error: Callable[[GatewayError], bytes] | None = None
     bytes_sent: int = 0
+    # True once an upstream's content reached the client: no failover after that.
+    committed: bool = False
+    # The terminal error for a stream started before any upstream owned it (keep-alives).
+    fallback_terminal_error: Callable[[GatewayError], bytes] | None = None
+    last_write_at: float = attrs.field(factory=trio.current_time)
     # Set when the request body was not read to its end: the connection cannot carry another
     # request, so the client is told not to reuse it.
     close_connection: bool = False
@@ -61,8 +67,17 @@ class Responder:
             }
         )
 
+    async def commit(self, chunk: bytes, terminal_error: Callable[[GatewayError], bytes]) -> None:
+        """Send the first content of the chosen upstream; the stream's state now belongs to it."""
+        self.committed = True
+        self.terminal_error = terminal_error
+        if not self.started:
+            await self.start_stream()
+        await self.write(chunk)
+
     async def write(self, chunk: bytes) -> None:
         if chunk:
+            self.last_write_at = trio.current_time()
             self.bytes_sent += len(chunk)
             await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
 
@@ -85,6 +100,20 @@ class Responder:
         self.bytes_sent += len(body)
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
+    async def keep_alive(self, interval_s: float, comment: bytes) -> None:
+        """Write an SSE comment whenever nothing was written for ``interval_s``.
+
+        Starts the response if it must: a client waiting minutes for a slow first token (long
+        thinking, a failover chain) would otherwise hit its own or a proxy's idle timeout.
+        """
+        while not self.finished:
+            await trio.sleep_until(self.last_write_at + interval_s)
+            if self.finished or trio.current_time() - self.last_write_at < interval_s:
+                continue
+            if not self.started:
+                await self.start_stream()
+            await self.write(comment)
+
     async def send_json(
         self, status: int, obj: Any, *, extra_headers: Mapping[str, str] | None = None
     ) -> None:
@@ -101,6 +130,7 @@ class Responder:
                 headers["retry-after"] = str(max(1, round(error.retry_after_s)))
             await self.send_json(status, body, extra_headers=headers)
             return
-        if self.streaming and self.terminal_error is not None:
-            await self.write(self.terminal_error(error))
+        terminal_error = self.terminal_error or self.fallback_terminal_error
+        if self.streaming and terminal_error is not None:
+            await self.write(terminal_error(error))
         await self.end()

@@ -33,9 +33,20 @@ from .._errors import (
     ShuttingDown,
 )
 from .._version import __version__
-from ..pipeline import CHAT, COMPLETIONS, COUNT_TOKENS, MESSAGES, RESPONSES, DecodeStage, Responder, Trace
+from ..pipeline import (
+    CHAT,
+    COMPLETIONS,
+    COUNT_TOKENS,
+    MESSAGES,
+    RESPONSES,
+    DecodeStage,
+    PassthroughTracker,
+    Responder,
+    Trace,
+)
 from ..protocols import codec_for
 from ..protocols.errors import render_anthropic_error, render_openai_error
+from ..protocols.sse import KEEPALIVE_COMMENT
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -264,6 +275,13 @@ class GatewayApp:
         async with trio.open_nursery() as nursery:
             # Started only now that the body is read, or it would eat http.request messages.
             nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope)
+            if request.stream:
+                responder.fallback_terminal_error = PassthroughTracker(
+                    endpoint.protocol, request.model
+                ).error_frame
+                nursery.start_soon(
+                    responder.keep_alive, pipeline.config.server.keepalive_interval, KEEPALIVE_COMMENT
+                )
             with self.drain.scope() as drain_scope:
                 try:
                     if endpoint is COUNT_TOKENS:
