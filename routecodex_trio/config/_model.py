@@ -19,6 +19,7 @@ DEFAULT_GRACEFUL_TIMEOUT_S: Final = 30.0
 # 32 MiB: Anthropic's own Messages limit, and larger than any real prompt with images.
 DEFAULT_MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 DEFAULT_KEEP_ALIVE_TIMEOUT_S: Final = 75.0
+DEFAULT_KEEPALIVE_INTERVAL_S: Final = 15.0
 DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0
 DEFAULT_FIRST_BYTE_TIMEOUT_S: Final = 60.0
 DEFAULT_IDLE_TIMEOUT_S: Final = 120.0
@@ -93,6 +94,10 @@ class ServerConfig:
     max_body: int = attrs.field(default=DEFAULT_MAX_BODY_BYTES, validator=attrs.validators.gt(0))
     keep_alive_timeout: float = attrs.field(
         default=DEFAULT_KEEP_ALIVE_TIMEOUT_S, validator=attrs.validators.gt(0)
+    )
+    # SSE comment interval while a stream has nothing to say (waiting for a first token).
+    keepalive_interval: float = attrs.field(
+        default=DEFAULT_KEEPALIVE_INTERVAL_S, validator=attrs.validators.gt(0)
     )
     # Inbound keys; empty means no authentication (refused on non-loopback binds).
     api_keys: tuple[Secret, ...] = ()
