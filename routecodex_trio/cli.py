@@ -128,6 +128,96 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+# ``--endpoint`` names -> wire protocols.
+_ROUTE_ENDPOINTS: Final = {
+    "chat": "openai-chat",
+    "messages": "anthropic-messages",
+    "responses": "openai-responses",
+    "completions": "openai-completions",
+}
+
+
+def detect_endpoint(body: dict[str, Any]) -> str:
+    """Guess the endpoint a request body was written for (``routecodex route`` without --endpoint).
+
+    ``input`` is Responses, ``prompt`` legacy Completions; ``messages`` with a top-level
+    ``system`` or ``max_tokens`` and no system-role message is Anthropic Messages (Chat puts
+    its system prompt in the messages); anything else is Chat.
+    """
+    if "input" in body:
+        return "responses"
+    if "prompt" in body:
+        return "completions"
+    messages = body.get("messages")
+    if isinstance(messages, list) and ("system" in body or "max_tokens" in body):
+        roles = {m.get("role") for m in messages if isinstance(m, dict)}
+        if not roles & {"system", "developer"}:
+            return "messages"
+    return "chat"
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from ._errors import InvalidRequest
+    from .protocols import codec_for
+    from .router import Router
+
+    config = load_config(_config_path(args.config))
+    try:
+        body = json.loads(Path(args.request).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read {args.request}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"invalid JSON in {args.request}: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        raise InvalidRequest(f"{args.request}: a request body is a JSON object with a string 'model'")
+    endpoint = args.endpoint or detect_endpoint(body)
+    codec = codec_for(_ROUTE_ENDPOINTS[endpoint])  # type: ignore[arg-type]
+    decoded: list[Any] = []
+
+    def canonical() -> Any:
+        if not decoded:
+            decoded.append(codec.decode_request(body))
+        return decoded[0]
+
+    router = Router(config)
+    decision = router.route(body["model"], canonical)
+    candidates = []
+    for target in decision.candidates:
+        provider = config.providers[target.provider]
+        remaining = router.health.cooldown_remaining_s(target)
+        candidates.append(
+            {
+                "target": target.id,
+                "upstream_model": target.upstream_model,
+                "key_index": target.key_index,
+                "keys": len(provider.all_keys()),
+                "cooling": remaining > 0,
+                "cooldown_remaining_s": round(remaining, 3),
+            }
+        )
+    if args.json:
+        result = {
+            "endpoint": endpoint,
+            "model": body["model"],
+            "category": decision.category,
+            "reason": decision.reason,
+            "candidates": candidates,
+        }
+        print(json.dumps(result, indent=2))
+        return 0
+    how = "given" if args.endpoint else "detected"
+    print(f"endpoint:   {endpoint} ({_ROUTE_ENDPOINTS[endpoint]}, {how})")
+    print(f"model:      {body['model']}")
+    print(f"category:   {decision.category}")
+    print(f"reason:     {decision.reason}")
+    print("candidates:")
+    for n, item in enumerate(candidates, 1):
+        key = "no key" if item["key_index"] is None else f"key {item['key_index']} of {item['keys']}"
+        state = f"cooling {item['cooldown_remaining_s']:.0f}s" if item["cooling"] else "ready"
+        print(f"  {n}. {item['target']}  (upstream {item['upstream_model']}, {key}, {state})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="routecodex", description="LLM API gateway on Trio.")
     parser.add_argument("--version", action="version", version=f"routecodex {__version__}")
@@ -153,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_config)
 
     add("models", "List the provider.model ids the gateway serves.").set_defaults(func=cmd_models)
+    route = add("route", "Show the category, reason and candidate targets for a request, without sending it.")
+    route.add_argument("request", metavar="REQUEST.json", help="a request body as a client would send it")
+    route.add_argument(
+        "--endpoint",
+        choices=sorted(_ROUTE_ENDPOINTS),
+        help="the endpoint the body is for (default: guessed from the body)",
+    )
+    route.add_argument("--json", action="store_true", help="print the decision as JSON")
+    route.set_defaults(func=cmd_route)
     add(
         "env", "Print the exports that point Claude Code, Codex CLI and OpenAI SDKs at the gateway."
     ).set_defaults(func=cmd_env)

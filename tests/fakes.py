@@ -115,6 +115,11 @@ class FakeOpenAI:
         self.requests.append(Recorded(scope["path"], headers, body))
         model = str(body.get("model", ""))
         scenario, _, arg = model.partition(":")
+        # "keyfail:KEY": 429 for requests made with KEY. "flaky:N": the first N requests fail.
+        if scenario == "keyfail" and headers.get("authorization") == f"Bearer {arg}":
+            scenario = "error429"
+        if scenario == "flaky" and sum(r.body.get("model") == model for r in self.requests) <= int(arg or 1):
+            scenario = "error503"
         if scenario.startswith("error"):
             status = int(scenario.removeprefix("error") or 500)
             extra = [(b"retry-after", b"7")] if status == 429 else []

@@ -7,6 +7,7 @@ converter (STYLE rule 4).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -20,6 +21,7 @@ import attrs
 import cattrs
 
 from .._errors import ConfigError
+from ._engines import PORT_PLACEHOLDER, engine_problems
 from ._model import (
     ROUTE_CATEGORIES,
     GatewayConfig,
@@ -28,8 +30,11 @@ from ._model import (
     ProviderConfig,
     Secret,
 )
+from ._routecodex import is_routecodex_config, routecodex_to_mapping
 
 _VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Engine commands keep ${PORT}: the engine manager fills it with the port it picks.
+_ENGINE_CMD_PATH: Final = re.compile(r"(^|\.)engine\.(variants\.[^.]+\.)?cmd$")
 _PATH_PART: Final = re.compile(r"\['([^']*)'\]|\[(\d+)\]|\.([A-Za-z0-9_-]+)")
 
 CONFIG_CONVERTER: Final = cattrs.Converter(forbid_extra_keys=True)
@@ -86,8 +91,12 @@ def expand_env(value: Any, path: str, problems: list[str], environ: Mapping[str,
         if "${" not in value:
             return value
 
+        keep_port = _ENGINE_CMD_PATH.search(path) is not None
+
         def replace(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
+            if keep_port and match.group(0) == PORT_PLACEHOLDER:
+                return PORT_PLACEHOLDER
             if name in environ:
                 return environ[name]
             if default is not None:
@@ -143,7 +152,13 @@ def _check_provider(provider: ProviderConfig, problems: list[str]) -> None:
     where = f"providers.{provider.name}"
     if "." in provider.name:
         problems.append(f"{where}: provider names cannot contain '.' (targets are 'provider.model')")
-    if provider.type != "mock":
+    if provider.engine is not None:
+        if provider.type == "mock":
+            problems.append(f"{where}.engine: a mock provider runs no engine")
+        if provider.base_url:
+            problems.append(f"{where}.base_url: not used with an engine (its address comes from the engine)")
+        problems.extend(engine_problems(f"{where}.engine", provider.engine))
+    elif provider.type != "mock":
         if not provider.base_url:
             problems.append(f"{where}.base_url: required for type {provider.type!r}")
         else:
@@ -168,6 +183,8 @@ def _check_routing(config: GatewayConfig, problems: list[str]) -> None:
                 problems.append(f"{where}: a pool needs at least one target")
             if pool.mode == "weighted" and len(pool.weights) != len(pool.targets):
                 problems.append(f"{where}.weights: one weight per target")
+            if pool.mode == "weighted" and (any(w < 0 for w in pool.weights) or not any(pool.weights)):
+                problems.append(f"{where}.weights: weights are >= 0 and at least one is > 0")
             for target in pool.targets:
                 provider_name, dot, model_id = target.partition(".")
                 provider = config.providers.get(provider_name)
@@ -181,6 +198,21 @@ def _check_routing(config: GatewayConfig, problems: list[str]) -> None:
                     )
     if not config.routing.default and config.providers:
         problems.append("routing.default: required (the route for requests no other category takes)")
+    for key in ("background_models", "coding_tools", "web_search_tools"):
+        if any(not item.strip() for item in getattr(config.classifier, key)):
+            problems.append(f"classifier.{key}: entries must be non-empty strings")
+
+
+def _check_compat(provider: ProviderConfig, problems: list[str]) -> None:
+    """Profiles fix OpenAI-chat bodies; on another protocol they would silently do nothing."""
+    if provider.type == "openai-chat":
+        return
+    where = f"providers.{provider.name}"
+    if provider.compat != "passthrough":
+        problems.append(f"{where}.compat: profiles apply to openai-chat providers only")
+    for model in provider.models:
+        if model.compat not in (None, "passthrough"):
+            problems.append(f"{where}.models.{model.id}.compat: profiles apply to openai-chat providers only")
 
 
 def config_from_mapping(
@@ -205,6 +237,7 @@ def config_from_mapping(
     )
     for provider in config.providers.values():
         _check_provider(provider, problems)
+        _check_compat(provider, problems)
     _check_routing(config, problems)
     for listen in config.server.listen:
         host, sep, port = listen.rpartition(":")
@@ -231,6 +264,17 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    if path.suffix.lower() == ".json":
+        # RouteCodex's config.json (or our own tree written as JSON).
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"invalid JSON in {path}: {exc}") from None
+        if isinstance(raw, dict) and is_routecodex_config(raw):
+            raw = routecodex_to_mapping(raw, environ=environ)
+        elif not isinstance(raw, dict):
+            raise ConfigError(f"invalid JSON in {path}: the file must hold an object")
+        return config_from_mapping(raw, source=str(path), environ=environ)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

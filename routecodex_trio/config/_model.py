@@ -7,12 +7,18 @@ Everything is immutable: a reload builds a new tree and swaps it whole.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 import attrs
 
+from ._engines import EngineConfig, EnginesConfig
+
 ProviderType = Literal["openai-chat", "anthropic-messages", "openai-responses", "mock"]
 PROVIDER_TYPES: Final[tuple[str, ...]] = ("openai-chat", "anthropic-messages", "openai-responses", "mock")
+
+# Compatibility profiles for OpenAI-chat upstreams (routecodex_trio.providers.compat).
+CompatName = Literal["passthrough", "glm", "qwen", "deepseek", "lmstudio", "ollama", "vllm"]
+COMPAT_PROFILES: Final[tuple[str, ...]] = get_args(CompatName)
 
 DEFAULT_LISTEN: Final = ("127.0.0.1:5520", "[::1]:5520")
 DEFAULT_GRACEFUL_TIMEOUT_S: Final = 30.0
@@ -20,12 +26,45 @@ DEFAULT_GRACEFUL_TIMEOUT_S: Final = 30.0
 DEFAULT_MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 DEFAULT_KEEP_ALIVE_TIMEOUT_S: Final = 75.0
 DEFAULT_KEEPALIVE_INTERVAL_S: Final = 15.0
+DEFAULT_RETRY_ATTEMPTS: Final = 2
+DEFAULT_BACKOFF_BASE_S: Final = 0.25
+DEFAULT_BACKOFF_MAX_S: Final = 4.0
 DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0
 DEFAULT_FIRST_BYTE_TIMEOUT_S: Final = 60.0
 DEFAULT_IDLE_TIMEOUT_S: Final = 120.0
 DEFAULT_TOTAL_TIMEOUT_S: Final = 900.0
 # Sized to expected concurrency: httpcore scans every pooled connection per acquire (PLATFORM B.3).
 DEFAULT_MAX_CONNECTIONS: Final = 100
+# RouteCodex's own default (llmswitch-core DEFAULT_CLASSIFIER.longContextThresholdTokens).
+DEFAULT_LONGCONTEXT_THRESHOLD: Final = 180_000
+# Claude Code sends its background work (titles, summaries) to a Haiku model.
+DEFAULT_BACKGROUND_MODELS: Final[tuple[str, ...]] = ("*haiku*",)
+# Tools that change files: Claude Code (Edit, MultiEdit, Write, NotebookEdit), Codex (apply_patch),
+# Anthropic's text editor tool, and RouteCodex's write-tool list.
+DEFAULT_CODING_TOOLS: Final[tuple[str, ...]] = (
+    "edit",
+    "multiedit",
+    "write",
+    "notebookedit",
+    "apply_patch",
+    "str_replace_editor",
+    "str_replace_based_edit_tool",
+    "write_file",
+    "create_file",
+    "edit_file",
+    "modify_file",
+    "update_file",
+    "replace_file",
+)
+# Substrings of hosted tool types: Anthropic web_search_20250305, Responses web_search(_preview).
+DEFAULT_WEB_SEARCH_TOOLS: Final[tuple[str, ...]] = ("web_search",)
+# RouteCodex's health defaults (llmswitch-core DEFAULT_HEALTH): 3 failures, 30 s, fatal 300 s.
+DEFAULT_FAILURE_THRESHOLD: Final = 3
+DEFAULT_COOLDOWN_S: Final = 30.0
+DEFAULT_FATAL_COOLDOWN_S: Final = 300.0
+DEFAULT_SNAPSHOTS_DIR: Final = "~/.routecodex/codex-samples"
+# 256 MiB: thousands of captured requests, small enough never to fill a home directory.
+DEFAULT_SNAPSHOTS_MAX_BYTES: Final = 256 * 1024 * 1024
 
 ROUTE_CATEGORIES: Final[tuple[str, ...]] = (
     "default",
@@ -112,6 +151,7 @@ class ModelConfig:
     upstream: str | None = None
     max_tokens: int | None = None  # cap applied to requests (compat profiles)
     max_context: int | None = None
+    compat: CompatName | None = None  # overrides the provider's ``compat``
 
     @property
     def upstream_name(self) -> str:
@@ -148,6 +188,10 @@ class ProviderConfig:
     # upstream's own /completions (vLLM, llama.cpp and base models).
     completions: Literal["chat", "native"] = "chat"
     mock: MockConfig = attrs.field(factory=MockConfig)
+    # Quirk fixes for OpenAI-chat upstream bodies (providers/compat.py); a model's own wins.
+    compat: CompatName = "passthrough"
+    # A local engine started on demand; its address replaces base_url (engines/).
+    engine: EngineConfig | None = None
 
     def all_keys(self) -> tuple[Secret, ...]:
         """Every configured key, ``api_key`` first."""
@@ -188,6 +232,53 @@ class RoutingConfig:
 
 
 @attrs.frozen(kw_only=True)
+class SnapshotsConfig:
+    """Request captures (RouteCodex's codex-samples); off by default because they hold prompts.
+
+    ``max_bytes`` caps the whole directory: the oldest request folders go first.
+    """
+
+    enabled: bool = False
+    dir: str = DEFAULT_SNAPSHOTS_DIR
+    max_bytes: int = attrs.field(default=DEFAULT_SNAPSHOTS_MAX_BYTES, validator=attrs.validators.gt(0))
+
+
+@attrs.frozen(kw_only=True)
+class ClassifierConfig:
+    """What sorts a request into a route category (router/_classifier.py)."""
+
+    longcontext_threshold: int = attrs.field(
+        default=DEFAULT_LONGCONTEXT_THRESHOLD, validator=attrs.validators.gt(0)
+    )
+    background_models: tuple[str, ...] = DEFAULT_BACKGROUND_MODELS
+    coding_tools: tuple[str, ...] = DEFAULT_CODING_TOOLS
+    web_search_tools: tuple[str, ...] = DEFAULT_WEB_SEARCH_TOOLS
+
+
+@attrs.frozen(kw_only=True)
+class HealthConfig:
+    """When a target (one key of one provider.model) cools down (router/_health.py)."""
+
+    failure_threshold: int = attrs.field(default=DEFAULT_FAILURE_THRESHOLD, validator=attrs.validators.gt(0))
+    cooldown: float = attrs.field(default=DEFAULT_COOLDOWN_S, validator=attrs.validators.ge(0))
+    fatal_cooldown: float = attrs.field(default=DEFAULT_FATAL_COOLDOWN_S, validator=attrs.validators.ge(0))
+
+
+@attrs.frozen(kw_only=True)
+class RetryConfig:
+    """How often a request is tried before its error reaches the client.
+
+    Every candidate target is tried once; ``attempts`` allows going round the candidates again
+    (with exponential backoff and jitter between rounds), always within the request's total
+    deadline and never after content reached the client.
+    """
+
+    attempts: int = attrs.field(default=DEFAULT_RETRY_ATTEMPTS, validator=attrs.validators.ge(1))
+    backoff_base: float = attrs.field(default=DEFAULT_BACKOFF_BASE_S, validator=attrs.validators.ge(0))
+    backoff_max: float = attrs.field(default=DEFAULT_BACKOFF_MAX_S, validator=attrs.validators.ge(0))
+
+
+@attrs.frozen(kw_only=True)
 class GatewayConfig:
     """The whole configuration. ``source`` is the file it came from, for messages only."""
 
@@ -195,6 +286,11 @@ class GatewayConfig:
     timeouts: TimeoutsConfig = attrs.field(factory=TimeoutsConfig)
     providers: Mapping[str, ProviderConfig] = attrs.field(factory=dict)
     routing: RoutingConfig = attrs.field(factory=RoutingConfig)
+    classifier: ClassifierConfig = attrs.field(factory=ClassifierConfig)
+    health: HealthConfig = attrs.field(factory=HealthConfig)
+    retry: RetryConfig = attrs.field(factory=RetryConfig)
+    engines: EnginesConfig = attrs.field(factory=EnginesConfig)
+    snapshots: SnapshotsConfig = attrs.field(factory=SnapshotsConfig)
     source: str | None = None
 
     def provider_timeouts(self, provider: ProviderConfig) -> TimeoutsConfig:

@@ -15,6 +15,7 @@ byte has reached the client. After that, the stream ends with the protocol's ter
 from __future__ import annotations
 
 import logging
+import random
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -33,6 +34,7 @@ from ..protocols import codec_for
 from ..protocols.base import extract_error_message
 from ..protocols.canonical import Usage, estimate_request_tokens
 from ..providers import HttpUpstream, MockUpstream, iter_raw
+from ..providers.compat import apply_compat, profile_name_for
 from ._relay import PassthroughTracker, StreamStats, relay_canonical, relay_converted, relay_passthrough
 
 if TYPE_CHECKING:
@@ -76,7 +78,11 @@ class UpstreamCall:
     path: str
     body: bytes
     stream: bool
+    # Same protocol both ways: the client's body went up and the upstream's bytes come back.
     passthrough: bool
+    # A compatibility profile is active: the answer goes through the codecs (decode, re-encode)
+    # so the upstream's quirks (tool indexes, reasoning fields...) are repaired.
+    repair: bool = False
 
 
 def upstream_protocol(
@@ -112,19 +118,26 @@ class PrepareStage:
             # Same protocol: the body goes through untouched but for the model name.
             body = dict(request.body)
             body["model"] = target.upstream_model
-            payload = orjson.dumps(body)
             passthrough = True
         else:
             canonical = attrs.evolve(request.canonical(), model=target.upstream_model, stream=request.stream)
-            payload = orjson.dumps(codec.encode_request(canonical))
+            body = codec.encode_request(canonical)
             passthrough = False
+        repair = False
+        if provider.type == "openai-chat":
+            profile = profile_name_for(provider, target.model)
+            model = provider.model(target.model)
+            if profile != "passthrough" or (model is not None and model.max_tokens is not None):
+                body = apply_compat(profile, body, model)
+            repair = profile != "passthrough"
         return UpstreamCall(
             target=target,
             protocol=protocol,
             path=codec.upstream_path,
-            body=payload,
+            body=orjson.dumps(body),
             stream=request.stream,
             passthrough=passthrough,
+            repair=repair,
         )
 
 
@@ -236,7 +249,7 @@ class ExchangeStage:
     ) -> None:
         assert call.protocol is not None
         provider = call.target.provider
-        headers = upstream.headers(call.protocol, upstream.next_key_index(), request.headers)
+        headers = upstream.headers(call.protocol, call.target.key_index, request.headers)
         secrets = tuple(k.reveal() for k in upstream.config.all_keys())
         waited = trio.current_time()
         async with upstream.exchange(call.path, call.body, headers, stream=call.stream) as response:
@@ -259,7 +272,7 @@ class ExchangeStage:
                     provider=provider,
                 )
             chunks = iter_raw(response, provider)
-            if call.passthrough:
+            if call.passthrough and not call.repair:
                 tracker = PassthroughTracker(request.protocol, call.target.upstream_model)
                 await relay_passthrough(chunks, responder, tracker, trace.stats)
                 if not tracker.terminal:
@@ -284,7 +297,7 @@ class ExchangeStage:
         trace: Trace,
     ) -> None:
         provider = call.target.provider
-        if call.passthrough:
+        if call.passthrough and not call.repair:
             await responder.send_bytes(200, response.content)
             return
         body = _loads(response.content)
@@ -322,31 +335,52 @@ class Pipeline:
         return self.router.route(request.model, request.canonical)
 
     async def run(self, request: ClientRequest, responder: Responder, trace: Trace) -> None:
-        """Serve one request, failing over between candidates before the first byte.
+        """Serve one request, failing over between candidates until content reached the client.
+
+        Every candidate is tried once, in the router's order; ``[retry] attempts`` allows more
+        rounds over them, with exponential backoff and jitter, within the total deadline.
 
         Raises:
             GatewayError: the last error when no candidate could answer (the caller renders it).
         """
         decision = self.route(request)
         trace.category = decision.category
+        health = self.router.health
+        retry = self.config.retry
+        deadline = trace.started_at + self.config.timeouts.total
+        candidates = decision.candidates
+        attempts = max(retry.attempts, len(candidates))
         last_error: GatewayError | None = None
-        for target in decision.candidates:
+        for attempt in range(attempts):
+            target = candidates[attempt % len(candidates)]
+            if attempt and attempt % len(candidates) == 0:
+                # A new round over targets that all failed: back off before asking again.
+                round_no = attempt // len(candidates)
+                delay = min(retry.backoff_max, retry.backoff_base * 2 ** (round_no - 1))
+                delay *= 0.5 + random.random()
+                if trio.current_time() + delay >= deadline:
+                    break
+                await trio.sleep(delay)
             trace.attempts += 1
             trace.target = target.id
             try:
                 call = self.prepare.prepare(request, target)
                 await self.exchange.run(call, request, self.providers.get(target.provider), responder, trace)
-                return
             except UpstreamError as exc:
+                health.record_failure(target, exc)
                 last_error = exc
                 if responder.committed or not exc.retryable:
                     raise
                 LOGGER.warning(
-                    "request %s: target %s failed before the first byte (%s); trying the next one",
+                    "request %s: target %s failed before the first content (%s)%s",
                     request.request_id,
-                    target.id,
+                    target.health_key,
                     exc.message,
+                    "; trying again" if attempt + 1 < attempts else "",
                 )
+            else:
+                health.record_success(target)
+                return
         assert last_error is not None
         raise last_error
 
@@ -361,7 +395,7 @@ class Pipeline:
         if provider.type == "anthropic-messages" and isinstance(upstream, HttpUpstream):
             body = dict(request.body)
             body["model"] = target.upstream_model
-            headers = upstream.headers("anthropic-messages", upstream.next_key_index(), request.headers)
+            headers = upstream.headers("anthropic-messages", target.key_index, request.headers)
             async with upstream.exchange(
                 "/v1/messages/count_tokens", orjson.dumps(body), headers, stream=False
             ) as response:

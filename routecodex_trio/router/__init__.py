@@ -1,7 +1,18 @@
-"""Virtual router: route categories, pools and candidate order."""
+"""Virtual router: route categories, pools, key rotation and per-target health."""
 
 from __future__ import annotations
 
-from ._router import Classifier, RouteDecision, Router, Target
+from ._classifier import CATEGORY_PRIORITY, Classification, RequestClassifier
+from ._health import HealthTracker, TargetHealth
+from ._router import RouteDecision, Router, Target
 
-__all__ = ["Classifier", "RouteDecision", "Router", "Target"]
+__all__ = [
+    "CATEGORY_PRIORITY",
+    "Classification",
+    "HealthTracker",
+    "RequestClassifier",
+    "RouteDecision",
+    "Router",
+    "Target",
+    "TargetHealth",
+]

@@ -1,0 +1,587 @@
+"""RouteCodex's ``config.json`` read into our TOML shape, so its users switch by ``--config``.
+
+What maps (RouteCodex key -> ours):
+
+* ``httpserver.host``/``port`` (or top-level ``host``/``port`` of older files) -> ``server.listen``;
+* ``virtualrouter.providers.ID`` -> ``providers.ID``: ``type``/``providerType``/``protocol``
+  (``anthropic``/``claude`` -> ``anthropic-messages``, ``responses`` -> ``openai-responses``,
+  ``openai``, ``glm``, ``qwen``, ``lmstudio``, ``deepseek``, ``ollama``, ``vllm`` ->
+  ``openai-chat``, the last six also choosing that compat profile), ``baseURL``/``baseUrl``/
+  ``endpoint`` -> ``base_url``, ``apiKey`` (string or list), ``apiKeys``, ``auth.apiKey``/
+  ``auth.value``/``auth.keys`` -> ``api_keys``, ``headers``, ``compatibilityProfile``
+  (``chat:glm`` ...) -> ``compat``, ``enabled: false`` -> the provider and its targets left out;
+  models: ``maxTokens``/``maxOutputTokens`` -> ``max_tokens``, ``maxContext``/
+  ``maxContextTokens`` -> ``max_context``, ``compatibility.config.moduleType`` -> ``compat``;
+* ``virtualrouter.routing.CATEGORY`` -> ``routing.CATEGORY`` (``web_search``/``webSearch`` ->
+  ``websearch``, ``multimodal`` -> ``vision``, ``longContext`` -> ``longcontext``): a list of
+  targets is one pool; pool objects keep ``id``, ``targets``, ``mode``, ``backup`` and
+  ``priority`` (pools sorted by it); ``provider.model:N`` priorities order a priority pool;
+* a list or pool without a ``mode`` takes ``virtualrouter.loadBalancing.strategy``, whose
+  RouteCodex default is ``round-robin`` (llmswitch-core ``DEFAULT_LOAD_BALANCING``); ``weighted``
+  takes its ``weights`` by target or provider id;
+* ``virtualrouter.classifier.longContextThresholdTokens`` -> ``classifier.longcontext_threshold``;
+  ``virtualrouter.health`` ``failureThreshold``/``cooldownMs``/``fatalCooldownMs`` -> ``health``.
+
+Ignored because they change nothing here: ``version``, ``description``, ``$schema``,
+``virtualrouter.inputProtocol``/``outputProtocol`` (every protocol has its own endpoint) and a
+disabled ``dryRun``. Everything else is rejected by name, all problems at once: a setting that
+silently did nothing would be worse than an error (OAuth logins, keyword classifiers, sticky
+balancing, key-pinned targets of a provider with several keys, server tools...).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+from .._errors import ConfigError
+from ._model import COMPAT_PROFILES, ROUTE_CATEGORIES
+
+_IGNORED_TOP: Final = frozenset({"version", "description", "$schema"})
+_IGNORED_ROUTER: Final = frozenset({"inputProtocol", "outputProtocol"})
+_PROVIDER_KEYS: Final = frozenset(
+    {
+        "id",
+        "enabled",
+        "type",
+        "providerType",
+        "protocol",
+        "baseURL",
+        "baseUrl",
+        "endpoint",
+        "apiKey",
+        "apiKeys",
+        "auth",
+        "models",
+        "headers",
+        "compatibilityProfile",
+    }
+)
+_MODEL_KEYS: Final[Mapping[str, str]] = {
+    "maxTokens": "max_tokens",
+    "maxOutputTokens": "max_tokens",
+    "maxContext": "max_context",
+    "maxContextTokens": "max_context",
+}
+_CATEGORY_ALIASES: Final[Mapping[str, str]] = {
+    "web_search": "websearch",
+    "webSearch": "websearch",
+    "multimodal": "vision",
+    "longContext": "longcontext",
+}
+# Provider types that speak OpenAI Chat, and the compat profile the type name implies.
+_CHAT_TYPES: Final[Mapping[str, str | None]] = {
+    "": None,
+    "openai": None,
+    "openai-chat": None,
+    "openai-compatible": None,
+    "chat": None,
+    "glm": "glm",
+    "qwen": "qwen",
+    "lmstudio": "lmstudio",
+    "deepseek": "deepseek",
+    "ollama": "ollama",
+    "vllm": "vllm",
+}
+_POOL_KEYS: Final = frozenset(
+    {
+        "id",
+        "poolId",
+        "targets",
+        "providers",
+        "target",
+        "provider",
+        "mode",
+        "strategy",
+        "backup",
+        "isBackup",
+        "type",
+        "priority",
+        "loadBalancing",
+        "force",
+        "weight",
+    }
+)
+_MODES: Final[Mapping[str, str]] = {
+    "priority": "priority",
+    "round-robin": "round-robin",
+    "round_robin": "round-robin",
+    "roundrobin": "round-robin",
+    "rr": "round-robin",
+    "weighted": "weighted",
+}
+_EMPTY_DEFAULT_VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-\}")
+_PRIORITY_SUFFIX: Final = re.compile(r"^(.*):(\d+)$")
+_DEFAULT_PORT: Final = 5520
+
+
+def is_routecodex_config(raw: Mapping[str, Any]) -> bool:
+    """A JSON config is RouteCodex's when it has its top-level tables."""
+    return "virtualrouter" in raw or "httpserver" in raw
+
+
+def routecodex_to_mapping(
+    raw: Mapping[str, Any], *, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """RouteCodex's parsed ``config.json`` as a mapping for ``config_from_mapping``.
+
+    ``${VAR}`` strings are left for ``config_from_mapping`` to expand, except that an API key
+    that expands to nothing (``"${LMSTUDIO_API_KEY:-}"`` with the variable unset, RouteCodex's
+    way of saying "no key") is left out rather than reported as an empty key.
+
+    Raises:
+        ConfigError: every RouteCodex key that has no equivalent here, each named by its path.
+    """
+    converter = _Converter(os.environ if environ is None else environ)
+    out = converter.convert(raw)
+    if converter.problems:
+        problems = tuple(converter.problems)
+        head = "RouteCodex config: these settings have no equivalent in routecodex_trio"
+        raise ConfigError(head + ":\n  " + "\n  ".join(problems), problems=problems)
+    return out
+
+
+class _Converter:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[str] = []
+        self.aliases: dict[str, list[str]] = {}  # provider -> key aliases
+        self.models: dict[str, list[str]] = {}  # provider -> model ids
+        self.disabled: set[str] = set()
+        self.strategy = "round-robin"
+        self.weights: Mapping[str, Any] = {}
+
+    def reject(self, where: str, why: str) -> None:
+        self.problems.append(f"{where}: {why}")
+
+    # ------------------------------------------------------------------ top level
+
+    def convert(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(raw, Mapping):
+            raise ConfigError("RouteCodex config: the file must hold a JSON object")
+        out: dict[str, Any] = {}
+        for key in raw:
+            if key not in _IGNORED_TOP | {"httpserver", "host", "port", "virtualrouter"}:
+                self.reject(key, "not supported")
+        out["server"] = {"listen": [self._listen(raw)]}
+        router = raw.get("virtualrouter")
+        if not isinstance(router, Mapping):
+            self.reject("virtualrouter", "required (an object with providers and routing)")
+            return out
+        for key, value in router.items():
+            if key in _IGNORED_ROUTER or key in (
+                "providers",
+                "routing",
+                "classifier",
+                "health",
+                "loadBalancing",
+            ):
+                continue
+            if key == "dryRun" and not (isinstance(value, Mapping) and value.get("enabled")):
+                continue
+            self.reject(f"virtualrouter.{key}", "not supported")
+        self._load_balancing(router.get("loadBalancing"))
+        out["providers"] = self._providers(router.get("providers"))
+        out["routing"] = self._routing(router.get("routing"))
+        classifier = self._classifier(router.get("classifier"))
+        if classifier:
+            out["classifier"] = classifier
+        health = self._health(router.get("health"))
+        if health:
+            out["health"] = health
+        return out
+
+    def _listen(self, raw: Mapping[str, Any]) -> str:
+        server = raw.get("httpserver", {})
+        if not isinstance(server, Mapping):
+            self.reject("httpserver", "must be an object")
+            server = {}
+        for key in server:
+            if key not in ("host", "port"):
+                self.reject(f"httpserver.{key}", "not supported")
+        host = server.get("host", raw.get("host", "127.0.0.1"))
+        port = server.get("port", raw.get("port", _DEFAULT_PORT))
+        if not isinstance(host, str) or not host:
+            self.reject("httpserver.host", "must be a string")
+            host = "127.0.0.1"
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port < 65536:
+            self.reject("httpserver.port", "must be a port number")
+            port = _DEFAULT_PORT
+        if host == "localhost":
+            host = "127.0.0.1"
+        elif ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{host}:{port}"
+
+    def _load_balancing(self, value: Any) -> None:
+        if value is None:
+            return
+        where = "virtualrouter.loadBalancing"
+        if not isinstance(value, Mapping):
+            self.reject(where, "must be an object")
+            return
+        for key in value:
+            if key not in ("strategy", "weights"):
+                self.reject(f"{where}.{key}", "not supported")
+        strategy = self._mode(value.get("strategy", "round-robin"), f"{where}.strategy")
+        self.strategy = strategy or "round-robin"
+        weights = value.get("weights", {})
+        if isinstance(weights, Mapping):
+            self.weights = weights
+        else:
+            self.reject(f"{where}.weights", "must be an object of target -> weight")
+
+    def _mode(self, value: Any, where: str) -> str | None:
+        mode = _MODES.get(str(value).strip().lower()) if isinstance(value, str) else None
+        if mode is None:
+            self.reject(where, f"{value!r} is not supported (priority, round-robin or weighted)")
+        return mode
+
+    # ------------------------------------------------------------------ providers
+
+    def _providers(self, value: Any) -> dict[str, Any]:
+        where = "virtualrouter.providers"
+        if not isinstance(value, Mapping):
+            self.reject(where, "required (an object of provider id -> provider)")
+            return {}
+        providers: dict[str, Any] = {}
+        for name, raw in value.items():
+            if not isinstance(raw, Mapping):
+                self.reject(f"{where}.{name}", "must be an object")
+                continue
+            provider = self._provider(f"{where}.{name}", name, raw)
+            if provider is not None:
+                providers[name] = provider
+        return providers
+
+    def _provider(self, where: str, name: str, raw: Mapping[str, Any]) -> dict[str, Any] | None:
+        for key in raw:
+            if key not in _PROVIDER_KEYS:
+                self.reject(f"{where}.{key}", "not supported")
+        if raw.get("enabled") is False or str(raw.get("enabled", "")).strip().lower() == "false":
+            self.disabled.add(name)
+            return None
+        out: dict[str, Any] = {}
+        type_key = next((k for k in ("providerType", "protocol", "type") if k in raw), "type")
+        kind = str(raw.get(type_key, "")).strip().lower()
+        compat: str | None = None
+        if "anthropic" in kind or "claude" in kind:
+            out["type"] = "anthropic-messages"
+        elif "responses" in kind:
+            out["type"] = "openai-responses"
+        elif kind in _CHAT_TYPES:
+            out["type"] = "openai-chat"
+            compat = _CHAT_TYPES[kind]
+        else:
+            self.reject(f"{where}.{type_key}", f"provider type {kind!r} is not supported")
+            out["type"] = "openai-chat"
+        base_url = raw.get("baseURL", raw.get("baseUrl", raw.get("endpoint")))
+        if base_url is not None:
+            out["base_url"] = base_url
+        keys, aliases = self._keys(where, raw)
+        if keys:
+            out["api_keys"] = keys
+        self.aliases[name] = aliases
+        if "headers" in raw:
+            out["headers"] = raw["headers"]
+        if "compatibilityProfile" in raw:
+            compat = self._compat(raw["compatibilityProfile"], f"{where}.compatibilityProfile")
+        if compat is not None:
+            if out["type"] == "openai-chat":
+                out["compat"] = compat
+            elif compat != "passthrough":
+                self.reject(
+                    f"{where}.compatibilityProfile", "compat profiles apply to OpenAI-chat providers only"
+                )
+        out["models"] = self._models(f"{where}.models", name, raw.get("models"), out["type"])
+        return out
+
+    def _keys(self, where: str, raw: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        keys: list[str] = []
+        aliases: list[str] = []
+
+        def add(value: Any, alias: Any, path: str) -> None:
+            if not isinstance(value, str):
+                self.reject(path, "an API key must be a string")
+                return
+            if self._blank(value):
+                return
+            keys.append(value.strip())
+            aliases.append(alias if isinstance(alias, str) and alias else f"key{len(keys)}")
+
+        auth = raw.get("auth", {})
+        if not isinstance(auth, Mapping):
+            self.reject(f"{where}.auth", "must be an object")
+            auth = {}
+        for key in auth:
+            if key not in ("type", "apiKey", "value", "keys"):
+                self.reject(f"{where}.auth.{key}", "not supported (only API keys are)")
+        auth_type = str(auth.get("type", "apikey")).strip().lower()
+        if auth_type not in ("apikey", "api-key", "api_key", "bearer"):
+            self.reject(f"{where}.auth.type", f"{auth.get('type')!r} is not supported (only API keys are)")
+        entries = auth.get("keys", {})
+        if isinstance(entries, Mapping):
+            for alias, entry in entries.items():
+                value = entry.get("value", entry.get("apiKey")) if isinstance(entry, Mapping) else entry
+                add(value, alias, f"{where}.auth.keys.{alias}")
+        elif isinstance(entries, list):
+            for i, entry in enumerate(entries):
+                if isinstance(entry, Mapping):
+                    add(
+                        entry.get("value", entry.get("apiKey")), entry.get("alias"), f"{where}.auth.keys[{i}]"
+                    )
+                else:
+                    add(entry, None, f"{where}.auth.keys[{i}]")
+        # RouteCodex reads the first of these that is present (auth-utils extractProviderAuthEntries).
+        sources = [(f"{where}.{k}", raw[k]) for k in ("apiKey", "apiKeys") if k in raw]
+        sources += [(f"{where}.auth.{k}", auth[k]) for k in ("apiKey", "value") if k in auth]
+        if sources:
+            path, value = sources[0]
+            for i, item in enumerate(value if isinstance(value, list) else [value]):
+                add(item, None, f"{path}[{i}]" if isinstance(value, list) else path)
+        return keys, aliases
+
+    def _blank(self, value: str) -> bool:
+        """Empty, or a ``${VAR:-}`` reference to an unset or empty variable."""
+        if not value.strip():
+            return True
+        match = _EMPTY_DEFAULT_VAR.fullmatch(value.strip())
+        return match is not None and not self.environ.get(match.group(1))
+
+    def _compat(self, value: Any, where: str) -> str | None:
+        name = str(value).strip().lower()
+        name = name.split(":", 1)[1] if ":" in name else name
+        if name not in COMPAT_PROFILES:
+            self.reject(where, f"{value!r} is not supported (one of {', '.join(COMPAT_PROFILES)})")
+            return None
+        return name
+
+    def _models(self, where: str, provider: str, value: Any, provider_type: str) -> dict[str, Any]:
+        models: dict[str, Any] = {}
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = {model_id: {} for model_id in value}
+        if not isinstance(value, Mapping):
+            self.reject(where, "required (an object of model id -> options)")
+            return models
+        for model_id, options in value.items():
+            options = {} if options is None else options
+            if not isinstance(options, Mapping):
+                self.reject(f"{where}.{model_id}", "must be an object")
+                continue
+            model: dict[str, Any] = {}
+            for key, option in options.items():
+                if key in _MODEL_KEYS:
+                    model[_MODEL_KEYS[key]] = option
+                elif key == "compatibility":
+                    compat = self._model_compat(f"{where}.{model_id}.compatibility", option)
+                    if compat is not None and provider_type == "openai-chat":
+                        model["compat"] = compat
+                else:
+                    self.reject(f"{where}.{model_id}.{key}", "not supported")
+            models[model_id] = model
+        self.models[provider] = list(models)
+        return models
+
+    def _model_compat(self, where: str, value: Any) -> str | None:
+        """The older per-model form ``{"type": "compatibility", "config": {"moduleType": "glm"}}``."""
+        if not isinstance(value, Mapping) or not isinstance(value.get("config"), Mapping):
+            self.reject(where, "expected {type: compatibility, config: {moduleType: ...}}")
+            return None
+        config = value["config"]
+        for key in config:
+            if key != "moduleType":
+                self.reject(
+                    f"{where}.config.{key}", "not supported (compat profiles are fixed; docs/config.md)"
+                )
+        return self._compat(config.get("moduleType", ""), f"{where}.config.moduleType")
+
+    # ------------------------------------------------------------------ routing
+
+    def _routing(self, value: Any) -> dict[str, Any]:
+        where = "virtualrouter.routing"
+        if not isinstance(value, Mapping):
+            self.reject(where, "required (an object of category -> targets)")
+            return {}
+        routing: dict[str, list[Any]] = {}
+        for category, entries in value.items():
+            name = _CATEGORY_ALIASES.get(category, category)
+            path = f"{where}.{category}"
+            if not isinstance(entries, list):
+                self.reject(path, "must be a list")
+                continue
+            if name not in ROUTE_CATEGORIES:
+                if entries:
+                    self.reject(path, f"category not supported (one of {', '.join(ROUTE_CATEGORIES)})")
+                continue
+            routing.setdefault(name, []).extend(self._pools(path, entries))
+        return routing
+
+    def _pools(self, where: str, entries: list[Any]) -> list[dict[str, Any]]:
+        if all(isinstance(e, str) for e in entries):
+            pool = self._pool(where, {"targets": entries}, len(entries), plain=True)
+            return [pool[1]] if pool else []
+        if all(isinstance(e, Mapping) and ("target" in e or "provider" in e) for e in entries) and not any(
+            "targets" in e or "providers" in e for e in entries
+        ):
+            # RouteCodex's simplified weighted form: [{target, weight}, ...] is one weighted pool.
+            targets = [e.get("target", e.get("provider")) for e in entries]
+            weights = {
+                t: e.get("weight", 1) for t, e in zip(targets, entries, strict=True) if isinstance(t, str)
+            }
+            raw = {"targets": targets, "loadBalancing": {"strategy": "weighted", "weights": weights}}
+            for i, entry in enumerate(entries):
+                for key in entry:
+                    if key not in ("target", "provider", "weight"):
+                        self.reject(f"{where}[{i}].{key}", "not supported")
+            pool = self._pool(where, raw, len(entries))
+            return [pool[1]] if pool else []
+        pools: list[tuple[float, int, dict[str, Any]]] = []
+        for i, entry in enumerate(entries):
+            raw = {"targets": [entry]} if isinstance(entry, str) else entry
+            if not isinstance(raw, Mapping):
+                self.reject(f"{where}[{i}]", "a pool is a target string or an object")
+                continue
+            pool = self._pool(f"{where}[{i}]", raw, len(entries) - i)
+            if pool is not None:
+                pools.append((-pool[0], i, pool[1]))
+        return [pool for _, _, pool in sorted(pools, key=lambda item: item[:2])]
+
+    def _pool(
+        self, where: str, raw: Mapping[str, Any], default_priority: float, *, plain: bool = False
+    ) -> tuple[float, dict[str, Any]] | None:
+        for key in raw:
+            if key not in _POOL_KEYS:
+                self.reject(f"{where}.{key}", "not supported")
+        if raw.get("force") is True:
+            self.reject(f"{where}.force", "forced server-side tool flows are not supported")
+        balancing = raw.get("loadBalancing", {})
+        if not isinstance(balancing, Mapping):
+            self.reject(f"{where}.loadBalancing", "must be an object")
+            balancing = {}
+        for key in balancing:
+            if key not in ("strategy", "weights"):
+                self.reject(f"{where}.loadBalancing.{key}", "not supported")
+        mode = self.strategy
+        for key, value in (
+            ("loadBalancing.strategy", balancing.get("strategy")),
+            ("strategy", raw.get("strategy")),
+        ):
+            if value is not None:
+                mode = self._mode(value, f"{where}.{key}") or mode
+        if raw.get("mode") is not None:
+            mode = self._mode(raw["mode"], f"{where}.mode") or mode
+        entries: list[Any] = []
+        for key in ("targets", "providers", "target", "provider"):
+            value = raw.get(key)
+            entries.extend(value if isinstance(value, list) else [] if value is None else [value])
+        resolved: list[tuple[int, int, str]] = []
+        for i, entry in enumerate(entries):
+            path = f"{where}[{i}]" if plain else f"{where}.targets[{i}]"
+            target = self._target(path, entry)
+            if target is not None and target[1] not in (t for _, _, t in resolved):
+                resolved.append((-target[0], i, target[1]))
+        if mode == "priority":
+            resolved.sort()
+        targets = [t for _, _, t in resolved]
+        if not targets:
+            return None
+        pool: dict[str, Any] = {"targets": targets, "mode": mode}
+        if mode == "weighted":
+            weights = balancing.get("weights", self.weights)
+            pool["weights"] = [self._weight(weights, t, where) for t in targets]
+        pool_id = raw.get("id", raw.get("poolId"))
+        if pool_id is not None:
+            pool["id"] = str(pool_id)
+        kind = raw.get("type")
+        if raw.get("backup") is True or raw.get("isBackup") is True or kind == "backup":
+            pool["backup"] = True
+        priority = raw.get("priority", default_priority)
+        if not isinstance(priority, int | float) or isinstance(priority, bool):
+            self.reject(f"{where}.priority", "must be a number")
+            priority = default_priority
+        return float(priority), pool
+
+    def _weight(self, weights: Any, target: str, where: str) -> int:
+        provider = target.partition(".")[0]
+        value = weights.get(target, weights.get(provider, 1)) if isinstance(weights, Mapping) else 1
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            self.reject(f"{where}.weights", f"weight of {target!r} must be a non-negative number")
+            return 1
+        return round(value)
+
+    def _target(self, where: str, entry: Any) -> tuple[int, str] | None:
+        """``(priority, "provider.model")``; None for disabled providers and reported problems."""
+        if not isinstance(entry, str) or "." not in entry.strip():
+            self.reject(where, f"{entry!r} is not 'provider.model'")
+            return None
+        provider, _, rest = entry.strip().partition(".")
+        if provider in self.disabled:
+            return None
+        if provider not in self.models:
+            self.reject(where, f"{entry!r} names unknown provider {provider!r}")
+            return None
+        models = self.models[provider]
+        priority = 100  # RouteCodex's default target priority
+        if rest not in models and (match := _PRIORITY_SUFFIX.match(rest)):
+            rest, priority = match.group(1), int(match.group(2))
+        if rest in models:
+            return priority, f"{provider}.{rest}"
+        for alias in self.aliases.get(provider, []):
+            for model in (rest.removeprefix(f"{alias}."), rest.removesuffix(f".{alias}")):
+                if model != rest and model in models:
+                    if len(self.aliases[provider]) > 1:
+                        self.reject(
+                            where,
+                            f"{entry!r} pins key {alias!r}; routecodex_trio uses every key of a "
+                            "provider.model in turn (split the keys into separate providers to pin one)",
+                        )
+                        return None
+                    return priority, f"{provider}.{model}"
+        self.reject(where, f"{entry!r}: provider {provider!r} lists no model {rest!r}")
+        return None
+
+    # ------------------------------------------------------------------ classifier, health
+
+    def _classifier(self, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        where = "virtualrouter.classifier"
+        if not isinstance(value, Mapping):
+            self.reject(where, "must be an object")
+            return {}
+        out: dict[str, Any] = {}
+        for key, option in value.items():
+            if key == "longContextThresholdTokens":
+                out["longcontext_threshold"] = option
+            else:
+                self.reject(
+                    f"{where}.{key}",
+                    "not supported (keyword triggers are not used; see [classifier] in docs/config.md)",
+                )
+        return out
+
+    def _health(self, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        where = "virtualrouter.health"
+        if not isinstance(value, Mapping):
+            self.reject(where, "must be an object")
+            return {}
+        out: dict[str, Any] = {}
+        names = {
+            "failureThreshold": "failure_threshold",
+            "cooldownMs": "cooldown",
+            "fatalCooldownMs": "fatal_cooldown",
+        }
+        for key, option in value.items():
+            if key not in names:
+                self.reject(f"{where}.{key}", "not supported")
+            elif key == "failureThreshold":
+                out[names[key]] = option
+            elif isinstance(option, int | float) and not isinstance(option, bool):
+                out[names[key]] = option / 1000.0
+            else:
+                self.reject(f"{where}.{key}", "must be a number of milliseconds")
+        return out
