@@ -1,4 +1,4 @@
-"""The ``routecodex`` command: serve, check-config, models, route, env.
+"""The ``routecodex`` command: serve, check-config, models, route, replay, env.
 
 Signals live here and only here (STYLE rule 7): SIGTERM/SIGINT start the graceful drain; a
 second one is the hard stop. Errors are one line on stderr; usage errors exit 2.
@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
 import trio
 
 from ._errors import ConfigError, GatewayError
@@ -28,40 +29,17 @@ if TYPE_CHECKING:
 LOGGER: Final = logging.getLogger("routecodex_trio.cli")
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-
-
 def _config_path(value: str | None) -> Path:
     return Path(value) if value else default_config_path()
 
 
 async def _run(config: GatewayConfig) -> None:
+    from .observability import READY, STOPPING, notify, reloading_state, watchdog
     from .server import serve
 
     # The receiver is opened before serving so that an early SIGTERM is never the default
     # (fatal) action.
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
 
             async def run_serve(task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED) -> None:
@@ -69,6 +47,8 @@ async def _run(config: GatewayConfig) -> None:
                 nursery.cancel_scope.cancel()  # drained: stop waiting for signals
 
             gateway: Gateway = await nursery.start(run_serve)
+            await nursery.start(watchdog)
+            notify(READY)
             print(
                 f"routecodex {__version__} listening on {', '.join(gateway.urls)}",
                 file=sys.stderr,
@@ -76,22 +56,66 @@ async def _run(config: GatewayConfig) -> None:
             )
             async for signum in signals:
                 name = signal.Signals(signum).name
+                if signum == signal.SIGHUP:
+                    notify(reloading_state())
+                    try:
+                        await gateway.reload_from_source()
+                    except ConfigError:
+                        pass  # logged by reload_from_source; the running config keeps serving
+                    notify(READY)
+                    continue
                 if gateway.statistics().draining:
                     LOGGER.warning("second %s: stopping without waiting for the drain", name)
                     nursery.cancel_scope.cancel()
                     break
                 LOGGER.info("%s received", name)
+                notify(STOPPING)
                 gateway.shutdown()
     LOGGER.info("exiting")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .observability import setup_logging
+
     setup_logging(args.log_level, args.log_format)
     config = load_config(_config_path(args.config))
-    started = time.monotonic()
-    LOGGER.debug("config loaded in %.1f ms", (time.monotonic() - started) * 1000)
+    if args.snap:
+        config = attrs.evolve(config, snapshots=attrs.evolve(config.snapshots, enabled=True))
+        LOGGER.info("snapshots on: %s", Path(config.snapshots.dir).expanduser())
     trio.run(_run, config)
     return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Send a captured client request again and print the answer as it arrives."""
+    import httpx
+
+    from .observability import load_client_request
+
+    path, body = load_client_request(args.file)
+    if args.url:
+        base = args.url.rstrip("/")
+    else:
+        config = load_config(_config_path(args.config))
+        host, _, port = config.server.listen[0].rpartition(":")
+        base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{port}"
+    headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
+    key = args.key or os.environ.get("ROUTECODEX_KEY")
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    try:
+        with (
+            httpx.Client(base_url=base, timeout=httpx.Timeout(600.0, connect=5.0), trust_env=False) as http,
+            http.stream("POST", path, json=body, headers=headers) as response,
+        ):
+            print(f"HTTP {response.status_code} {path}", file=sys.stderr)
+            for chunk in response.iter_text():
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+    except httpx.HTTPError as exc:
+        raise GatewayError(f"cannot reach the gateway at {base}: {exc}") from None
+    print()
+    return 0 if response.status_code < 400 else 1
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -185,8 +209,16 @@ def cmd_route(args: argparse.Namespace) -> int:
     for target in decision.candidates:
         provider = config.providers[target.provider]
         remaining = router.health.cooldown_remaining_s(target)
+        engine: dict[str, Any] | None = None
+        if provider.engine is not None:
+            from .engines import select_variant
+
+            # The same size estimate the pipeline gives the engine manager.
+            choice = select_variant(provider.engine.specs(), len(json.dumps(body)) // 4)
+            engine = {"variant": choice.variant, "reason": choice.reason}
         candidates.append(
             {
+                "engine": engine,
                 "target": target.id,
                 "upstream_model": target.upstream_model,
                 "key_index": target.key_index,
@@ -215,6 +247,8 @@ def cmd_route(args: argparse.Namespace) -> int:
         key = "no key" if item["key_index"] is None else f"key {item['key_index']} of {item['keys']}"
         state = f"cooling {item['cooldown_remaining_s']:.0f}s" if item["cooling"] else "ready"
         print(f"  {n}. {item['target']}  (upstream {item['upstream_model']}, {key}, {state})")
+        if item["engine"]:
+            print(f"       engine variant {item['engine']['variant']}: {item['engine']['reason']}")
     return 0
 
 
@@ -236,7 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = add("serve", "Run the gateway.")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-format", default="text", choices=["text", "json"])
+    serve.add_argument("--snap", action="store_true", help="write snapshots of every stage ([snapshots] dir)")
     serve.set_defaults(func=cmd_serve)
+
+    replay = add("replay", "Send a captured client request (a snapshot's client-request file) again.")
+    replay.add_argument("file", metavar="FILE", help="a NN-client-request.json snapshot file")
+    replay.add_argument("--url", help="gateway base URL (default: the config's first listen address)")
+    replay.add_argument("--key", help="inbound API key (default: $ROUTECODEX_KEY)")
+    replay.set_defaults(func=cmd_replay)
 
     check = add("check-config", "Validate a config file and exit.")
     check.add_argument("path", nargs="?", help="config file to check (same as --config)")

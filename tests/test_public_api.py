@@ -38,3 +38,29 @@ def test_ruff_clean() -> None:
         [ruff, "check", "--no-cache", "."], cwd=root, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_open_gateway_passes_exceptions_through_unwrapped() -> None:
+    from tests.conftest import mock_config
+
+    config = routecodex_trio.config_from_mapping(mock_config(), environ={})
+    with pytest.raises(KeyError, match="boom"):
+        async with routecodex_trio.open_gateway(config):
+            raise KeyError("boom")
+
+
+async def test_serve_raises_config_error_for_a_busy_port() -> None:
+    import socket
+
+    import trio
+
+    from tests.conftest import mock_config
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        raw = mock_config()
+        raw["server"]["listen"] = [f"127.0.0.1:{busy.getsockname()[1]}"]
+        config = routecodex_trio.config_from_mapping(raw, environ={})
+        with trio.fail_after(5), pytest.raises(routecodex_trio.ConfigError, match="cannot bind"):
+            await routecodex_trio.serve(config)

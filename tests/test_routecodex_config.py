@@ -143,8 +143,16 @@ def write(tmp_path: Path, raw: Any, name: str = "config.json") -> Path:
 
 
 def test_user_glm_sample(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, USER_GLM), environ={"GLM_API_KEY": "sk-live"})
+    # RouteCodex binds 0.0.0.0 without inbound keys; we refuse that until the file says how
+    # the gateway is protected (our httpserver.apiKeys extension) or that it is deliberate.
+    with pytest.raises(ConfigError, match=r"reachable from other hosts.*httpserver.apiKeys"):
+        load_config(write(tmp_path, USER_GLM), environ={"GLM_API_KEY": "sk-live"})
+    keyed = {**USER_GLM, "httpserver": {"apiKeys": ["${ROUTECODEX_KEY}"]}}
+    config = load_config(
+        write(tmp_path, keyed), environ={"GLM_API_KEY": "sk-live", "ROUTECODEX_KEY": "k" * 16}
+    )
     assert config.server.listen == ("0.0.0.0:5522",)
+    assert [k.reveal() for k in config.server.api_keys] == ["k" * 16]
     glm = config.providers["glm"]
     assert glm.type == "openai-chat"
     assert glm.base_url == "https://open.bigmodel.cn/api/coding/paas/v4"
@@ -160,10 +168,12 @@ def test_user_glm_sample(tmp_path: Path) -> None:
 
 
 def test_user_lmstudio_sample_without_its_optional_key(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, USER_LMSTUDIO), environ={})
+    sample = {**USER_LMSTUDIO, "httpserver": {**USER_LMSTUDIO["httpserver"], "allowUnauthenticated": True}}
+    config = load_config(write(tmp_path, sample), environ={})
+    assert config.server.allow_unauthenticated
     assert config.server.listen == ("0.0.0.0:5521",)
     assert config.providers["lmstudio"].all_keys() == ()
-    keyed = load_config(write(tmp_path, USER_LMSTUDIO), environ={"LMSTUDIO_API_KEY": "lm-key"})
+    keyed = load_config(write(tmp_path, sample), environ={"LMSTUDIO_API_KEY": "lm-key"})
     assert [k.reveal() for k in keyed.providers["lmstudio"].all_keys()] == ["lm-key"]
 
 

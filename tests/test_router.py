@@ -566,6 +566,7 @@ def test_route_command_json_and_explicit_endpoint(tmp_path: Path) -> None:
     assert decision["category"] == "background"
     assert decision["candidates"] == [
         {
+            "engine": None,
             "target": "claude.haiku",
             "upstream_model": "haiku",
             "key_index": 0,

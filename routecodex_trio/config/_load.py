@@ -7,6 +7,7 @@ converter (STYLE rule 4).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -215,6 +216,16 @@ def _check_compat(provider: ProviderConfig, problems: list[str]) -> None:
             problems.append(f"{where}.models.{model.id}.compat: profiles apply to openai-chat providers only")
 
 
+def _loopback(host: str) -> bool:
+    host = host.removeprefix("[").removesuffix("]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def config_from_mapping(
     raw: Mapping[str, Any], *, source: str | None = None, environ: Mapping[str, str] | None = None
 ) -> GatewayConfig:
@@ -243,6 +254,15 @@ def config_from_mapping(
         host, sep, port = listen.rpartition(":")
         if not sep or not port.isdigit() or not host:
             problems.append(f"server.listen: {listen!r} is not 'host:port' (IPv6 as '[::1]:port')")
+        elif not _loopback(host) and not config.server.api_keys and not config.server.allow_unauthenticated:
+            problems.append(
+                f"server.listen: {listen!r} is reachable from other hosts but server.api_keys is empty; "
+                "set api_keys, or allow_unauthenticated = true if that is really intended "
+                "(in a RouteCodex config.json: httpserver.apiKeys / httpserver.allowUnauthenticated)"
+            )
+    for i, key in enumerate(config.server.api_keys):
+        if len(key.reveal()) < 8:
+            problems.append(f"server.api_keys[{i}]: too short (at least 8 characters)")
     if problems:
         raise _config_error(source, problems)
     return config

@@ -165,7 +165,7 @@ class _Converter:
         for key in raw:
             if key not in _IGNORED_TOP | {"httpserver", "host", "port", "virtualrouter"}:
                 self.reject(key, "not supported")
-        out["server"] = {"listen": [self._listen(raw)]}
+        out["server"] = {"listen": [self._listen(raw)], **self._server_auth(raw)}
         router = raw.get("virtualrouter")
         if not isinstance(router, Mapping):
             self.reject("virtualrouter", "required (an object with providers and routing)")
@@ -193,13 +193,34 @@ class _Converter:
             out["health"] = health
         return out
 
+    def _server_auth(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Our extension of ``httpserver``: inbound keys, so a file binding a public address
+        (``0.0.0.0``) can say how it is protected (or that it deliberately is not)."""
+        server = raw.get("httpserver")
+        if not isinstance(server, Mapping):
+            return {}
+        out: dict[str, Any] = {}
+        keys = server.get("apiKeys")
+        if keys is not None:
+            if isinstance(keys, list) and all(isinstance(k, str) for k in keys):
+                out["api_keys"] = keys
+            else:
+                self.reject("httpserver.apiKeys", "must be a list of strings")
+        allow = server.get("allowUnauthenticated")
+        if allow is not None:
+            if isinstance(allow, bool):
+                out["allow_unauthenticated"] = allow
+            else:
+                self.reject("httpserver.allowUnauthenticated", "must be true or false")
+        return out
+
     def _listen(self, raw: Mapping[str, Any]) -> str:
         server = raw.get("httpserver", {})
         if not isinstance(server, Mapping):
             self.reject("httpserver", "must be an object")
             server = {}
         for key in server:
-            if key not in ("host", "port"):
+            if key not in ("host", "port", "apiKeys", "allowUnauthenticated"):
                 self.reject(f"httpserver.{key}", "not supported")
         host = server.get("host", raw.get("host", "127.0.0.1"))
         port = server.get("port", raw.get("port", _DEFAULT_PORT))

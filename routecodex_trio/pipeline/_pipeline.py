@@ -14,6 +14,7 @@ byte has reached the client. After that, the stream ends with the protocol's ter
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from typing import TYPE_CHECKING, Any, Final
@@ -35,14 +36,23 @@ from ..protocols.base import extract_error_message
 from ..protocols.canonical import Usage, estimate_request_tokens
 from ..providers import HttpUpstream, MockUpstream, iter_raw
 from ..providers.compat import apply_compat, profile_name_for
-from ._relay import PassthroughTracker, StreamStats, relay_canonical, relay_converted, relay_passthrough
+from ._relay import (
+    PassthroughTracker,
+    StreamStats,
+    relay_canonical,
+    relay_converted,
+    relay_passthrough,
+    usage_in_body,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import AsyncIterator, Mapping
 
     import httpx
 
     from ..config import GatewayConfig
+    from ..engines import EngineManager
+    from ..observability import SnapshotWriter
     from ..protocols.canonical import ProtocolName
     from ..providers import ProviderSet
     from ..router import RouteDecision, Router, Target
@@ -67,6 +77,13 @@ class Trace:
     upstream_wait_s: float = 0.0
     stats: StreamStats = attrs.field(factory=StreamStats)
     usage: Usage | None = None
+    target_ref: Target | None = None
+    # Snapshot stages collected during the request (None: snapshots are off); written at the end.
+    snapshot: list[tuple[str, Any]] | None = None
+
+    def snap(self, stage: str, payload: Any) -> None:
+        if self.snapshot is not None:
+            self.snapshot.append((stage, payload))
 
 
 @attrs.frozen(kw_only=True)
@@ -141,6 +158,15 @@ class PrepareStage:
         )
 
 
+# Wire protocol spoken to an engine -> the endpoint name engines declare in `endpoints`.
+_ENGINE_ENDPOINTS: Final[dict[str, str]] = {
+    "openai-chat": "chat",
+    "openai-completions": "completions",
+    "openai-responses": "responses",
+    "anthropic-messages": "messages",
+}
+
+
 def _client_status(upstream_status: int) -> int:
     """Upstream 4xx pass through; 5xx become what a gateway says about its upstream."""
     if upstream_status < 500:
@@ -196,6 +222,7 @@ class ExchangeStage:
     """Runs one ``UpstreamCall`` and writes the client's answer."""
 
     config: GatewayConfig
+    engines: EngineManager | None = None
 
     async def run(
         self,
@@ -251,9 +278,44 @@ class ExchangeStage:
         provider = call.target.provider
         headers = upstream.headers(call.protocol, call.target.key_index, request.headers)
         secrets = tuple(k.reveal() for k in upstream.config.all_keys())
+        trace.snap(
+            "upstream-request",
+            {"target": call.target.health_key, "path": call.path, "headers": headers, "body": call.body},
+        )
+        if self.engines is not None and self.engines.has_engine(provider):
+            # A local engine: started on demand, held (counted in flight) for the whole answer.
+            async with self.engines.use(
+                provider, estimated_tokens=len(call.body) // 4, endpoint=_ENGINE_ENDPOINTS[call.protocol]
+            ) as lease:
+                trace.snap(
+                    "engine", {"engine": lease.engine, "variant": lease.variant, "reason": lease.reason}
+                )
+                await self._exchange(
+                    upstream, request, call, headers, secrets, responder, trace, lease.base_url
+                )
+            return
+        await self._exchange(upstream, request, call, headers, secrets, responder, trace, None)
+
+    async def _exchange(
+        self,
+        upstream: HttpUpstream,
+        request: ClientRequest,
+        call: UpstreamCall,
+        headers: dict[str, str],
+        secrets: tuple[str, ...],
+        responder: Responder,
+        trace: Trace,
+        base_url: str | None,
+    ) -> None:
+        assert call.protocol is not None
+        provider = call.target.provider
         waited = trio.current_time()
-        async with upstream.exchange(call.path, call.body, headers, stream=call.stream) as response:
+        async with upstream.exchange(
+            call.path, call.body, headers, stream=call.stream, base_url=base_url
+        ) as response:
             trace.upstream_wait_s += trio.current_time() - waited
+            if not call.stream or response.status_code >= 400:
+                trace.snap("upstream-response", {"status": response.status_code, "body": response.content})
             if response.status_code >= 400:
                 raise upstream_status_error(provider, response, secrets)
             upstream_codec = codec_for(call.protocol)
@@ -272,9 +334,14 @@ class ExchangeStage:
                     provider=provider,
                 )
             chunks = iter_raw(response, provider)
+            if trace.snapshot is not None:
+                frames: list[bytes] = []
+                trace.snap("upstream-frames", frames)
+                chunks = _capturing(chunks, frames)
             if call.passthrough and not call.repair:
                 tracker = PassthroughTracker(request.protocol, call.target.upstream_model)
                 await relay_passthrough(chunks, responder, tracker, trace.stats)
+                trace.usage = trace.stats.usage
                 if not tracker.terminal:
                     raise UpstreamProtocolError(
                         f"upstream {provider!r} closed the stream without its terminal event",
@@ -298,6 +365,8 @@ class ExchangeStage:
     ) -> None:
         provider = call.target.provider
         if call.passthrough and not call.repair:
+            if b'"usage"' in response.content:
+                trace.usage = usage_in_body(call.protocol or "", _loads(response.content))
             await responder.send_bytes(200, response.content)
             return
         body = _loads(response.content)
@@ -308,6 +377,14 @@ class ExchangeStage:
         canonical_response = upstream_codec.decode_response(body)
         trace.usage = canonical_response.usage
         await responder.send_json(200, request.codec.encode_response(canonical_response, request.canonical()))
+
+
+async def _capturing(chunks: AsyncIterator[bytes], sink: list[bytes]) -> AsyncIterator[bytes]:
+    """The same chunks, also kept in ``sink`` (for snapshots)."""
+    async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+        async for chunk in chunks:
+            sink.append(chunk)
+            yield chunk
 
 
 def _loads(content: bytes) -> Any:
@@ -324,12 +401,33 @@ class Pipeline:
     config: GatewayConfig
     router: Router
     providers: ProviderSet
+    snapshots: SnapshotWriter | None = None
+    engines: EngineManager | None = None
     prepare: PrepareStage = attrs.field(init=False)
     exchange: ExchangeStage = attrs.field(init=False)
+    # Requests running on this config generation; a retired generation closes its upstream
+    # clients once this is back to zero.
+    in_flight: int = attrs.field(init=False, default=0)
+    _idle: trio.Event = attrs.field(init=False, factory=trio.Event)
+    # Set when a newer generation took over (reload) or the server drained.
+    retired: trio.Event = attrs.field(init=False, factory=trio.Event)
+
+    def enter(self) -> None:
+        self.in_flight += 1
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+            self._idle = trio.Event()
+
+    async def wait_idle(self) -> None:
+        while self.in_flight:
+            await self._idle.wait()
 
     def __attrs_post_init__(self) -> None:
         self.prepare = PrepareStage(self.config)
-        self.exchange = ExchangeStage(self.config)
+        self.exchange = ExchangeStage(self.config, self.engines)
 
     def route(self, request: ClientRequest) -> RouteDecision:
         return self.router.route(request.model, request.canonical)
@@ -345,6 +443,14 @@ class Pipeline:
         """
         decision = self.route(request)
         trace.category = decision.category
+        trace.snap(
+            "routing",
+            {
+                "category": decision.category,
+                "reason": decision.reason,
+                "candidates": [t.health_key for t in decision.candidates],
+            },
+        )
         health = self.router.health
         retry = self.config.retry
         deadline = trace.started_at + self.config.timeouts.total
@@ -363,6 +469,7 @@ class Pipeline:
                 await trio.sleep(delay)
             trace.attempts += 1
             trace.target = target.id
+            trace.target_ref = target
             try:
                 call = self.prepare.prepare(request, target)
                 await self.exchange.run(call, request, self.providers.get(target.provider), responder, trace)
@@ -392,7 +499,7 @@ class Pipeline:
         trace.target = target.id
         provider = self.config.providers[target.provider]
         upstream = self.providers.get(target.provider)
-        if provider.type == "anthropic-messages" and isinstance(upstream, HttpUpstream):
+        if provider.type == "anthropic-messages" and provider.base_url and isinstance(upstream, HttpUpstream):
             body = dict(request.body)
             body["model"] = target.upstream_model
             headers = upstream.headers("anthropic-messages", target.key_index, request.headers)

@@ -37,6 +37,7 @@ from ..protocols.canonical import (
     TextDelta,
     ThinkingDelta,
     ToolArgsDelta,
+    Usage,
     UsageUpdate,
 )
 from ..protocols.errors import anthropic_error_body, openai_error_fields
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
     from .._errors import GatewayError
     from ..protocols.base import StreamDecoder, StreamEncoder
-    from ..protocols.canonical import ProtocolName, StreamEvent, Usage
+    from ..protocols.canonical import ProtocolName, StreamEvent
     from ._responder import Responder
 
 _SEQUENCE: Final = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
@@ -236,9 +237,13 @@ async def relay_passthrough(
                     continue
                 complete, held = held, b""
                 tracker.observe(complete)
+                if b'"usage"' in complete:
+                    stats.usage = usage_in_frames(tracker.protocol, complete, stats.usage)
                 await _commit(responder, complete, tracker.error_frame, stats)
                 continue
             tracker.observe(complete)
+            if b'"usage"' in complete:
+                stats.usage = usage_in_frames(tracker.protocol, complete, stats.usage)
             await responder.write(complete)
     if pending.strip():
         # Some servers omit the blank line after the last event.
@@ -338,6 +343,53 @@ async def relay_canonical(
     async with contextlib.aclosing(events):  # type: ignore[type-var]
         async for event in events:
             await relay.emit([event])
+
+
+def usage_in_body(protocol: str, body: Any) -> Usage | None:
+    """Token usage from a response (or stream event) body of ``protocol``, without a full decode."""
+    if not isinstance(body, dict):
+        return None
+    if protocol == "openai-responses" and isinstance(body.get("response"), dict):
+        body = body["response"]
+    if protocol == "anthropic-messages" and isinstance(body.get("message"), dict):
+        body = body["message"]
+    usage = body.get("usage")
+    if not isinstance(usage, dict):
+        return None
+
+    def number(key: str) -> int:
+        value = usage.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    if protocol == "anthropic-messages":
+        cache_read, cache_write = number("cache_read_input_tokens"), number("cache_creation_input_tokens")
+        return Usage(
+            input_tokens=number("input_tokens") + cache_read + cache_write,
+            output_tokens=number("output_tokens"),
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
+        )
+    if protocol == "openai-responses":
+        return Usage(input_tokens=number("input_tokens"), output_tokens=number("output_tokens"))
+    return Usage(input_tokens=number("prompt_tokens"), output_tokens=number("completion_tokens"))
+
+
+def usage_in_frames(protocol: str, complete: bytes, known: Usage | None) -> Usage | None:
+    """The latest usage in a run of passthrough events; Anthropic spreads it over two events."""
+    for frame in SSEParser().feed(complete):
+        if '"usage"' not in frame.data:
+            continue
+        try:
+            found = usage_in_body(protocol, orjson.loads(frame.data))
+        except orjson.JSONDecodeError:
+            continue
+        if found is None:
+            continue
+        if protocol == "anthropic-messages" and known is not None and frame.event == "message_delta":
+            # message_delta carries the output count; input and cache came in message_start.
+            found = attrs.evolve(known, output_tokens=found.output_tokens or known.output_tokens)
+        known = found
+    return known
 
 
 def stream_error_exception(event: StreamError) -> UpstreamError:

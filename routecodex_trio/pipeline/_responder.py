@@ -45,6 +45,8 @@ class Responder:
     # The terminal error for a stream started before any upstream owned it (keep-alives).
     fallback_terminal_error: Callable[[GatewayError], bytes] | None = None
     last_write_at: float = attrs.field(factory=trio.current_time)
+    # Everything sent to the client, kept only when snapshots are on.
+    capture: list[bytes] | None = None
     # Set when the request body was not read to its end: the connection cannot carry another
     # request, so the client is told not to reuse it.
     close_connection: bool = False
@@ -79,6 +81,8 @@ class Responder:
         if chunk:
             self.last_write_at = trio.current_time()
             self.bytes_sent += len(chunk)
+            if self.capture is not None:
+                self.capture.append(chunk)
             await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     async def end(self) -> None:
@@ -98,6 +102,8 @@ class Responder:
         headers = self._headers(((b"content-type", content_type),), extra_headers)
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         self.bytes_sent += len(body)
+        if self.capture is not None:
+            self.capture.append(body)
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def keep_alive(self, interval_s: float, comment: bytes) -> None:

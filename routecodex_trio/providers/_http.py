@@ -133,7 +133,7 @@ class HttpUpstream:
 
     @contextlib.asynccontextmanager
     async def exchange(
-        self, path: str, body: bytes, headers: Mapping[str, str], *, stream: bool
+        self, path: str, body: bytes, headers: Mapping[str, str], *, stream: bool, base_url: str | None = None
     ) -> AsyncIterator[httpx.Response]:
         """POST ``body`` and yield the response once its headers are in.
 
@@ -143,7 +143,9 @@ class HttpUpstream:
 
         Cancellation: cancelling the caller closes the upstream socket at once.
         """
-        request = self.client.build_request("POST", path, content=body, headers=headers)
+        # A local engine's URL changes with every start: it comes per request.
+        url = base_url.rstrip("/") + path if base_url else path
+        request = self.client.build_request("POST", url, content=body, headers=headers)
         provider = self.config.name
         with map_upstream_errors(provider):
             with trio.move_on_after(self.timeouts.first_byte) as first_byte:

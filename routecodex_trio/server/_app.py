@@ -27,12 +27,14 @@ import trio
 
 from .._errors import (
     AuthError,
+    ConfigError,
     GatewayError,
     NotFound,
     RequestTooLarge,
     ShuttingDown,
 )
 from .._version import __version__
+from ..observability import Metrics, RequestRecord, client_request_payload, log_request
 from ..pipeline import (
     CHAT,
     COMPLETIONS,
@@ -47,15 +49,16 @@ from ..pipeline import (
 from ..protocols import codec_for
 from ..protocols.errors import render_anthropic_error, render_openai_error
 from ..protocols.sse import KEEPALIVE_COMMENT
+from ._sockets import is_loopback
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Awaitable, Callable, Iterator
 
+    from ..engines import EngineManager
     from ..pipeline import Endpoint, Pipeline
     from ..pipeline._responder import Send
 
 LOGGER: Final = logging.getLogger("routecodex_trio.server")
-ACCESS_LOGGER: Final = logging.getLogger("routecodex_trio.access")
 
 _LLM_ROUTES: Final[dict[str, Endpoint]] = {
     "/v1/chat/completions": CHAT,
@@ -143,10 +146,19 @@ class GatewayApp:
     pipeline: Pipeline
     drain: DrainControl = attrs.field(factory=DrainControl)
     decode: DecodeStage = attrs.field(factory=DecodeStage)
-    api_keys: tuple[bytes, ...] = ()
+    metrics: Metrics = attrs.field(factory=Metrics)
+    engines: EngineManager | None = None
+    # Re-reads the config file and swaps it in; returns a one-line summary (set by serve()).
+    reload: Callable[[], Awaitable[str]] | None = None
+    _keys: tuple[bytes, ...] = ()
+    _keys_of: Pipeline | None = None
 
-    def __attrs_post_init__(self) -> None:
-        self.api_keys = tuple(k.reveal().encode() for k in self.pipeline.config.server.api_keys)
+    @property
+    def api_keys(self) -> tuple[bytes, ...]:
+        if self._keys_of is not self.pipeline:
+            self._keys = tuple(k.reveal().encode() for k in self.pipeline.config.server.api_keys)
+            self._keys_of = self.pipeline
+        return self._keys
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Send) -> None:
         kind = scope["type"]
@@ -179,6 +191,10 @@ class GatewayApp:
                 await self._llm(scope, receive, responder, endpoint)
             elif method in ("GET", "HEAD"):
                 await self._get(scope, path, responder)
+            elif method == "POST" and path == "/admin/reload":
+                await self._admin_reload(scope, receive, responder)
+            elif method == "POST" and path.startswith("/engines/") and path.endswith("/stop"):
+                await self._engine_stop(scope, receive, responder, path[len("/engines/") : -len("/stop")])
             else:
                 raise NotFound(f"unknown path {path!r}", code="unknown_url")
         except GatewayError as exc:
@@ -197,20 +213,64 @@ class GatewayApp:
         await responder.send_json(status, body)
 
     def _authorize(self, headers: dict[str, str]) -> None:
-        if not self.api_keys:
+        keys = self.api_keys
+        if not keys:
             return
-        offered = headers.get("x-api-key", "")
+        offered = [headers.get("x-api-key", "").encode()]
         auth = headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
-            offered = offered or auth[7:].strip()
-        offered_bytes = offered.encode()
-        # Compare against every key without stopping early: the time taken does not tell
-        # which key, or how much of one, matched.
+            offered.append(auth[7:].strip().encode())
+        # Compare every offer against every key without stopping early: the time taken does
+        # not tell which key, or how much of one, matched.
         matched = False
-        for key in self.api_keys:
-            matched |= hmac.compare_digest(offered_bytes, key)
+        for candidate in offered:
+            for key in keys:
+                matched |= hmac.compare_digest(candidate, key)
         if not matched:
-            raise AuthError("missing or invalid API key" if offered else "missing API key")
+            raise AuthError("missing or invalid API key" if any(offered) else "missing API key")
+
+    def _authorize_admin(self, scope: dict[str, Any], headers: dict[str, str]) -> None:
+        """Admin endpoints: with inbound keys, a valid key; without, loopback clients only."""
+        if self.api_keys:
+            self._authorize(headers)
+            return
+        client = scope.get("client") or ("", 0)
+        if not is_loopback(str(client[0])):
+            raise GatewayError(
+                "admin endpoints need [server] api_keys when called from another host",
+                status=403,
+                kind="permission",
+                code="forbidden",
+            )
+
+    async def _engine_stop(
+        self, scope: dict[str, Any], receive: Callable[[], Any], responder: Responder, name: str
+    ) -> None:
+        headers = _headers(scope)
+        self._authorize_admin(scope, headers)
+        await _read_body(receive, headers, 1024 * 1024)
+        if self.engines is None:
+            raise NotFound("this gateway runs no engines")
+        await self.engines.stop(name)
+        await responder.send_json(200, {"stopped": name})
+
+    async def _admin_reload(
+        self, scope: dict[str, Any], receive: Callable[[], Any], responder: Responder
+    ) -> None:
+        """``POST /admin/reload``: re-read the config file and swap it in."""
+        headers = _headers(scope)
+        self._authorize_admin(scope, headers)
+        await _read_body(receive, headers, 1024 * 1024)
+        if self.reload is None:
+            raise GatewayError("this gateway cannot reload", status=400, kind="invalid_request")
+        try:
+            summary = await self.reload()
+        except ConfigError as exc:
+            await responder.send_json(
+                400, {"reloaded": False, "error": exc.message, "problems": list(exc.problems)}
+            )
+            return
+        await responder.send_json(200, {"reloaded": True, "summary": summary})
 
     async def _get(self, scope: dict[str, Any], path: str, responder: Responder) -> None:
         router = self.pipeline.router
@@ -223,6 +283,21 @@ class GatewayApp:
                     "in_flight": self.drain.in_flight,
                 },
             )
+            return
+        if path == "/engines":
+            self._authorize(_headers(scope))
+            statuses = self.engines.statuses() if self.engines is not None else []
+            await responder.send_json(200, {"engines": [attrs.asdict(status) for status in statuses]})
+            return
+        if path == "/metrics":
+            self._authorize(_headers(scope))
+            self.metrics.set_in_flight(self.drain.in_flight)
+            if self.engines is not None:
+                self.metrics.set_engine_states((st.name, st.state) for st in self.engines.statuses())
+            health = self.pipeline.router.health.snapshot()
+            self.metrics.set_target_health((h.health_key, h.healthy) for h in health)
+            body, content_type = self.metrics.render()
+            await responder.send_bytes(200, body, content_type=content_type.encode())
             return
         if path in ("/v1/models", "/models") or path.startswith(("/v1/models/", "/models/")):
             headers = _headers(scope)
@@ -257,12 +332,31 @@ class GatewayApp:
         self, scope: dict[str, Any], receive: Callable[[], Any], responder: Responder, endpoint: Endpoint
     ) -> None:
         pipeline = self.pipeline  # this request keeps the config generation it started with
+        pipeline.enter()
+        try:
+            await self._llm_on(pipeline, scope, receive, responder, endpoint)
+        finally:
+            pipeline.leave()
+
+    async def _llm_on(
+        self,
+        pipeline: Pipeline,
+        scope: dict[str, Any],
+        receive: Callable[[], Any],
+        responder: Responder,
+        endpoint: Endpoint,
+    ) -> None:
         headers = _headers(scope)
         codec = codec_for(endpoint.protocol)
         trace = Trace(responder.request_id, endpoint.name)
+        snapshots = pipeline.snapshots
+        if snapshots is not None and snapshots.enabled:
+            trace.snapshot = []
+            responder.capture = []
         try:
             self._authorize(headers)
             body = await _read_body(receive, headers, pipeline.config.server.max_body)
+            trace.snap("client-request", client_request_payload(scope["path"], headers, body))
             request = self.decode.decode(
                 endpoint, body, request_id=responder.request_id, headers=headers, codec=codec
             )
@@ -270,6 +364,7 @@ class GatewayApp:
             responder.close_connection = isinstance(exc, RequestTooLarge)
             await responder.fail(exc, codec)
             self._log(trace, responder, exc)
+            await self._write_snapshot(pipeline, endpoint, trace, responder)
             return
         error: GatewayError | None = None
         async with trio.open_nursery() as nursery:
@@ -299,24 +394,43 @@ class GatewayApp:
                 await responder.fail(error, codec)
             nursery.cancel_scope.cancel()
         self._log(trace, responder, error)
+        await self._write_snapshot(pipeline, endpoint, trace, responder)
+
+    async def _write_snapshot(
+        self, pipeline: Pipeline, endpoint: Endpoint, trace: Trace, responder: Responder
+    ) -> None:
+        if trace.snapshot is None or pipeline.snapshots is None:
+            return
+        trace.snap("client-response", {"status": responder.status, "body": b"".join(responder.capture or [])})
+        entry = pipeline.snapshots.entry(endpoint.protocol, responder.request_id)
+        # The answer is complete; even a client that hung up gets its snapshot written.
+        with trio.CancelScope(shield=True), trio.move_on_after(10):
+            for stage, payload in trace.snapshot:
+                await entry.write(stage, payload)
 
     def _log(self, trace: Trace, responder: Responder, error: GatewayError | None) -> None:
-        if not ACCESS_LOGGER.isEnabledFor(logging.INFO):
-            return
         usage = trace.usage
-        ACCESS_LOGGER.info(
-            "%s %s category=%s target=%s status=%s attempts=%d tokens_in=%s tokens_out=%s ms=%.1f%s",
-            trace.request_id,
-            trace.endpoint,
-            trace.category or "-",
-            trace.target or "-",
-            responder.status,
-            trace.attempts,
-            usage.input_tokens if usage else "-",
-            usage.output_tokens if usage else "-",
-            (trio.current_time() - trace.started_at) * 1000,
-            f" error={error.message!r}" if error else "",
+        target = trace.target_ref
+        now = trio.current_time()
+        record = RequestRecord(
+            endpoint=trace.endpoint,
+            status=responder.status or 0,
+            duration_s=now - trace.started_at,
+            category=trace.category or "",
+            target=target.id if target else "",
+            provider=target.provider if target else "",
+            model=target.upstream_model if target else "",
+            ttft_s=(trace.stats.first_byte_at - trace.started_at) if trace.stats.first_byte_at else None,
+            upstream_wait_s=trace.upstream_wait_s,
+            input_tokens=usage.input_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
         )
+        self.metrics.observe_request(record)
+        log_request(record, trace.request_id)
+        if error is not None and error.status >= 500:
+            LOGGER.warning(
+                "request %s failed after %d attempt(s): %s", trace.request_id, trace.attempts, error.message
+            )
 
 
 async def _watch_disconnect(receive: Callable[[], Any], scope: trio.CancelScope) -> None:

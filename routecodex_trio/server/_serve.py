@@ -10,7 +10,6 @@ surrounding nursery stays the hard stop.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from typing import TYPE_CHECKING, Final
 
@@ -19,7 +18,10 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from .._errors import GatewayError
+from .._errors import ConfigError, GatewayError
+from ..config import load_config
+from ..engines import EngineManager
+from ..observability import SnapshotWriter, config_secrets
 from ..pipeline import Pipeline
 from ..providers import open_providers
 from ..router import Router
@@ -52,6 +54,8 @@ class Gateway:
     config: GatewayConfig
     urls: tuple[str, ...]
     _app: GatewayApp
+    _nursery: trio.Nursery
+    _engines: EngineManager
     _stop: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -69,6 +73,45 @@ class Gateway:
             )
             self._app.drain.start(self.config.server.graceful_timeout)
             self._stop.set()
+
+    async def reload(self, config: GatewayConfig) -> str:
+        """Swap in a new configuration; requests in flight finish on the one they started with.
+
+        The new config's upstream clients are opened first; the old generation closes its own
+        once its last request is done. ``[server] listen`` changes need a restart.
+
+        Returns:
+            A one-line summary for logs and ``POST /admin/reload``.
+        """
+        if self._stop.is_set():
+            raise GatewayError("the gateway is shutting down", status=503, kind="overloaded")
+        old = self._app.pipeline
+        if config.server.listen != old.config.server.listen:
+            LOGGER.warning("server.listen changed: the new addresses take effect after a restart")
+        self._engines.reconfigure(config)
+        new: Pipeline = await self._nursery.start(_run_generation, config, self._engines)
+        self._app.pipeline = new
+        old.retired.set()
+        self.config = config
+        models = sum(len(p.models) for p in config.providers.values())
+        summary = f"reloaded {config.source or 'config'}: {len(config.providers)} providers, {models} models"
+        LOGGER.info("%s", summary)
+        return summary
+
+    async def reload_from_source(self) -> str:
+        """Re-read the file the config came from and ``reload`` it.
+
+        Raises:
+            ConfigError: no file, or the file is invalid (the running config keeps serving).
+        """
+        if not self.config.source:
+            raise ConfigError("the running config was not loaded from a file; nothing to re-read")
+        try:
+            config = load_config(self.config.source)
+        except ConfigError as exc:
+            LOGGER.error("reload refused, keeping the running config: %s", exc.message)
+            raise
+        return await self.reload(config)
 
     def statistics(self) -> GatewayStatistics:
         return GatewayStatistics(in_flight=self._app.drain.in_flight, draining=self._stop.is_set())
@@ -130,29 +173,85 @@ async def serve(
         raise _unwrap(group) from None
 
 
+async def _run_generation(
+    config: GatewayConfig, engines: EngineManager, *, task_status: trio.TaskStatus[Pipeline]
+) -> None:
+    """One config generation: its upstream clients live until it is retired and idle.
+
+    Resource handling: the provider clients are closed when the generation ends, i.e. after
+    ``retire`` was set and its last in-flight request finished (or when cancelled).
+    """
+    async with open_providers(config) as providers:
+        pipeline = Pipeline(
+            config,
+            Router(config),
+            providers,
+            snapshots=SnapshotWriter(config.snapshots, secrets=config_secrets(config)),
+            engines=engines,
+        )
+        task_status.started(pipeline)
+        await pipeline.retired.wait()
+        await pipeline.wait_idle()
+
+
 async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]) -> None:
     sockets = bind_sockets(config.server.listen)
-    async with open_providers(config) as providers:
-        pipeline = Pipeline(config, Router(config), providers)
-        app = GatewayApp(pipeline)
-        hconfig = to_hypercorn_config(config, sockets)
-        gateway = Gateway(config, (), app)
+    engines = EngineManager(config)
+    # Engines live outside the HTTP server's nursery: on shutdown the streams they serve drain
+    # first, then the engines are stopped.
+    async with trio.open_nursery() as engine_nursery:
+        await engine_nursery.start(engines.run)
         async with trio.open_nursery() as nursery:
-            urls = await nursery.start(
-                functools.partial(hypercorn_serve, app, hconfig, shutdown_trigger=gateway._stop.wait)  # type: ignore[arg-type]
-            )
+            pipeline: Pipeline = await nursery.start(_run_generation, config, engines)
+            app = GatewayApp(pipeline, engines=engines)
+            gateway = Gateway(config, (), app, nursery, engines)
+            app.reload = gateway.reload_from_source
+            hconfig = to_hypercorn_config(config, sockets)
+
+            async def run_http(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+                await hypercorn_serve(
+                    app, hconfig, shutdown_trigger=gateway._stop.wait, task_status=task_status
+                )  # type: ignore[arg-type]
+                # Drained: the current generation may close its upstream clients now.
+                app.pipeline.retired.set()
+
+            urls = await nursery.start(run_http)
             gateway.urls = tuple(urls)
             LOGGER.info("listening on %s", ", ".join(gateway.urls))
             task_status.started(gateway)
+        engine_nursery.cancel_scope.cancel()
     LOGGER.info("drained, stopped")
 
 
 @contextlib.asynccontextmanager
 async def open_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
-    """Run a gateway for the duration of an ``async with`` block; drain it on exit."""
-    async with trio.open_nursery() as nursery:
-        gateway: Gateway = await nursery.start(serve, config)
-        try:
-            yield gateway
-        finally:
-            gateway.shutdown()
+    """Run a gateway for the duration of an ``async with`` block; drain it on exit.
+
+    An exception raised in the block stops the gateway at once (no drain) and comes out as
+    itself, not wrapped in an ExceptionGroup (STYLE rule 15).
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            gateway: Gateway = await nursery.start(serve, config)
+            try:
+                yield gateway
+            except BaseException:
+                nursery.cancel_scope.cancel()
+                raise
+            finally:
+                gateway.shutdown()
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_leaves(exc))
+        else:
+            found.append(exc)
+    return found

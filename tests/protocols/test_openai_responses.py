@@ -2165,7 +2165,14 @@ def _canonical_streams(draw: st.DrawFn) -> list[StreamEvent]:
     for index in range(draw(st.integers(0, 5))):
         kind = draw(st.sampled_from(["text", "thinking", "tool_use", "refusal", "redacted_thinking"]))
         events.append(
-            BlockStart(index=index, kind=kind, tool_id=draw(_ids), tool_name=draw(_names), redacted_data="R")
+            # Tool ids are unique within one answer, as every upstream makes them.
+            BlockStart(
+                index=index,
+                kind=kind,
+                tool_id=f"{draw(_ids)}_{index}",
+                tool_name=draw(_names),
+                redacted_data="R",
+            )
         )
         for piece in draw(st.lists(st.text(max_size=5), max_size=3)):
             if kind == "text":

@@ -1,0 +1,63 @@
+"""Operations: Prometheus metrics, request snapshots, structured logs, systemd notify/watchdog.
+
+Depends only on ``config`` and the error tree; the server and the pipeline feed it.
+"""
+
+from __future__ import annotations
+
+from ._logs import (
+    REQUEST_LOGGER,
+    JsonFormatter,
+    format_request_line,
+    log_request,
+    request_fields,
+    setup_logging,
+)
+from ._metrics import CONTENT_TYPE, Metrics, RequestRecord, endpoint_label
+from ._snapshots import (
+    REDACTED_HEADERS,
+    STAGES,
+    SnapshotEntry,
+    SnapshotWriter,
+    client_request_payload,
+    config_secrets,
+    load_client_request,
+)
+from ._systemd import (
+    READY,
+    STOPPING,
+    WATCHDOG,
+    notify,
+    reloading_state,
+    status_state,
+    watchdog,
+    watchdog_interval_s,
+)
+
+__all__ = [
+    "CONTENT_TYPE",
+    "READY",
+    "REDACTED_HEADERS",
+    "REQUEST_LOGGER",
+    "STAGES",
+    "STOPPING",
+    "WATCHDOG",
+    "JsonFormatter",
+    "Metrics",
+    "RequestRecord",
+    "SnapshotEntry",
+    "SnapshotWriter",
+    "client_request_payload",
+    "config_secrets",
+    "endpoint_label",
+    "format_request_line",
+    "load_client_request",
+    "log_request",
+    "notify",
+    "reloading_state",
+    "request_fields",
+    "setup_logging",
+    "status_state",
+    "watchdog",
+    "watchdog_interval_s",
+]

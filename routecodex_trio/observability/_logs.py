@@ -1,0 +1,123 @@
+"""Structured logs: one line per request, as ``key=value`` text or as JSON.
+
+The request line is the same text in both modes (``msg``); in JSON mode its fields are also
+top-level keys, so a log pipeline can filter on ``status`` or ``target`` without parsing the
+message. Log it with ``log_request`` so both modes get what they need.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
+
+import orjson
+
+if TYPE_CHECKING:
+    from ._metrics import RequestRecord
+
+REQUEST_LOGGER: Final = logging.getLogger("routecodex_trio.access")
+# The LogRecord attribute carrying the request fields (set through ``extra=``).
+REQUEST_FIELDS_ATTR: Final = "routecodex_request"
+TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def request_fields(record: RequestRecord, request_id: str) -> dict[str, Any]:
+    """The request line's fields, in a fixed order (ms rounded to 0.1)."""
+    return {
+        "id": request_id,
+        "endpoint": record.endpoint,
+        "category": record.category or None,
+        "target": record.target or None,
+        "status": record.status,
+        "tokens_in": record.input_tokens,
+        "tokens_out": record.output_tokens,
+        "ms": round(record.duration_s * 1000, 1),
+        "ttft_ms": None if record.ttft_s is None else round(record.ttft_s * 1000, 1),
+        "overhead_ms": round(record.overhead_s * 1000, 1),
+    }
+
+
+def _logfmt_value(value: object) -> str:
+    if value is None:
+        return "-"
+    text = str(value)
+    if not text or any(c in text for c in ' ="\\\n'):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return text
+
+
+def format_request_line(record: RequestRecord, request_id: str) -> str:
+    """``id=… endpoint=… category=… target=… status=… tokens=in/out ms=…`` (logfmt).
+
+    Unknown values print as ``-``; values with spaces or quotes are quoted.
+    """
+    fields = request_fields(record, request_id)
+    tokens = f"{_logfmt_value(fields['tokens_in'])}/{_logfmt_value(fields['tokens_out'])}"
+    parts = [
+        f"id={_logfmt_value(fields['id'])}",
+        f"endpoint={_logfmt_value(fields['endpoint'])}",
+        f"category={_logfmt_value(fields['category'])}",
+        f"target={_logfmt_value(fields['target'])}",
+        f"status={fields['status']}",
+        f"tokens={tokens}",
+        f"ms={fields['ms']}",
+    ]
+    if fields["ttft_ms"] is not None:
+        parts.append(f"ttft_ms={fields['ttft_ms']}")
+    return " ".join(parts)
+
+
+def log_request(record: RequestRecord, request_id: str, *, logger: logging.Logger = REQUEST_LOGGER) -> None:
+    """Log the request line at INFO (WARNING for 5xx), with its fields for the JSON formatter."""
+    level = logging.WARNING if record.status >= 500 else logging.INFO
+    if logger.isEnabledFor(level):
+        logger.log(
+            level,
+            "%s",
+            format_request_line(record, request_id),
+            extra={REQUEST_FIELDS_ATTR: request_fields(record, request_id)},
+        )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg`` (+ ``exc``).
+
+    Request lines (``log_request``) also carry their fields as top-level keys. Messages are
+    formatted with ``%`` as usual, so a ``Secret`` argument still prints as ``***``.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, REQUEST_FIELDS_ATTR, None)
+        if isinstance(fields, dict):
+            for key, value in fields.items():
+                entry.setdefault(key, value)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def setup_logging(
+    level: str = "info", fmt: Literal["text", "json"] = "text", *, stream: TextIO | None = None
+) -> logging.Handler:
+    """Send all logs to ``stream`` (default stderr) as text or JSON lines; for the CLI only.
+
+    Library code never calls this: an embedding application configures logging itself.
+
+    Returns:
+        The installed handler (the root logger's only one).
+    """
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    return handler
