@@ -171,6 +171,10 @@ def _check_provider(provider: ProviderConfig, problems: list[str]) -> None:
     for key in provider.all_keys():
         if not key.reveal():
             problems.append(f"{where}: an API key is empty")
+        elif _bad_key(key.reveal()):
+            problems.append(
+                f"{where}.api_key: a key contains whitespace or CR/LF (a key file's trailing newline?)"
+            )
     for header, value in provider.headers.items():
         if "\r" in header or "\n" in header or "\r" in value or "\n" in value:
             problems.append(f"{where}.headers.{header}: CR/LF not allowed in headers")
@@ -214,6 +218,10 @@ def _check_compat(provider: ProviderConfig, problems: list[str]) -> None:
     for model in provider.models:
         if model.compat not in (None, "passthrough"):
             problems.append(f"{where}.models.{model.id}.compat: profiles apply to openai-chat providers only")
+
+
+def _bad_key(value: str) -> bool:
+    return any(ch.isspace() for ch in value) or not value.isprintable()
 
 
 def _loopback(host: str) -> bool:
@@ -261,7 +269,9 @@ def config_from_mapping(
                 "(in a RouteCodex config.json: httpserver.apiKeys / httpserver.allowUnauthenticated)"
             )
     for i, key in enumerate(config.server.api_keys):
-        if len(key.reveal()) < 8:
+        if _bad_key(key.reveal()):
+            problems.append(f"server.api_keys[{i}]: contains whitespace or CR/LF")
+        elif len(key.reveal()) < 8:
             problems.append(f"server.api_keys[{i}]: too short (at least 8 characters)")
     if problems:
         raise _config_error(source, problems)

@@ -333,13 +333,13 @@ class ExchangeStage:
                     + (extract_error_message(_loads(response.content)) or "not an event stream"),
                     provider=provider,
                 )
-            chunks = iter_raw(response, provider)
+            chunks = iter_raw(response, provider, upstream.timeouts.idle)
             if trace.snapshot is not None:
                 frames: list[bytes] = []
                 trace.snap("upstream-frames", frames)
                 chunks = _capturing(chunks, frames)
             if call.passthrough and not call.repair:
-                tracker = PassthroughTracker(request.protocol, call.target.upstream_model)
+                tracker = PassthroughTracker(request.protocol, call.target.upstream_model, secrets)
                 await relay_passthrough(chunks, responder, tracker, trace.stats)
                 trace.usage = trace.stats.usage
                 if not tracker.terminal:
@@ -350,7 +350,7 @@ class ExchangeStage:
             else:
                 decoder = upstream_codec.stream_decoder()
                 encoder = request.codec.stream_encoder(request.canonical())
-                await relay_converted(chunks, decoder, encoder, responder, trace.stats)
+                await relay_converted(chunks, decoder, encoder, responder, trace.stats, secrets)
                 trace.usage = trace.stats.usage
             await responder.end()
 
@@ -365,8 +365,22 @@ class ExchangeStage:
     ) -> None:
         provider = call.target.provider
         if call.passthrough and not call.repair:
-            if b'"usage"' in response.content:
-                trace.usage = usage_in_body(call.protocol or "", _loads(response.content))
+            # Read just enough to know it is an answer: a 200 carrying an error body or
+            # broken JSON must not reach the client as a success.
+            answer = _loads(response.content)
+            if not isinstance(answer, dict):
+                raise UpstreamProtocolError(
+                    f"upstream {provider!r} answered 200 with a body that is not a JSON object",
+                    provider=provider,
+                )
+            if answer.get("error") and (answer.get("type") == "error" or "choices" not in answer):
+                message = extract_error_message(answer) or "error body"
+                raise UpstreamStatusError(
+                    f"upstream {provider!r} answered 200 with an error: {message}",
+                    status=502,
+                    provider=provider,
+                )
+            trace.usage = usage_in_body(call.protocol or "", answer)
             await responder.send_bytes(200, response.content)
             return
         body = _loads(response.content)
@@ -425,9 +439,16 @@ class Pipeline:
         while self.in_flight:
             await self._idle.wait()
 
+    # Every upstream key, longest first, for scrubbing client-bound bytes.
+    secret_bytes: tuple[bytes, ...] = attrs.field(init=False, default=())
+
     def __attrs_post_init__(self) -> None:
         self.prepare = PrepareStage(self.config)
         self.exchange = ExchangeStage(self.config, self.engines)
+        keys = {
+            k.reveal().encode() for p in self.config.providers.values() for k in p.all_keys() if k.reveal()
+        }
+        self.secret_bytes = tuple(sorted(keys, key=len, reverse=True))
 
     def route(self, request: ClientRequest) -> RouteDecision:
         return self.router.route(request.model, request.canonical)
@@ -510,5 +531,6 @@ class Pipeline:
                     await responder.send_bytes(200, response.content)
                     return
                 if response.status_code not in (404, 405):
-                    raise upstream_status_error(target.provider, response, ())
+                    secrets = tuple(k.reveal() for k in provider.all_keys())
+                    raise upstream_status_error(target.provider, response, secrets)
         await responder.send_json(200, {"input_tokens": estimate_request_tokens(request.canonical())})

@@ -66,6 +66,7 @@ class PassthroughTracker:
 
     protocol: ProtocolName
     model: str
+    secrets: tuple[str, ...] = ()
     terminal: bool = False
     sequence_number: int = -1
     response_id: str | None = None
@@ -250,7 +251,7 @@ async def relay_passthrough(
         held += pending + b"\n\n"
     if held:
         if not responder.committed and not tracker.holds_content(held):
-            raise upstream_stream_error(tracker.protocol, held)
+            raise upstream_stream_error(tracker.protocol, held, tracker.secrets)
         tracker.observe(held)
         if responder.committed:
             await responder.write(held)
@@ -281,6 +282,7 @@ class _EventRelay:
     encoder: StreamEncoder
     responder: Responder
     stats: StreamStats
+    secrets: tuple[str, ...] = ()
     held: bytes = b""
 
     def _terminal_error(self, error: GatewayError) -> bytes:
@@ -297,7 +299,7 @@ class _EventRelay:
         for event in events:
             if isinstance(event, StreamError):
                 # Nothing reached the client yet: a failure the pipeline may still fail over from.
-                raise stream_error_exception(event)
+                raise stream_error_exception(event, self.secrets)
             self.held += self.encoder.encode(event)
             if _is_content(event):
                 held, self.held = self.held, b""
@@ -314,9 +316,10 @@ async def relay_converted(
     encoder: StreamEncoder,
     responder: Responder,
     stats: StreamStats,
+    secrets: tuple[str, ...] = (),
 ) -> None:
     """Relay an upstream stream of another protocol, converting event by event."""
-    relay = _EventRelay(encoder, responder, stats)
+    relay = _EventRelay(encoder, responder, stats, secrets)
     parser = SSEParser()
     async with contextlib.aclosing(chunks):  # type: ignore[type-var]
         async for chunk in chunks:
@@ -392,9 +395,17 @@ def usage_in_frames(protocol: str, complete: bytes, known: Usage | None) -> Usag
     return known
 
 
-def stream_error_exception(event: StreamError) -> UpstreamError:
+def scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every secret replaced by ``***`` (upstreams quote keys in their errors)."""
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def stream_error_exception(event: StreamError, secrets: tuple[str, ...] = ()) -> UpstreamError:
     """An upstream's in-stream error, raised as an exception while failover is still possible."""
-    error = UpstreamStatusError(event.message, status=_client_status(event.status))
+    error = UpstreamStatusError(scrub(event.message, secrets), status=_client_status(event.status))
     error.kind = event.kind  # type: ignore[assignment]
     if event.code:
         error.code = event.code
@@ -407,7 +418,7 @@ def _client_status(status: int) -> int:
     return {503: 503, 529: 503, 504: 504}.get(status, 502)
 
 
-def upstream_stream_error(protocol: str, held: bytes) -> UpstreamError:
+def upstream_stream_error(protocol: str, held: bytes, secrets: tuple[str, ...] = ()) -> UpstreamError:
     """The error an upstream put in its stream before any content, as an exception."""
     codec = codec_for(protocol)  # type: ignore[arg-type]
     decoder = codec.stream_decoder()
@@ -419,5 +430,5 @@ def upstream_stream_error(protocol: str, held: bytes) -> UpstreamError:
         events.extend(decoder.finish())
     for event in events:
         if isinstance(event, StreamError):
-            return stream_error_exception(event)
+            return stream_error_exception(event, secrets)
     return UpstreamProtocolError("the upstream stream ended before any content")

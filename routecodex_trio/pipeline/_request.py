@@ -47,6 +47,21 @@ _INT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "openai-responses": ("max_output_tokens",),
 }
 _NUMBER_FIELDS: Final = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+# Deepest JSON nesting accepted; orjson cannot serialise beyond 254, real requests use < 20.
+MAX_DEPTH: Final = 128
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values() if isinstance(child, dict | list))
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node if isinstance(child, dict | list))
+    return False
 
 
 @attrs.define(eq=False)
@@ -104,6 +119,12 @@ class DecodeStage:
         if not isinstance(body, dict):
             raise InvalidRequest(
                 f"request body must be a JSON object, not {_type_name(body)}", code="invalid_json"
+            )
+        # orjson parses 1024 levels but serialises only 254: refuse what could not be sent on.
+        # Counting brackets first (C speed) keeps the tree walk off the common path.
+        if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(body, MAX_DEPTH):
+            raise InvalidRequest(
+                f"request JSON is nested deeper than {MAX_DEPTH} levels", code="invalid_json"
             )
         model = body.get("model")
         if model is None:

@@ -47,6 +47,16 @@ class Responder:
     last_write_at: float = attrs.field(factory=trio.current_time)
     # Everything sent to the client, kept only when snapshots are on.
     capture: list[bytes] | None = None
+    # Upstream keys never reach a client, even when an upstream quotes them in its own error
+    # text (relayed byte for byte on the passthrough path).
+    secrets: tuple[bytes, ...] = ()
+
+    def _scrub(self, chunk: bytes) -> bytes:
+        for secret in self.secrets:
+            if secret in chunk:
+                chunk = chunk.replace(secret, b"***")
+        return chunk
+
     # Set when the request body was not read to its end: the connection cannot carry another
     # request, so the client is told not to reuse it.
     close_connection: bool = False
@@ -79,6 +89,8 @@ class Responder:
 
     async def write(self, chunk: bytes) -> None:
         if chunk:
+            if self.secrets:
+                chunk = self._scrub(chunk)
             self.last_write_at = trio.current_time()
             self.bytes_sent += len(chunk)
             if self.capture is not None:
@@ -99,6 +111,8 @@ class Responder:
         content_type: bytes = b"application/json",
     ) -> None:
         self.started, self.finished, self.status = True, True, status
+        if self.secrets:
+            body = self._scrub(body)
         headers = self._headers(((b"content-type", content_type),), extra_headers)
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         self.bytes_sent += len(body)

@@ -18,7 +18,7 @@ import attrs
 import httpx
 import trio
 
-from .._errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
+from .._errors import InvalidRequest, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
 from .._version import __version__
 
 if TYPE_CHECKING:
@@ -59,6 +59,16 @@ def map_upstream_errors(provider: str) -> Iterator[None]:
         ) from exc
 
 
+def _forwarded(client_headers: Mapping[str, str], name: str) -> str | None:
+    """A client header we pass upstream: printable ASCII only, or the client hears why."""
+    value = client_headers.get(name)
+    if value is None:
+        return None
+    if not (value.isascii() and value.isprintable()):
+        raise InvalidRequest(f"header {name!r} must be printable ASCII", param=name, code="invalid_header")
+    return value
+
+
 def _describe(exc: Exception) -> str:
     """A description without the exception text, which may name hosts and ports."""
     if isinstance(exc, httpx.ConnectError):
@@ -89,10 +99,12 @@ class HttpUpstream:
             max_keepalive_connections=config.max_connections,
             keepalive_expiry=30.0,
         )
-        # ``read`` is per socket read, i.e. the idle gap between stream chunks; the first-byte
-        # and total deadlines are enforced with trio scopes around the exchange.
+        # httpx's read timeout would cover the wait for the response headers too, capping the
+        # first-byte deadline at the idle one. So reads have none here: the first-byte, idle
+        # (per chunk) and total deadlines are trio scopes in exchange(), iter_raw() and the
+        # pipeline.
         timeout = httpx.Timeout(
-            connect=timeouts.connect, read=timeouts.idle, write=timeouts.idle, pool=timeouts.connect
+            connect=timeouts.connect, read=None, write=timeouts.idle, pool=timeouts.connect
         )
         client = httpx.AsyncClient(
             base_url=(config.base_url or "").rstrip("/"),
@@ -120,8 +132,10 @@ class HttpUpstream:
         keys = self.config.all_keys()
         key: Secret | None = keys[key_index % len(keys)] if keys and key_index is not None else None
         if protocol == "anthropic-messages":
-            headers["anthropic-version"] = client_headers.get("anthropic-version", ANTHROPIC_VERSION)
-            beta = client_headers.get("anthropic-beta")
+            headers["anthropic-version"] = (
+                _forwarded(client_headers, "anthropic-version") or ANTHROPIC_VERSION
+            )
+            beta = _forwarded(client_headers, "anthropic-beta")
             if beta:
                 headers["anthropic-beta"] = beta
             if key is not None:
@@ -145,19 +159,26 @@ class HttpUpstream:
         """
         # A local engine's URL changes with every start: it comes per request.
         url = base_url.rstrip("/") + path if base_url else path
-        request = self.client.build_request("POST", url, content=body, headers=headers)
         provider = self.config.name
+        try:
+            request = self.client.build_request("POST", url, content=body, headers=headers)
+        except (UnicodeEncodeError, httpx.LocalProtocolError) as exc:
+            raise InvalidRequest(
+                f"a header for upstream {provider!r} cannot be sent: {type(exc).__name__}"
+            ) from None
         with map_upstream_errors(provider):
             with trio.move_on_after(self.timeouts.first_byte) as first_byte:
                 response = await self.client.send(request, stream=True)
             if first_byte.cancelled_caught:
                 raise UpstreamTimeout(
-                    f"upstream {provider!r}: no response within {self.timeouts.first_byte:g} s",
+                    f"upstream {provider!r}: first-byte timeout, no response within {self.timeouts.first_byte:g} s",
                     provider=provider,
                 )
             try:
                 if not stream or response.status_code >= 400:
-                    await response.aread()
+                    # What aread() does, with the idle deadline applied to every chunk.
+                    parts = [chunk async for chunk in iter_raw(response, provider, self.timeouts.idle)]
+                    response._content = b"".join(parts)
                 yield response
             finally:
                 await response.aclose()
@@ -166,9 +187,23 @@ class HttpUpstream:
         await self.client.aclose()
 
 
-async def iter_raw(response: httpx.Response, provider: str) -> AsyncIterator[bytes]:
-    """The response body as it arrives, with transport errors translated."""
+async def iter_raw(response: httpx.Response, provider: str, idle_s: float) -> AsyncIterator[bytes]:
+    """The response body as it arrives, transport errors translated.
+
+    Raises:
+        UpstreamTimeout: no data for ``idle_s`` seconds.
+    """
     with map_upstream_errors(provider):
-        async for chunk in response.aiter_bytes():
+        chunks = response.aiter_bytes()
+        while True:
+            with trio.move_on_after(idle_s) as idle:
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    return
+            if idle.cancelled_caught:
+                raise UpstreamTimeout(
+                    f"upstream {provider!r}: idle timeout, no data for {idle_s:g} s", provider=provider
+                )
             if chunk:
                 yield chunk

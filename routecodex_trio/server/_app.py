@@ -111,14 +111,23 @@ def _headers(scope: dict[str, Any]) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-async def _read_body(receive: Callable[[], Any], headers: dict[str, str], limit: int) -> bytes:
+async def _read_body(
+    receive: Callable[[], Any], headers: dict[str, str], limit: int, idle_s: float = 60.0
+) -> bytes:
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        # A body that stops arriving would hold a connection, a descriptor and a task for as
+        # long as the client likes (slowloris): the keep-alive idle time bounds each wait.
+        with trio.move_on_after(idle_s) as stalled:
+            message = await receive()
+        if stalled.cancelled_caught:
+            raise GatewayError(
+                f"request body stalled for {idle_s:g} s", status=408, kind="timeout", code="request_timeout"
+            )
         if message["type"] == "http.disconnect":
             raise _ClientGone()
         chunk = message.get("body", b"")
@@ -349,19 +358,23 @@ class GatewayApp:
         headers = _headers(scope)
         codec = codec_for(endpoint.protocol)
         trace = Trace(responder.request_id, endpoint.name)
+        responder.secrets = pipeline.secret_bytes
         snapshots = pipeline.snapshots
         if snapshots is not None and snapshots.enabled:
             trace.snapshot = []
             responder.capture = []
         try:
             self._authorize(headers)
-            body = await _read_body(receive, headers, pipeline.config.server.max_body)
+            body = await _read_body(
+                receive, headers, pipeline.config.server.max_body, pipeline.config.server.keep_alive_timeout
+            )
             trace.snap("client-request", client_request_payload(scope["path"], headers, body))
             request = self.decode.decode(
                 endpoint, body, request_id=responder.request_id, headers=headers, codec=codec
             )
         except GatewayError as exc:
-            responder.close_connection = isinstance(exc, RequestTooLarge)
+            # The body was not read to its end: the connection cannot carry another request.
+            responder.close_connection = isinstance(exc, RequestTooLarge) or exc.status == 408
             await responder.fail(exc, codec)
             self._log(trace, responder, exc)
             await self._write_snapshot(pipeline, endpoint, trace, responder)
