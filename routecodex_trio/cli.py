@@ -82,8 +82,63 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.snap:
         config = attrs.evolve(config, snapshots=attrs.evolve(config.snapshots, enabled=True))
         LOGGER.info("snapshots on: %s", Path(config.snapshots.dir).expanduser())
+    if config.server.workers > 1 and not os.environ.get(_WORKER_ENV):
+        return _supervise_workers(config, sys.argv[1:])
     trio.run(_run, config)
     return 0
+
+
+# Set in the environment of worker processes, so they serve instead of spawning workers.
+_WORKER_ENV: Final = "ROUTECODEX_WORKER"
+
+
+def _supervise_workers(config: GatewayConfig, argv: list[str]) -> int:
+    """Run ``[server] workers`` copies of ``serve`` on the same ports (SO_REUSEPORT).
+
+    The kernel spreads connections across the workers, so throughput scales with cores (one
+    trio process uses one). This parent does no I/O: it starts the workers, passes SIGTERM,
+    SIGINT and SIGHUP on to them, and exits when they have all exited (0 if they all did).
+    Workers get SIGKILL if this process dies (PR_SET_PDEATHSIG): none outlives it.
+    """
+    import subprocess
+
+    forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, forwarded)
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        for n in range(config.server.workers):
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "routecodex_trio", *argv],
+                    env={**os.environ, _WORKER_ENV: str(n)},
+                    preexec_fn=_die_with_parent,
+                )
+            )
+        LOGGER.info("started %d workers: %s", len(workers), ", ".join(str(w.pid) for w in workers))
+        while any(w.poll() is None for w in workers):
+            received = signal.sigtimedwait(forwarded, 0.2)
+            if received is not None:
+                for worker in workers:
+                    if worker.poll() is None:
+                        worker.send_signal(received.si_signo)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+            worker.wait()
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    codes = [w.returncode for w in workers]
+    return 0 if all(code == 0 for code in codes) else 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the supervising parent dies; signals unblocked."""
+    import ctypes
+
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -360,3 +360,46 @@ async def test_engine_through_the_gateway(start_gateway: GatewayFactory, tmp_pat
     assert stopped.status_code == 200
     assert after[0]["state"] == "stopped"
     assert unknown.status_code == 404
+
+
+async def test_workers_share_the_port(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = tmp_path / "gw.toml"
+    path.write_text(f"""
+[server]
+listen = ["127.0.0.1:{port}"]
+workers = 2
+
+[providers.mock]
+type = "mock"
+models = ["m"]
+
+[routing]
+default = ["mock.m"]
+""")
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "routecodex_trio", "serve", "--config", str(path)],
+        stderr=subprocess.DEVNULL,
+    )
+    pids: set[int] = set()
+    try:
+        with trio.fail_after(30):
+            while len(pids) < 2:
+                try:
+                    # A new connection each time, so the kernel spreads them over the workers.
+                    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                        answer = await http.post("/v1/chat/completions", json=CHAT)
+                        assert answer.status_code == 200
+                        pids.add((await http.get("/health")).json()["pid"])
+                except httpx.ConnectError:
+                    await trio.sleep(0.1)
+            process.send_signal(signal.SIGTERM)
+            code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert len(pids) == 2 and process.pid not in pids
+    assert code == 0

@@ -268,6 +268,8 @@ def config_from_mapping(
                 "set api_keys, or allow_unauthenticated = true if that is really intended "
                 "(in a RouteCodex config.json: httpserver.apiKeys / httpserver.allowUnauthenticated)"
             )
+    if config.server.workers > 1 and any(entry.endswith(":0") for entry in config.server.listen):
+        problems.append("server.workers: several workers need fixed ports (port 0 would differ per worker)")
     for i, key in enumerate(config.server.api_keys):
         if _bad_key(key.reveal()):
             problems.append(f"server.api_keys[{i}]: contains whitespace or CR/LF")

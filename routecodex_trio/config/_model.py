@@ -138,6 +138,8 @@ class ServerConfig:
     keepalive_interval: float = attrs.field(
         default=DEFAULT_KEEPALIVE_INTERVAL_S, validator=attrs.validators.gt(0)
     )
+    # Worker processes sharing the listen sockets (SO_REUSEPORT); 1 serves in-process.
+    workers: int = attrs.field(default=1, validator=[attrs.validators.ge(1), attrs.validators.le(64)])
     # Inbound keys; empty means no authentication (refused on non-loopback binds).
     api_keys: tuple[Secret, ...] = ()
     allow_unauthenticated: bool = False

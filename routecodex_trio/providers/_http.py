@@ -171,7 +171,8 @@ class HttpUpstream:
                 response = await self.client.send(request, stream=True)
             if first_byte.cancelled_caught:
                 raise UpstreamTimeout(
-                    f"upstream {provider!r}: first-byte timeout, no response within {self.timeouts.first_byte:g} s",
+                    f"upstream {provider!r}: first-byte timeout, "
+                    f"no response within {self.timeouts.first_byte:g} s",
                     provider=provider,
                 )
             try:

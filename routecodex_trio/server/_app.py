@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import secrets
 from typing import TYPE_CHECKING, Any, Final
 
@@ -289,6 +290,7 @@ class GatewayApp:
                 {
                     "status": "draining" if self.drain.deadline is not None else "ok",
                     "version": __version__,
+                    "pid": os.getpid(),
                     "in_flight": self.drain.in_flight,
                 },
             )

@@ -195,7 +195,7 @@ async def _run_generation(
 
 
 async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]) -> None:
-    sockets = bind_sockets(config.server.listen)
+    sockets = bind_sockets(config.server.listen, reuse_port=config.server.workers > 1)
     engines = EngineManager(config)
     # Engines live outside the HTTP server's nursery: on shutdown the streams they serve drain
     # first, then the engines are stopped.
