@@ -268,6 +268,10 @@ def config_from_mapping(
                 "set api_keys, or allow_unauthenticated = true if that is really intended "
                 "(in a RouteCodex config.json: httpserver.apiKeys / httpserver.allowUnauthenticated)"
             )
+    if config.server.workers > 1 and any(p.engine is not None for p in config.providers.values()):
+        problems.append(
+            "server.workers: local engines need workers = 1 (each worker would start its own engine)"
+        )
     if config.server.workers > 1 and any(entry.endswith(":0") for entry in config.server.listen):
         problems.append("server.workers: several workers need fixed ports (port 0 would differ per worker)")
     for i, key in enumerate(config.server.api_keys):
