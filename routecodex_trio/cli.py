@@ -78,6 +78,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .observability import setup_logging
 
     setup_logging(args.log_level, args.log_format)
+    # httpx logs every upstream request with its URL at INFO: a second line per request, and
+    # the upstream's address in our logs. Our own access line says what matters.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     config = load_config(_config_path(args.config))
     if args.snap:
         config = attrs.evolve(config, snapshots=attrs.evolve(config.snapshots, enabled=True))
