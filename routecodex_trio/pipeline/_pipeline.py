@@ -25,6 +25,7 @@ import trio
 
 from .._errors import (
     GatewayError,
+    InvalidRequest,
     UnsupportedEndpoint,
     UpstreamError,
     UpstreamProtocolError,
@@ -147,11 +148,17 @@ class PrepareStage:
             if profile != "passthrough" or (model is not None and model.max_tokens is not None):
                 body = apply_compat(profile, body, model)
             repair = profile != "passthrough"
+        try:
+            encoded = orjson.dumps(body)
+        except orjson.JSONEncodeError as exc:
+            # Tool-call arguments arrive as JSON *strings*, out of the decoder's depth limit;
+            # converted into objects they can nest past what the encoder accepts.
+            raise InvalidRequest(f"the request cannot be converted for this upstream: {exc}") from None
         return UpstreamCall(
             target=target,
             protocol=protocol,
             path=codec.upstream_path,
-            body=orjson.dumps(body),
+            body=encoded,
             stream=request.stream,
             passthrough=passthrough,
             repair=repair,

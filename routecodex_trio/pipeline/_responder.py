@@ -60,6 +60,9 @@ class Responder:
     # Set when the request body was not read to its end: the connection cannot carry another
     # request, so the client is told not to reuse it.
     close_connection: bool = False
+    # The keep-alive timer and the relay are two tasks writing to one ASGI channel; hypercorn's
+    # send() yields, so without this a body could overtake the status line it follows.
+    _send_lock: trio.StrictFIFOLock = attrs.field(factory=trio.StrictFIFOLock, init=False)
 
     def _headers(self, base: tuple[tuple[bytes, bytes], ...], extra: Mapping[str, str] | None) -> list[Any]:
         headers = [*base, (b"x-request-id", self.request_id.encode())]
@@ -70,14 +73,17 @@ class Responder:
         return headers
 
     async def start_stream(self, extra_headers: Mapping[str, str] | None = None) -> None:
+        # Flags first and the lock taken before any checkpoint: a second writer that sees
+        # ``started`` queues behind this status line.
         self.started, self.streaming, self.status = True, True, 200
-        await self.send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": self._headers(SSE_HEADERS, extra_headers),
-            }
-        )
+        async with self._send_lock:
+            await self.send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": self._headers(SSE_HEADERS, extra_headers),
+                }
+            )
 
     async def commit(self, chunk: bytes, terminal_error: Callable[[GatewayError], bytes]) -> None:
         """Send the first content of the chosen upstream; the stream's state now belongs to it."""
@@ -95,12 +101,14 @@ class Responder:
             self.bytes_sent += len(chunk)
             if self.capture is not None:
                 self.capture.append(chunk)
-            await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+            async with self._send_lock:
+                await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     async def end(self) -> None:
         if not self.finished:
             self.finished = True
-            await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+            async with self._send_lock:
+                await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def send_bytes(
         self,
@@ -114,11 +122,12 @@ class Responder:
         if self.secrets:
             body = self._scrub(body)
         headers = self._headers(((b"content-type", content_type),), extra_headers)
-        await self.send({"type": "http.response.start", "status": status, "headers": headers})
         self.bytes_sent += len(body)
         if self.capture is not None:
             self.capture.append(body)
-        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+        async with self._send_lock:
+            await self.send({"type": "http.response.start", "status": status, "headers": headers})
+            await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def keep_alive(self, interval_s: float, comment: bytes) -> None:
         """Write an SSE comment whenever nothing was written for ``interval_s``.

@@ -384,7 +384,7 @@ class GatewayApp:
         error: GatewayError | None = None
         async with trio.open_nursery() as nursery:
             # Started only now that the body is read, or it would eat http.request messages.
-            nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope)
+            nursery.start_soon(_watch_disconnect, receive, responder, nursery.cancel_scope)
             if request.stream:
                 responder.fallback_terminal_error = PassthroughTracker(
                     endpoint.protocol, request.model
@@ -448,11 +448,21 @@ class GatewayApp:
             )
 
 
-async def _watch_disconnect(receive: Callable[[], Any], scope: trio.CancelScope) -> None:
+async def _watch_disconnect(
+    receive: Callable[[], Any], responder: Responder, scope: trio.CancelScope
+) -> None:
+    """Cancel the request's work when the client goes away.
+
+    Hypercorn also reports ``http.disconnect`` from *inside* the response's final ``send()``
+    (it recycles the connection there, in our task). Cancelling then would cut hypercorn's own
+    bookkeeping short and the connection would never be closed or marked idle, so a finished
+    response is left alone.
+    """
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            scope.cancel()
+            if not responder.finished:
+                scope.cancel()
             return
 
 
