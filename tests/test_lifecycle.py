@@ -60,7 +60,7 @@ async def test_client_hangup_cancels_upstream_at_once(
         while gateway.statistics().in_flight:
             await trio.sleep(0.01)
     upstream = gateway._app.pipeline.providers.get("fake")
-    assert upstream.client._transport._pool.connections == []  # type: ignore[union-attr]
+    assert upstream.open_connections == 0  # type: ignore[union-attr]
 
 
 async def test_shutdown_lets_running_stream_finish(

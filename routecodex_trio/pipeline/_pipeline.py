@@ -49,13 +49,11 @@ from ._relay import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
-    import httpx
-
     from ..config import GatewayConfig
     from ..engines import EngineManager
     from ..observability import SnapshotWriter
     from ..protocols.canonical import ProtocolName
-    from ..providers import ProviderSet
+    from ..providers import H1Response, ProviderSet
     from ..router import RouteDecision, Router, Target
     from ._request import ClientRequest
     from ._responder import Responder
@@ -202,7 +200,7 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def upstream_status_error(
-    provider: str, response: httpx.Response, secrets: tuple[str, ...]
+    provider: str, response: H1Response, secrets: tuple[str, ...]
 ) -> UpstreamStatusError:
     """An ``UpstreamStatusError`` carrying the upstream's message, scrubbed of our keys."""
     message: str | None
@@ -365,7 +363,7 @@ class ExchangeStage:
         self,
         call: UpstreamCall,
         request: ClientRequest,
-        response: httpx.Response,
+        response: H1Response,
         upstream_codec: Any,
         responder: Responder,
         trace: Trace,

@@ -1,4 +1,4 @@
-"""Upstream providers: pooled HTTP clients per provider, and the built-in mock."""
+"""Upstream providers: pooled HTTP/1.1 connections per provider, and the built-in mock."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from ._h1 import H1Response
 from ._http import FORWARDED_HEADERS, HttpUpstream, iter_raw, map_upstream_errors
 from ._mock import MockUpstream
 
@@ -52,6 +53,7 @@ async def open_providers(config: GatewayConfig) -> AsyncIterator[ProviderSet]:
 
 __all__ = [
     "FORWARDED_HEADERS",
+    "H1Response",
     "HttpUpstream",
     "MockUpstream",
     "ProviderSet",

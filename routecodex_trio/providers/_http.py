@@ -1,4 +1,4 @@
-"""HTTP upstreams: one pooled ``httpx.AsyncClient`` per provider, deadlines, error translation.
+"""HTTP upstreams: pooled connections per provider (``_h1``), deadlines, error translation.
 
 Resource handling: the client is opened by ``ProviderSet.open`` for the gateway's lifetime and
 closed when it ends. Each upstream exchange is an async context manager that always closes its
@@ -15,11 +15,11 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 import attrs
-import httpx
 import trio
 
 from .._errors import InvalidRequest, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
 from .._version import __version__
+from ._h1 import H1Error, H1Pool, H1Response, H1Timeout, Origin
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
@@ -38,24 +38,30 @@ FORWARDED_HEADERS: Final = frozenset({"anthropic-beta", "anthropic-version", "op
 
 @contextlib.contextmanager
 def map_upstream_errors(provider: str) -> Iterator[None]:
-    """Translate httpx failures into the gateway's upstream errors, in one place.
+    """Translate transport failures into the gateway's upstream errors, in one place.
 
     The messages name the provider, never its URL or key.
     """
     try:
         yield
-    except httpx.TimeoutException as exc:
-        kind = type(exc).__name__.replace("Timeout", " timeout").lower()
-        raise UpstreamTimeout(f"upstream {provider!r}: {kind}", provider=provider) from exc
-    except (httpx.RemoteProtocolError, httpx.DecodingError) as exc:
-        LOGGER.info("upstream %r protocol error: %s", provider, exc)
-        raise UpstreamProtocolError(
-            f"upstream {provider!r} broke the HTTP exchange ({_describe(exc)})", provider=provider
-        ) from exc
-    except httpx.TransportError as exc:
-        LOGGER.info("upstream %r transport error: %s", provider, exc)
+    except H1Timeout as exc:
+        raise UpstreamTimeout(f"upstream {provider!r}: {exc.phase} timeout", provider=provider) from exc
+    except H1Error as exc:
+        if exc.kind == "request":
+            # Client header values are checked before (_forwarded): this is the provider's own
+            # configuration (a key or header with CR/LF or non-ASCII), a gateway-side failure.
+            raise UpstreamUnavailable(
+                f"upstream {provider!r}: a configured header cannot be sent ({exc.detail})",
+                provider=provider,
+            ) from None
+        if exc.kind == "protocol":
+            LOGGER.info("upstream %r protocol error: %s", provider, exc.__cause__ or exc.detail)
+            raise UpstreamProtocolError(
+                f"upstream {provider!r} broke the HTTP exchange ({exc.detail})", provider=provider
+            ) from exc
+        LOGGER.info("upstream %r transport error: %s", provider, exc.__cause__ or exc.detail)
         raise UpstreamUnavailable(
-            f"upstream {provider!r} unreachable ({_describe(exc)})", provider=provider
+            f"upstream {provider!r} unreachable ({exc.detail})", provider=provider
         ) from exc
 
 
@@ -69,24 +75,16 @@ def _forwarded(client_headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def _describe(exc: Exception) -> str:
-    """A description without the exception text, which may name hosts and ports."""
-    if isinstance(exc, httpx.ConnectError):
-        return "connection failed"
-    if isinstance(exc, httpx.ReadError | httpx.WriteError):
-        return "connection broken"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "connection closed or malformed response"
-    return type(exc).__name__
-
-
 @attrs.define(eq=False)
 class HttpUpstream:
-    """One provider's HTTP client, keys and deadlines."""
+    """One provider's connection pools, keys and deadlines."""
 
     config: ProviderConfig
     timeouts: TimeoutsConfig
-    client: httpx.AsyncClient
+    # Bounds the provider's open connections, whatever the origin (a local engine's URL
+    # changes with each start, so there may be several).
+    limit: trio.Semaphore
+    _pools: dict[str, H1Pool] = attrs.field(factory=dict)
     _key_cycle: Iterator[int] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -94,26 +92,33 @@ class HttpUpstream:
 
     @classmethod
     def create(cls, config: ProviderConfig, timeouts: TimeoutsConfig) -> HttpUpstream:
-        limits = httpx.Limits(
-            max_connections=config.max_connections,
-            max_keepalive_connections=config.max_connections,
-            keepalive_expiry=30.0,
-        )
-        # httpx's read timeout would cover the wait for the response headers too, capping the
-        # first-byte deadline at the idle one. So reads have none here: the first-byte, idle
-        # (per chunk) and total deadlines are trio scopes in exchange(), iter_raw() and the
-        # pipeline.
-        timeout = httpx.Timeout(
-            connect=timeouts.connect, read=None, write=timeouts.idle, pool=timeouts.connect
-        )
-        client = httpx.AsyncClient(
-            base_url=(config.base_url or "").rstrip("/"),
-            limits=limits,
-            timeout=timeout,
-            follow_redirects=False,
-            trust_env=False,
-        )
-        return cls(config, timeouts, client)
+        return cls(config, timeouts, trio.Semaphore(config.max_connections))
+
+    def pool(self, base_url: str) -> H1Pool:
+        pool = self._pools.get(base_url)
+        if pool is None:
+            try:
+                origin = Origin.parse(base_url)
+            except ValueError as exc:
+                raise UpstreamUnavailable(
+                    f"upstream {self.config.name!r} has no usable URL ({exc})", provider=self.config.name
+                ) from None
+            # Reads have no transport deadline here: the first-byte, idle (per chunk) and total
+            # deadlines are trio scopes in exchange(), iter_raw() and the pipeline.
+            pool = H1Pool(
+                origin,
+                self.limit,
+                connect_timeout=self.timeouts.connect,
+                pool_timeout=self.timeouts.connect,
+                write_timeout=self.timeouts.idle,
+            )
+            self._pools[base_url] = pool
+        return pool
+
+    @property
+    def open_connections(self) -> int:
+        """Upstream sockets this provider holds, idle or in use (for tests and metrics)."""
+        return sum(pool.open_connections for pool in self._pools.values())
 
     def next_key_index(self) -> int:
         """Keys are used in turn (issue 4: several keys of a provider spread the load)."""
@@ -148,7 +153,7 @@ class HttpUpstream:
     @contextlib.asynccontextmanager
     async def exchange(
         self, path: str, body: bytes, headers: Mapping[str, str], *, stream: bool, base_url: str | None = None
-    ) -> AsyncIterator[httpx.Response]:
+    ) -> AsyncIterator[H1Response]:
         """POST ``body`` and yield the response once its headers are in.
 
         Raises:
@@ -157,54 +162,46 @@ class HttpUpstream:
 
         Cancellation: cancelling the caller closes the upstream socket at once.
         """
-        # A local engine's URL changes with every start: it comes per request.
-        url = base_url.rstrip("/") + path if base_url else path
         provider = self.config.name
-        try:
-            request = self.client.build_request("POST", url, content=body, headers=headers)
-        except (UnicodeEncodeError, httpx.LocalProtocolError) as exc:
-            raise InvalidRequest(
-                f"a header for upstream {provider!r} cannot be sent: {type(exc).__name__}"
-            ) from None
+        # A local engine's URL changes with every start: it comes per request.
+        pool = self.pool(base_url or self.config.base_url or "")
         with map_upstream_errors(provider):
             with trio.move_on_after(self.timeouts.first_byte) as first_byte:
-                response = await self.client.send(request, stream=True)
+                response = await pool.send(path, body, list(headers.items()))
             if first_byte.cancelled_caught:
                 raise UpstreamTimeout(
                     f"upstream {provider!r}: first-byte timeout, "
                     f"no response within {self.timeouts.first_byte:g} s",
                     provider=provider,
                 )
-            try:
-                if not stream or response.status_code >= 400:
-                    # What aread() does, with the idle deadline applied to every chunk.
-                    parts = [chunk async for chunk in iter_raw(response, provider, self.timeouts.idle)]
-                    response._content = b"".join(parts)
-                yield response
-            finally:
-                await response.aclose()
+        try:
+            if not stream or response.status_code >= 400:
+                # The whole body, with the idle deadline applied to every chunk.
+                parts = [chunk async for chunk in iter_raw(response, provider, self.timeouts.idle)]
+                response.content = b"".join(parts)
+            yield response
+        finally:
+            response.close()
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        for pool in self._pools.values():
+            pool.close()
 
 
-async def iter_raw(response: httpx.Response, provider: str, idle_s: float) -> AsyncIterator[bytes]:
+async def iter_raw(response: H1Response, provider: str, idle_s: float) -> AsyncIterator[bytes]:
     """The response body as it arrives, transport errors translated.
 
     Raises:
         UpstreamTimeout: no data for ``idle_s`` seconds.
     """
     with map_upstream_errors(provider):
-        chunks = response.aiter_bytes()
         while True:
             with trio.move_on_after(idle_s) as idle:
-                try:
-                    chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    return
+                chunk = await response.receive_chunk()
             if idle.cancelled_caught:
                 raise UpstreamTimeout(
                     f"upstream {provider!r}: idle timeout, no data for {idle_s:g} s", provider=provider
                 )
-            if chunk:
-                yield chunk
+            if not chunk:
+                return
+            yield chunk

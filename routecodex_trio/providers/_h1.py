@@ -1,0 +1,321 @@
+"""A small pooled HTTP/1.1 client on trio streams and h11, for upstream calls.
+
+Why not httpx here: on the gateway's hot path httpx + httpcore cost about half of the
+gateway's CPU per request (bench/run profile: URL parsing, request/response models, cookie
+handling, and a readability poll of *every* pooled connection on each acquire and release,
+PLATFORM B.3). An upstream call needs much less: one origin per pool, POST with a body we
+already hold as bytes, a response read as raw chunks. h11 keeps the protocol handling
+(framing, chunked encoding, keep-alive rules) correct; this module only adds sockets, TLS,
+deadlines and a LIFO pool.
+
+Resource handling: a connection goes back to the pool only when its response was read to
+the end and both sides agree it can be reused; anything else (cancellation, an error, an
+unread body) closes its socket at once. ``aclose()`` closes the idle connections.
+"""
+
+from __future__ import annotations
+
+import ssl
+import zlib
+from typing import Final
+from urllib.parse import urlsplit
+
+import attrs
+import h11
+import trio
+
+READ_SIZE: Final = 65536
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+class H1Error(Exception):
+    """A transport failure; ``kind`` says which, the message never names the host."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind  # "connect", "broken", "protocol", "timeout", "request"
+        self.detail = detail
+
+
+class H1Timeout(H1Error):
+    def __init__(self, phase: str) -> None:
+        super().__init__("timeout", f"{phase} timeout")
+        self.phase = phase
+
+
+_SSL_CONTEXT: ssl.SSLContext | None = None
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying context for every upstream (building one costs ~20 ms)."""
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        try:
+            import certifi  # httpx's dependency: the same CA bundle httpx used
+
+            context = ssl.create_default_context(cafile=certifi.where())
+        except ImportError:  # pragma: no cover - certifi comes with httpx
+            context = ssl.create_default_context()
+        context.set_alpn_protocols(["http/1.1"])
+        _SSL_CONTEXT = context
+    return _SSL_CONTEXT
+
+
+@attrs.frozen
+class Origin:
+    scheme: str
+    host: str
+    port: int
+    base_path: str  # without a trailing slash
+
+    @classmethod
+    def parse(cls, url: str) -> Origin:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in _DEFAULT_PORTS or not parts.hostname:
+            raise ValueError("an upstream URL must be http:// or https:// with a host")
+        return cls(scheme, parts.hostname, parts.port or _DEFAULT_PORTS[scheme], parts.path.rstrip("/"))
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == _DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
+
+
+@attrs.define(eq=False)
+class _Connection:
+    stream: trio.abc.Stream
+    socket: trio.socket.SocketType
+    h11: h11.Connection = attrs.field(factory=lambda: h11.Connection(h11.CLIENT))
+    idle_since: float = 0.0
+
+    def reusable(self, now: float, expiry: float) -> bool:
+        # A server that closed an idle connection (or sent anything unasked) makes it readable.
+        return now - self.idle_since < expiry and not self.socket.is_readable()
+
+
+@attrs.define(eq=False)
+class H1Response:
+    """Status and headers of an upstream answer; the body is read with ``aiter_raw``/``aread``."""
+
+    status_code: int
+    headers: dict[str, str]
+    _conn: _Connection
+    _pool: H1Pool
+    _idle_s: float | None = None
+    content: bytes = b""
+    _done: bool = False
+    _released: bool = False
+    _decoder: zlib._Decompress | None = None  # only when an upstream compresses anyway
+
+    async def receive_chunk(self) -> bytes:
+        """The next piece of the body as it arrives, b"" at its end.
+
+        (Not an async generator: one abandoned by a cancelled consumer would be finalised by
+        the garbage collector, outside any task.) Decompresses if the upstream ignored our
+        ``accept-encoding: identity``.
+        """
+        while not self._done:
+            event = await self._pool._next_event(self._conn)
+            if type(event) is h11.Data:
+                data = event.data if type(event.data) is bytes else bytes(event.data)
+                if self._decoder is not None:
+                    try:
+                        data = self._decoder.decompress(data)
+                    except zlib.error:
+                        raise H1Error("protocol", "undecodable compressed body") from None
+                if data:
+                    return data
+            elif type(event) is h11.EndOfMessage:
+                self._done = True
+                self._pool._finished(self._conn)
+                if self._decoder is not None:
+                    return self._decoder.flush()
+        return b""
+
+    async def aread(self) -> bytes:
+        parts = [self.content] if self.content else []
+        while chunk := await self.receive_chunk():
+            parts.append(chunk)
+        self.content = b"".join(parts)
+        return self.content
+
+    def close(self) -> None:
+        """Give the connection back (if read to its end and reusable) and the pool slot.
+
+        Synchronous, so it cannot be interrupted by a cancellation that is tearing the request
+        down; a connection whose body was not read to its end is closed.
+        """
+        if self._released:
+            return
+        self._released = True
+        if not self._done:
+            self._pool._discard(self._conn)
+        self._pool.limit.release()
+
+
+@attrs.define(eq=False)
+class H1Pool:
+    """Connections to one origin, shared by every request of one provider.
+
+    ``limit`` bounds the connections open at once (idle ones included); a request waits up to
+    ``pool_timeout`` for one.
+    """
+
+    origin: Origin
+    limit: trio.Semaphore
+    connect_timeout: float
+    pool_timeout: float
+    write_timeout: float | None
+    keepalive_expiry: float = 30.0
+    _idle: list[_Connection] = attrs.field(factory=list)
+    _active: int = 0
+    _closed: bool = False
+
+    @property
+    def open_connections(self) -> int:
+        return self._active + len(self._idle)
+
+    @property
+    def idle_connections(self) -> int:
+        return len(self._idle)
+
+    async def send(self, path: str, body: bytes, headers: list[tuple[str, str]]) -> H1Response:
+        """POST and return the response once its status line and headers are in.
+
+        The caller must ``close()`` the response (it holds a connection and a pool slot).
+        """
+        request = self._request(path, body, headers)
+        with trio.move_on_after(self.pool_timeout) as waiting:
+            await self.limit.acquire()
+        if waiting.cancelled_caught:
+            raise H1Timeout("pool")
+        conn: _Connection | None = None
+        try:
+            conn = await self._checkout()
+            await self._send(conn, request, body)
+            return await self._receive_head(conn)
+        except BaseException:
+            if conn is not None:
+                self._discard(conn)
+            self.limit.release()
+            raise
+
+    def _request(self, path: str, body: bytes, headers: list[tuple[str, str]]) -> h11.Request:
+        all_headers = [("host", self.origin.host_header), *headers, ("content-length", str(len(body)))]
+        try:
+            return h11.Request(method="POST", target=self.origin.base_path + path, headers=all_headers)
+        except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
+            raise H1Error("request", type(exc).__name__) from None
+
+    async def _checkout(self) -> _Connection:
+        now = trio.current_time()
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.reusable(now, self.keepalive_expiry):
+                self._active += 1
+                return conn
+            _close_now(conn)
+        conn = await self._connect()
+        self._active += 1
+        return conn
+
+    async def _connect(self) -> _Connection:
+        origin = self.origin
+        with trio.move_on_after(self.connect_timeout) as deadline:
+            try:
+                tcp = await trio.open_tcp_stream(origin.host, origin.port)
+            except OSError as exc:  # DNS failure, refused, unreachable
+                raise H1Error("connect", "connection failed") from exc
+            stream: trio.abc.Stream = tcp
+            if origin.scheme == "https":
+                tls = trio.SSLStream(tcp, _ssl_context(), server_hostname=origin.host, https_compatible=True)
+                try:
+                    await tls.do_handshake()
+                except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
+                    tcp.socket.close()
+                    raise H1Error("connect", "TLS handshake failed") from exc
+                except BaseException:  # cancelled (deadline, hang-up): no socket left behind
+                    tcp.socket.close()
+                    raise
+                stream = tls
+            return _Connection(stream, tcp.socket)
+        assert deadline.cancelled_caught
+        raise H1Timeout("connect")
+
+    async def _send(self, conn: _Connection, request: h11.Request, body: bytes) -> None:
+        data = conn.h11.send(request) or b""
+        if body:
+            data += conn.h11.send(h11.Data(data=body)) or b""
+        data += conn.h11.send(h11.EndOfMessage()) or b""
+        timeout = self.write_timeout if self.write_timeout is not None else float("inf")
+        with trio.move_on_after(timeout) as scope:
+            try:
+                await conn.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise H1Error("broken", "connection broken") from exc
+        if scope.cancelled_caught:
+            raise H1Timeout("write")
+
+    async def _receive_head(self, conn: _Connection) -> H1Response:
+        while True:
+            event = await self._next_event(conn)
+            if type(event) is h11.Response:
+                break
+            # InformationalResponse (100 Continue, 103 Early Hints): the real answer follows.
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers}
+        response = H1Response(event.status_code, headers, conn, self)
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding in ("gzip", "deflate", "x-gzip"):
+            response._decoder = zlib.decompressobj(wbits=47)  # gzip or zlib, told by the header
+        elif encoding not in ("identity", ""):
+            raise H1Error("protocol", f"unsupported content-encoding {encoding!r}")
+        return response
+
+    async def _next_event(self, conn: _Connection) -> h11.Event:
+        connection = conn.h11
+        while True:
+            try:
+                event = connection.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise H1Error("protocol", "connection closed or malformed response") from exc
+            if event is h11.NEED_DATA:
+                try:
+                    data = await conn.stream.receive_some(READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    raise H1Error("broken", "connection broken") from exc
+                try:
+                    connection.receive_data(data)
+                except h11.RemoteProtocolError as exc:
+                    raise H1Error("protocol", "connection closed or malformed response") from exc
+                continue
+            if type(event) is h11.ConnectionClosed:
+                raise H1Error("protocol", "connection closed or malformed response")
+            return event
+
+    def _finished(self, conn: _Connection) -> None:
+        """The response is complete: keep the connection if both sides allow it."""
+        connection = conn.h11
+        if not self._closed and connection.our_state is h11.DONE and connection.their_state is h11.DONE:
+            connection.start_next_cycle()
+            conn.idle_since = trio.current_time()
+            self._active -= 1
+            self._idle.append(conn)
+        else:
+            self._discard(conn)
+
+    def _discard(self, conn: _Connection) -> None:
+        self._active -= 1
+        _close_now(conn)
+
+    def close(self) -> None:
+        """Close the idle connections; those in use close when their response does."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            _close_now(conn)
+
+
+def _close_now(conn: _Connection) -> None:
+    """Drop the socket without a TLS goodbye: nothing waits on a connection we give up."""
+    conn.socket.close()

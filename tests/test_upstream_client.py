@@ -1,0 +1,196 @@
+"""The upstream HTTP/1.1 client (providers/_h1.py) against real loopback servers.
+
+Reuse, stale idle connections, pool limits, cancellation, compressed bodies and TLS with
+certificate verification. The gateway-level behaviour (faults, deadlines, error mapping) is in
+tests/test_upstream_faults.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import ssl
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+import trustme
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from routecodex_trio.providers import _h1
+from routecodex_trio.providers._h1 import H1Error, H1Pool, H1Timeout, Origin
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+async def _echo_port_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers with the client's port (tells connections apart) or a gzip body."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    while (await receive()).get("more_body"):
+        pass
+    if scope["path"].endswith("/slow"):
+        await trio.sleep(30)
+    if scope["path"].endswith("/gzip"):
+        body, headers = gzip.compress(b"hello " * 1000), [(b"content-encoding", b"gzip")]
+    else:
+        body, headers = str(scope["client"][1]).encode(), []
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _serve(nursery: trio.Nursery, **tls: str) -> str:
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.graceful_timeout = 0.5
+    for name, value in tls.items():
+        setattr(config, name, value)
+    urls = await nursery.start(serve, _echo_port_app, config)
+    return str(urls[0]).replace("http://", "https://" if tls else "http://")
+
+
+@contextlib.contextmanager
+def _pool(url: str, limit: int = 10, pool_timeout: float = 2.0) -> Iterator[H1Pool]:
+    """A pool closed at the end of the block (inside the test's trio run, where closing a
+    trio socket must happen)."""
+    pool = H1Pool(
+        Origin.parse(url + "/v1"),
+        trio.Semaphore(limit),
+        connect_timeout=2.0,
+        pool_timeout=pool_timeout,
+        write_timeout=2.0,
+    )
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+async def _get_body(pool: H1Pool, path: str = "/echo") -> bytes:
+    response = await pool.send(path, b"{}", [("content-type", "application/json")])
+    try:
+        return await response.aread()
+    finally:
+        response.close()
+
+
+async def test_a_finished_response_gives_its_connection_back(nursery: trio.Nursery) -> None:
+    with _pool(await _serve(nursery)) as pool:
+        first = await _get_body(pool)
+        second = await _get_body(pool)
+        assert first == second  # same client port: one connection, reused
+        assert pool.open_connections == pool.idle_connections == 1
+    assert pool.open_connections == 0  # closed with the pool
+
+
+async def test_an_idle_connection_the_server_closed_is_not_reused(nursery: trio.Nursery) -> None:
+    """A raw server that closes each connection right after its answer."""
+    answered = 0
+
+    async def handler(stream: trio.SocketStream) -> None:
+        nonlocal answered
+        async with stream:
+            data = b""
+            while b"\r\n\r\n{}" not in data:
+                data += await stream.receive_some(65536)
+            answered += 1
+            body = str(answered).encode()
+            # keep-alive by default in HTTP/1.1; the close comes as a FIN afterwards
+            await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+            await trio.sleep(0.05)
+
+    listeners = await nursery.start(trio.serve_tcp, handler, 0)
+    port = listeners[0].socket.getsockname()[1]
+    with _pool(f"http://127.0.0.1:{port}") as pool:
+        assert await _get_body(pool) == b"1"
+        await trio.sleep(0.2)  # the server has closed its side by now
+        assert await _get_body(pool) == b"2"
+
+
+async def test_the_pool_limit_makes_requests_wait_then_time_out(nursery: trio.Nursery) -> None:
+    with _pool(await _serve(nursery), limit=1, pool_timeout=0.3) as pool:
+        held = await pool.send("/echo", b"{}", [])
+        with pytest.raises(H1Timeout) as caught:
+            await pool.send("/echo", b"{}", [])
+        assert caught.value.phase == "pool"
+        held.close()  # unread body: the connection is dropped, the slot freed
+        assert pool.open_connections == 0
+        assert await _get_body(pool)
+
+
+async def test_cancelling_a_request_closes_its_connection(nursery: trio.Nursery) -> None:
+    with _pool(await _serve(nursery)) as pool:
+        with trio.move_on_after(0.3):
+            await pool.send("/slow", b"{}", [])
+        assert pool.open_connections == 0
+        assert await _get_body(pool)  # the slot was released
+
+
+async def test_a_compressed_body_is_decoded(nursery: trio.Nursery) -> None:
+    with _pool(await _serve(nursery)) as pool:
+        assert await _get_body(pool, "/gzip") == b"hello " * 1000
+
+
+async def test_header_injection_is_refused_before_anything_is_sent(nursery: trio.Nursery) -> None:
+    with _pool(await _serve(nursery)) as pool:
+        with pytest.raises(H1Error) as caught:
+            await pool.send("/echo", b"{}", [("authorization", "Bearer a\r\nx-injected: 1")])
+        assert caught.value.kind == "request"
+        assert pool.open_connections == 0
+
+
+async def test_connection_refused_is_a_connect_error() -> None:
+    with trio.socket.socket() as sock:
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening
+        with pytest.raises(H1Error) as caught:
+            with _pool(f"http://127.0.0.1:{port}") as pool:
+                await _get_body(pool)
+    assert caught.value.kind == "connect"
+
+
+@pytest.fixture
+def ca(monkeypatch: pytest.MonkeyPatch) -> trustme.CA:
+    """A private CA the client trusts instead of the public ones, for this test only."""
+    authority = trustme.CA()
+    context = ssl.create_default_context()
+    authority.configure_trust(context)
+    monkeypatch.setattr(_h1, "_SSL_CONTEXT", context)
+    return authority
+
+
+async def _serve_tls(nursery: trio.Nursery, ca: trustme.CA, hostname: str, tmp_path: Any) -> str:
+    cert = ca.issue_cert(hostname)
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    for pem in cert.cert_chain_pems[1:]:
+        pem.write_to_path(str(certfile), append=True)
+    cert.private_key_pem.write_to_path(str(keyfile))
+    return await _serve(nursery, certfile=str(certfile), keyfile=str(keyfile))
+
+
+async def test_https_upstream_with_a_verified_certificate(
+    nursery: trio.Nursery, ca: trustme.CA, tmp_path: Any
+) -> None:
+    url = await _serve_tls(nursery, ca, "127.0.0.1", tmp_path)
+    with _pool(url) as pool:
+        first = await _get_body(pool)
+        assert first.isdigit()
+        assert await _get_body(pool) == first  # TLS connections are pooled too
+
+
+async def test_https_upstream_with_a_certificate_for_another_name_is_refused(
+    nursery: trio.Nursery, ca: trustme.CA, tmp_path: Any
+) -> None:
+    url = await _serve_tls(nursery, ca, "api.example.com", tmp_path)
+    with pytest.raises(H1Error) as caught:
+        with _pool(url) as pool:
+            await _get_body(pool)
+    assert caught.value.kind == "connect"
+    assert "127.0.0.1" not in str(caught.value)
