@@ -47,12 +47,13 @@ def _logfmt_value(value: object) -> str:
     return text
 
 
-def format_request_line(record: RequestRecord, request_id: str) -> str:
+def format_request_line(record: RequestRecord, request_id: str, fields: dict[str, Any] | None = None) -> str:
     """``id=… endpoint=… category=… target=… status=… tokens=in/out ms=…`` (logfmt).
 
     Unknown values print as ``-``; values with spaces or quotes are quoted.
     """
-    fields = request_fields(record, request_id)
+    if fields is None:
+        fields = request_fields(record, request_id)
     tokens = f"{_logfmt_value(fields['tokens_in'])}/{_logfmt_value(fields['tokens_out'])}"
     parts = [
         f"id={_logfmt_value(fields['id'])}",
@@ -72,11 +73,9 @@ def log_request(record: RequestRecord, request_id: str, *, logger: logging.Logge
     """Log the request line at INFO (WARNING for 5xx), with its fields for the JSON formatter."""
     level = logging.WARNING if record.status >= 500 else logging.INFO
     if logger.isEnabledFor(level):
+        fields = request_fields(record, request_id)
         logger.log(
-            level,
-            "%s",
-            format_request_line(record, request_id),
-            extra={REQUEST_FIELDS_ATTR: request_fields(record, request_id)},
+            level, "%s", format_request_line(record, request_id, fields), extra={REQUEST_FIELDS_ATTR: fields}
         )
 
 

@@ -186,10 +186,13 @@ class H1Pool:
         The caller must ``close()`` the response (it holds a connection and a pool slot).
         """
         request = self._request(path, body, headers)
-        with trio.move_on_after(self.pool_timeout) as waiting:
-            await self.limit.acquire()
-        if waiting.cancelled_caught:
-            raise H1Timeout("pool")
+        try:
+            self.limit.acquire_nowait()
+        except trio.WouldBlock:
+            with trio.move_on_after(self.pool_timeout) as waiting:
+                await self.limit.acquire()
+            if waiting.cancelled_caught:
+                raise H1Timeout("pool") from None
         conn: _Connection | None = None
         try:
             conn = await self._checkout()
