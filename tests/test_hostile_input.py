@@ -628,9 +628,7 @@ DEEP_CASES: Final = {
 
 @pytest.mark.parametrize(
     "case",
-    [
-        case for case in sorted(DEEP_CASES)
-    ],
+    sorted(DEEP_CASES),
 )
 async def test_deep_nesting_in_a_relayed_field_is_never_a_500(case: str, gateways: Gateways) -> None:
     which, endpoint, model, template = DEEP_CASES[case]
