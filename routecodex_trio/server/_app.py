@@ -78,6 +78,8 @@ class DrainControl:
 
     active: set[trio.CancelScope] = attrs.field(factory=set)
     deadline: float | None = None
+    # Requests ever started (the idle memory trimmer looks for new traffic).
+    started: int = 0
 
     def scope(self) -> _TrackedScope:
         return _TrackedScope(self)
@@ -101,6 +103,7 @@ class _TrackedScope:
         if self.control.deadline is not None:
             self.scope.deadline = self.control.deadline
         self.control.active.add(self.scope)
+        self.control.started += 1
         return self.scope.__enter__()
 
     def __exit__(self, *exc: object) -> bool:

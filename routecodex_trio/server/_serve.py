@@ -26,6 +26,7 @@ from ..pipeline import Pipeline
 from ..providers import open_providers
 from ..router import Router
 from ._app import GatewayApp
+from ._memory import release_memory_when_idle
 from ._sockets import BACKLOG, bind_sockets
 
 if TYPE_CHECKING:
@@ -216,6 +217,12 @@ async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]
                 app.pipeline.retired.set()
 
             urls = await nursery.start(run_http)
+            nursery.start_soon(
+                release_memory_when_idle,
+                lambda: app.drain.started,
+                lambda: app.drain.in_flight,
+                gateway._stop,
+            )
             gateway.urls = tuple(urls)
             LOGGER.info("listening on %s", ", ".join(gateway.urls))
             task_status.started(gateway)
