@@ -111,6 +111,24 @@ async def test_an_idle_connection_the_server_closed_is_not_reused(nursery: trio.
         assert await _get_body(pool) == b"1"
         await trio.sleep(0.2)  # the server has closed its side by now
         assert await _get_body(pool) == b"2"
+        await trio.sleep(0.2)
+        assert pool.open_connections == 1
+        pool.prune()  # what a provider does to its other pools when a new origin appears
+        assert pool.open_connections == 0
+
+
+async def test_expired_idle_connections_are_closed_even_at_the_bottom_of_the_pool(
+    nursery: trio.Nursery,
+) -> None:
+    with _pool(await _serve(nursery)) as pool:
+        pool.keepalive_expiry = 0.2
+        async with trio.open_nursery() as requests:  # two at once: two connections
+            for _ in range(2):
+                requests.start_soon(_get_body, pool)
+        assert pool.idle_connections == 2
+        await trio.sleep(0.3)
+        await _get_body(pool)
+        assert pool.open_connections == 1  # the two expired ones closed, one fresh
 
 
 async def test_the_pool_limit_makes_requests_wait_then_time_out(nursery: trio.Nursery) -> None:

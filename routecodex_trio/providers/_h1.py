@@ -211,8 +211,21 @@ class H1Pool:
         except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
             raise H1Error("request", type(exc).__name__) from None
 
+    def prune(self) -> None:
+        """Close idle connections that expired or that the server closed."""
+        now = trio.current_time()
+        keep = [conn for conn in self._idle if conn.reusable(now, self.keepalive_expiry)]
+        for conn in self._idle:
+            if conn not in keep:
+                _close_now(conn)
+        self._idle = keep
+
     async def _checkout(self) -> _Connection:
         now = trio.current_time()
+        # LIFO reuse leaves the oldest connections at the bottom: close them once expired,
+        # or they would hold their sockets (half-closed by the server) indefinitely.
+        while self._idle and now - self._idle[0].idle_since >= self.keepalive_expiry:
+            _close_now(self._idle.pop(0))
         while self._idle:
             conn = self._idle.pop()
             if conn.reusable(now, self.keepalive_expiry):

@@ -112,6 +112,12 @@ class HttpUpstream:
                 pool_timeout=self.timeouts.connect,
                 write_timeout=self.timeouts.idle,
             )
+            # A new origin is usually a local engine started again on a new port: the pools of
+            # its earlier ports will not be asked again, so their idle sockets are closed now.
+            for other in list(self._pools):
+                self._pools[other].prune()
+                if not self._pools[other].open_connections:
+                    del self._pools[other]
             self._pools[base_url] = pool
         return pool
 
