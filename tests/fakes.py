@@ -23,9 +23,11 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
-async def start_app(nursery: trio.Nursery, app: Any) -> str:
+async def start_app(nursery: trio.Nursery, app: Any, *, keep_alive_timeout: float | None = None) -> str:
     """Serve ``app`` on a free loopback port for the nursery's lifetime; return its URL."""
     config = Config()
+    if keep_alive_timeout is not None:
+        config.keep_alive_timeout = keep_alive_timeout
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
     config.errorlog = "-"
