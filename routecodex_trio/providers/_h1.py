@@ -158,8 +158,9 @@ class H1Response:
 class H1Pool:
     """Connections to one origin, shared by every request of one provider.
 
-    ``limit`` bounds the connections open at once (idle ones included); a request waits up to
-    ``pool_timeout`` for one.
+    ``limit`` bounds the requests in flight; a request waits up to ``pool_timeout`` for a slot.
+    A connection is opened only when no idle one is free, so it bounds the open connections of
+    the pool too (idle ones included).
     """
 
     origin: Origin
