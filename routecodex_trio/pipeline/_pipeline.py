@@ -35,7 +35,7 @@ from .._errors import (
 from ..protocols import codec_for
 from ..protocols.base import extract_error_message
 from ..protocols.canonical import Usage, estimate_request_tokens
-from ..providers import HttpUpstream, MockUpstream, iter_raw
+from ..providers import ChunkReader, HttpUpstream, MockUpstream
 from ..providers.compat import apply_compat, profile_name_for
 from ._relay import (
     PassthroughTracker,
@@ -338,14 +338,17 @@ class ExchangeStage:
                     + (extract_error_message(_loads(response.content)) or "not an event stream"),
                     provider=provider,
                 )
-            chunks = iter_raw(response, provider, upstream.timeouts.idle)
+            reader = ChunkReader(response, provider, upstream.timeouts.idle)
+            chunks: AsyncIterator[bytes] = reader
             if trace.snapshot is not None:
                 frames: list[bytes] = []
                 trace.snap("upstream-frames", frames)
                 chunks = _capturing(chunks, frames)
             if call.passthrough and not call.repair:
                 tracker = PassthroughTracker(request.protocol, call.target.upstream_model, secrets)
-                await relay_passthrough(chunks, responder, tracker, trace.stats)
+                with reader.scope:
+                    await relay_passthrough(chunks, responder, tracker, trace.stats)
+                reader.raise_if_idle()
                 trace.usage = trace.stats.usage
                 if not tracker.terminal:
                     raise UpstreamProtocolError(
@@ -355,7 +358,9 @@ class ExchangeStage:
             else:
                 decoder = upstream_codec.stream_decoder()
                 encoder = request.codec.stream_encoder(request.canonical())
-                await relay_converted(chunks, decoder, encoder, responder, trace.stats, secrets)
+                with reader.scope:
+                    await relay_converted(chunks, decoder, encoder, responder, trace.stats, secrets)
+                reader.raise_if_idle()
                 trace.usage = trace.stats.usage
             await responder.end()
 

@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 _SEQUENCE: Final = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
 _RESPONSE_ID: Final = re.compile(rb'"id"\s*:\s*"(resp_[^"]*)"')
+# OpenAI sends ``"usage": null`` in every chunk when usage was asked for: only an object is news.
+_USAGE_OBJECT: Final = re.compile(rb'"usage"\s*:\s*\{')
 _RS_TERMINAL: Final = frozenset({b"response.completed", b"response.failed", b"response.incomplete", b"error"})
 
 
@@ -238,12 +240,12 @@ async def relay_passthrough(
                     continue
                 complete, held = held, b""
                 tracker.observe(complete)
-                if b'"usage"' in complete:
+                if b'"usage"' in complete and _USAGE_OBJECT.search(complete):
                     stats.usage = usage_in_frames(tracker.protocol, complete, stats.usage)
                 await _commit(responder, complete, tracker.error_frame, stats)
                 continue
             tracker.observe(complete)
-            if b'"usage"' in complete:
+            if b'"usage"' in complete and _USAGE_OBJECT.search(complete):
                 stats.usage = usage_in_frames(tracker.protocol, complete, stats.usage)
             await responder.write(complete)
     if pending.strip():

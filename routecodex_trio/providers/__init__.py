@@ -9,7 +9,7 @@ import attrs
 import trio
 
 from ._h1 import H1Response
-from ._http import FORWARDED_HEADERS, HttpUpstream, iter_raw, map_upstream_errors
+from ._http import FORWARDED_HEADERS, ChunkReader, HttpUpstream, map_upstream_errors
 from ._mock import MockUpstream
 
 if TYPE_CHECKING:
@@ -53,12 +53,12 @@ async def open_providers(config: GatewayConfig) -> AsyncIterator[ProviderSet]:
 
 __all__ = [
     "FORWARDED_HEADERS",
+    "ChunkReader",
     "H1Response",
     "HttpUpstream",
     "MockUpstream",
     "ProviderSet",
     "Upstream",
-    "iter_raw",
     "map_upstream_errors",
     "open_providers",
 ]

@@ -12,12 +12,19 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 from typing import TYPE_CHECKING, Final
 
 import attrs
 import trio
 
-from .._errors import InvalidRequest, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
+from .._errors import (
+    InvalidRequest,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from .._version import __version__
 from ._h1 import H1Error, H1Pool, H1Response, H1Timeout, Origin
 
@@ -36,33 +43,33 @@ USER_AGENT: Final = f"routecodex-trio/{__version__}"
 FORWARDED_HEADERS: Final = frozenset({"anthropic-beta", "anthropic-version", "openai-beta"})
 
 
+def upstream_error(provider: str, exc: H1Error) -> UpstreamError:
+    """The gateway's error for a transport failure; it names the provider, never its URL or key."""
+    if isinstance(exc, H1Timeout):
+        return UpstreamTimeout(f"upstream {provider!r}: {exc.phase} timeout", provider=provider)
+    if exc.kind == "request":
+        # Client header values are checked before (_forwarded): this is the provider's own
+        # configuration (a key or header with CR/LF or non-ASCII), a gateway-side failure.
+        return UpstreamUnavailable(
+            f"upstream {provider!r}: a configured header cannot be sent ({exc.detail})", provider=provider
+        )
+    if exc.kind == "protocol":
+        LOGGER.info("upstream %r protocol error: %s", provider, exc.__cause__ or exc.detail)
+        return UpstreamProtocolError(
+            f"upstream {provider!r} broke the HTTP exchange ({exc.detail})", provider=provider
+        )
+    LOGGER.info("upstream %r transport error: %s", provider, exc.__cause__ or exc.detail)
+    return UpstreamUnavailable(f"upstream {provider!r} unreachable ({exc.detail})", provider=provider)
+
+
 @contextlib.contextmanager
 def map_upstream_errors(provider: str) -> Iterator[None]:
-    """Translate transport failures into the gateway's upstream errors, in one place.
-
-    The messages name the provider, never its URL or key.
-    """
+    """Translate transport failures into the gateway's upstream errors, in one place."""
     try:
         yield
-    except H1Timeout as exc:
-        raise UpstreamTimeout(f"upstream {provider!r}: {exc.phase} timeout", provider=provider) from exc
     except H1Error as exc:
-        if exc.kind == "request":
-            # Client header values are checked before (_forwarded): this is the provider's own
-            # configuration (a key or header with CR/LF or non-ASCII), a gateway-side failure.
-            raise UpstreamUnavailable(
-                f"upstream {provider!r}: a configured header cannot be sent ({exc.detail})",
-                provider=provider,
-            ) from None
-        if exc.kind == "protocol":
-            LOGGER.info("upstream %r protocol error: %s", provider, exc.__cause__ or exc.detail)
-            raise UpstreamProtocolError(
-                f"upstream {provider!r} broke the HTTP exchange ({exc.detail})", provider=provider
-            ) from exc
-        LOGGER.info("upstream %r transport error: %s", provider, exc.__cause__ or exc.detail)
-        raise UpstreamUnavailable(
-            f"upstream {provider!r} unreachable ({exc.detail})", provider=provider
-        ) from exc
+        # A configured header that cannot be sent says nothing more in its cause.
+        raise upstream_error(provider, exc) from (None if exc.kind == "request" else exc)
 
 
 def _forwarded(client_headers: Mapping[str, str], name: str) -> str | None:
@@ -104,7 +111,7 @@ class HttpUpstream:
                     f"upstream {self.config.name!r} has no usable URL ({exc})", provider=self.config.name
                 ) from None
             # Reads have no transport deadline here: the first-byte, idle (per chunk) and total
-            # deadlines are trio scopes in exchange(), iter_raw() and the pipeline.
+            # deadlines are trio scopes in exchange(), ChunkReader and the pipeline.
             pool = H1Pool(
                 origin,
                 self.limit,
@@ -183,7 +190,10 @@ class HttpUpstream:
         try:
             if not stream or response.status_code >= 400:
                 # The whole body, with the idle deadline applied to every chunk.
-                parts = [chunk async for chunk in iter_raw(response, provider, self.timeouts.idle)]
+                reader = ChunkReader(response, provider, self.timeouts.idle)
+                with reader.scope:
+                    parts = [chunk async for chunk in reader]
+                reader.raise_if_idle()
                 response.content = b"".join(parts)
             yield response
         finally:
@@ -194,20 +204,46 @@ class HttpUpstream:
             pool.close()
 
 
-async def iter_raw(response: H1Response, provider: str, idle_s: float) -> AsyncIterator[bytes]:
-    """The response body as it arrives, transport errors translated.
+@attrs.define(eq=False)
+class ChunkReader:
+    """A response body as it arrives, chunk by chunk, transport errors translated.
 
-    Raises:
-        UpstreamTimeout: no data for ``idle_s`` seconds.
+    The idle deadline (no data for ``idle_s``) lives on one cancel scope, ``scope``, which
+    the caller enters around everything that iterates the reader, and is armed only while a
+    read waits: moving a deadline costs about half of entering a scope per chunk, and this
+    runs for every relayed event. After the scope, ``raise_if_idle()`` turns a deadline that
+    fired into ``UpstreamTimeout``.
     """
-    with map_upstream_errors(provider):
-        while True:
-            with trio.move_on_after(idle_s) as idle:
-                chunk = await response.receive_chunk()
-            if idle.cancelled_caught:
-                raise UpstreamTimeout(
-                    f"upstream {provider!r}: idle timeout, no data for {idle_s:g} s", provider=provider
-                )
-            if not chunk:
-                return
-            yield chunk
+
+    response: H1Response
+    provider: str
+    idle_s: float
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+
+    def __aiter__(self) -> ChunkReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        scope = self.scope
+        scope.deadline = trio.current_time() + self.idle_s
+        try:
+            chunk = await self.response.receive_chunk()
+        except H1Error as exc:
+            raise upstream_error(self.provider, exc) from exc
+        finally:
+            # Disarmed while the caller relays the chunk: a slow client is not an idle upstream.
+            scope.deadline = math.inf
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        """Give up the body: the connection closes unless it was read to its end."""
+        self.response.close()
+
+    def raise_if_idle(self) -> None:
+        if self.scope.cancelled_caught:
+            raise UpstreamTimeout(
+                f"upstream {self.provider!r}: idle timeout, no data for {self.idle_s:g} s",
+                provider=self.provider,
+            )
