@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Final
 import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from .._errors import ConfigError, GatewayError
 from ..config import load_config
@@ -26,11 +25,11 @@ from ..pipeline import Pipeline
 from ..providers import open_providers
 from ..router import Router
 from ._app import GatewayApp
+from ._hypercorn import serve_http
 from ._memory import release_memory_when_idle
 from ._sockets import BACKLOG, bind_sockets
 
 if TYPE_CHECKING:
-    import socket
     from collections.abc import AsyncIterator
 
     from ..config import GatewayConfig
@@ -118,13 +117,12 @@ class Gateway:
         return GatewayStatistics(in_flight=self._app.drain.in_flight, draining=self._stop.is_set())
 
 
-def to_hypercorn_config(config: GatewayConfig, sockets: list[socket.socket]) -> HypercornConfig:
+def to_hypercorn_config(config: GatewayConfig) -> HypercornConfig:
     """The mutable hypercorn config, built at the last moment from our frozen one.
 
-    Ownership of the sockets passes to hypercorn (``fd://`` of a detached socket).
+    No ``bind``: ``serve_http`` gets the sockets we bound ourselves.
     """
     hconfig = HypercornConfig()
-    hconfig.bind = [f"fd://{sock.detach()}" for sock in sockets]
     hconfig.backlog = BACKLOG
     hconfig.graceful_timeout = config.server.graceful_timeout + DRAIN_MARGIN_S
     hconfig.keep_alive_timeout = config.server.keep_alive_timeout
@@ -207,12 +205,16 @@ async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]
             app = GatewayApp(pipeline, engines=engines)
             gateway = Gateway(config, (), app, nursery, engines)
             app.reload = gateway.reload_from_source
-            hconfig = to_hypercorn_config(config, sockets)
+            hconfig = to_hypercorn_config(config)
 
             async def run_http(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-                await hypercorn_serve(
-                    app, hconfig, shutdown_trigger=gateway._stop.wait, task_status=task_status
-                )  # type: ignore[arg-type]
+                await serve_http(
+                    app,  # type: ignore[arg-type]
+                    hconfig,
+                    sockets,
+                    shutdown_trigger=gateway._stop.wait,
+                    task_status=task_status,
+                )
                 # Drained: the current generation may close its upstream clients now.
                 app.pipeline.retired.set()
 

@@ -1,0 +1,256 @@
+"""Hypercorn's trio worker, fed by our own listener and socket streams.
+
+Hypercorn does the HTTP (h11, ASGI, keep-alive, drain); this module replaces only trio's
+generic ``SocketListener``/``SocketStream`` under it, for two costs measured on the gateway's
+hot path (docs/performance.md):
+
+* ``SocketListener.accept`` takes one connection per scheduler pass. Under load a pass lasts
+  milliseconds (every stream relaying an event in it), so a burst of new clients was read one
+  pass apart: the 200th of a burst waited 200 passes before its request was even parsed.
+  ``BatchListener`` takes every connection the kernel has queued (up to ``ACCEPT_BATCH``) in
+  one pass.
+* ``SocketStream.send_all``/``receive_some`` wrap each system call in a conflict detector, an
+  error-translating context manager and a scheduler round trip: about 10 us per call, paid
+  for every relayed event and two or three times per request. ``SocketStream`` here calls
+  the socket directly and waits with ``trio.lowlevel.wait_readable``/``wait_writable`` only
+  when the kernel says it must. Hypercorn serialises its sends behind a ``trio.Lock``, which
+  is a checkpoint; reads yield at least every ``_READS_BEFORE_YIELD`` calls.
+
+The worker loop itself (``serve_http``) is hypercorn's ``worker_serve`` without lifespan
+events (the gateway's app needs none) and with sockets we bound: the same ``TCPServer``, the
+same drain (stop accepting, let connections finish until ``graceful_timeout``, then cancel).
+It uses hypercorn's internal classes, so ``pyproject.toml`` pins hypercorn's minor version.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import socket
+from functools import partial
+from typing import TYPE_CHECKING, Final
+
+import trio
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from hypercorn.config import Config
+    from hypercorn.typing import ASGIFramework
+
+# Connections taken from the kernel's queue in one scheduler pass.
+ACCEPT_BATCH: Final = 64
+READ_SIZE: Final = 65536
+# Reads that found data waiting, in a row, before one yields anyway: a client that keeps the
+# socket full must not keep its connection task running without a checkpoint.
+_READS_BEFORE_YIELD: Final = 16
+# What trio's SocketListener ignores (the peer gave up while queued) or takes as "closed".
+_IGNORABLE_ACCEPT_ERRNOS: Final = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EPERM",
+        "ECONNABORTED",
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+    )
+    if hasattr(errno, name)
+)
+_CLOSED_ERRNOS: Final = frozenset({errno.EBADF, errno.ENOTSOCK})
+
+
+class SocketStream(trio.abc.HalfCloseableStream):
+    """An accepted TCP connection, with what hypercorn's ``TCPServer`` uses of trio's.
+
+    ``socket`` is the standard-library socket (hypercorn reads its family and addresses).
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+        self._closed = False
+        self._ready_reads = 0
+        sock.setblocking(False)
+        # As trio does for its own streams: no Nagle delay on small writes, and a small unsent
+        # queue so that a slow client makes send_all wait instead of buffering megabytes.
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 2**14)
+        except OSError:
+            pass  # not TCP (a test's UNIX socket): nothing to tune
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the connection was closed")
+        view = memoryview(data)
+        sock = self.socket
+        while view:
+            try:
+                sent = sock.send(view)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(sock)
+                continue
+            except OSError as exc:
+                raise self._broken(exc) from exc
+            view = view[sent:]
+
+    async def wait_send_all_might_not_block(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the connection was closed")
+        await trio.lowlevel.wait_writable(self.socket)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._closed:
+            raise trio.ClosedResourceError("the connection was closed")
+        sock = self.socket
+        while True:
+            try:
+                data = sock.recv(max_bytes or READ_SIZE)
+            except BlockingIOError:
+                self._ready_reads = 0
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            except OSError as exc:
+                raise self._broken(exc) from exc
+            self._ready_reads += 1
+            if self._ready_reads >= _READS_BEFORE_YIELD:
+                self._ready_reads = 0
+                await trio.lowlevel.checkpoint()
+            return data
+
+    async def send_eof(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the connection was closed")
+        await trio.lowlevel.checkpoint()
+        try:
+            self.socket.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            raise self._broken(exc) from exc
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            # Wakes a task waiting on this socket (hypercorn's reader, when its keep-alive
+            # timer closes the connection) with ClosedResourceError before the fd goes away.
+            trio.lowlevel.notify_closing(self.socket)
+            self.socket.close()
+
+    def _broken(self, exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
+        if self._closed or exc.errno in _CLOSED_ERRNOS:
+            return trio.ClosedResourceError("the connection was closed")
+        return trio.BrokenResourceError(f"connection lost: {exc.strerror or exc}")
+
+
+class BatchListener(trio.abc.Listener[SocketStream]):
+    """A listening socket that hands out every queued connection per scheduler pass."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+        self._ready: collections.deque[socket.socket] = collections.deque()
+        self._closed = False
+
+    async def accept(self) -> SocketStream:
+        if not self._ready:
+            await self._fill()
+        return SocketStream(self._ready.popleft())
+
+    async def _fill(self) -> None:
+        # One checkpoint per batch even when the queue is never empty (a flood of clients).
+        await trio.lowlevel.checkpoint()
+        while True:
+            self._take_queued()
+            if self._ready:
+                return
+            await trio.lowlevel.wait_readable(self.socket)
+
+    def _take_queued(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the listener was closed")
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _address = self.socket.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in _CLOSED_ERRNOS:
+                    raise trio.ClosedResourceError("the listener was closed") from None
+                if exc.errno in _IGNORABLE_ACCEPT_ERRNOS:
+                    continue
+                if self._ready:
+                    return  # hand out what we have; the error comes back on the next call
+                # EMFILE and friends: trio.serve_listeners logs them and retries after 100 ms.
+                raise
+            self._ready.append(sock)
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            while self._ready:
+                self._ready.popleft().close()
+            trio.lowlevel.notify_closing(self.socket)
+            self.socket.close()
+        await trio.lowlevel.checkpoint()
+
+
+async def serve_http(
+    app: ASGIFramework,
+    config: Config,
+    sockets: list[socket.socket],
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``sockets`` (bound, not yet listening; they become ours) until drained.
+
+    When ``shutdown_trigger`` returns: stop accepting, let open connections finish their
+    requests, and cancel what is left ``config.graceful_timeout`` seconds later.
+    """
+    context = WorkerContext(None)
+    wrapped = ASGIWrapper(app)
+    listeners: list[BatchListener] = []
+    binds: list[str] = []
+    try:
+        for sock in sockets:
+            sock.listen(config.backlog)
+            binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+            listeners.append(BatchListener(sock))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    async with trio.open_nursery() as connections:
+        task_status.started(binds)
+        try:
+            async with trio.open_nursery(strict_exception_groups=True) as accepting:
+                accepting.start_soon(raise_shutdown, shutdown_trigger)
+                accepting.start_soon(raise_shutdown, context.terminate.wait)
+                accepting.start_soon(
+                    partial(
+                        trio.serve_listeners,
+                        partial(TCPServer, wrapped, config, context, ConnectionState({})),
+                        listeners,
+                        handler_nursery=connections,
+                    )
+                )
+                await trio.sleep_forever()
+        except BaseExceptionGroup as group:
+            _, other = group.split((ShutdownError, KeyboardInterrupt))
+            if other is not None:
+                raise other from None
+        finally:
+            await context.terminated.set()
+            connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
