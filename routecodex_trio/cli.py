@@ -33,8 +33,8 @@ def _config_path(value: str | None) -> Path:
     return Path(value) if value else default_config_path()
 
 
-async def _run(config: GatewayConfig) -> None:
-    from .observability import READY, STOPPING, notify, reloading_state, watchdog
+async def _run(config: GatewayConfig, log_handler: logging.Handler | None = None) -> None:
+    from .observability import READY, STOPPING, flush_logs_periodically, notify, reloading_state, watchdog
     from .server import serve
 
     # The receiver is opened before serving so that an early SIGTERM is never the default
@@ -48,6 +48,8 @@ async def _run(config: GatewayConfig) -> None:
 
             gateway: Gateway = await nursery.start(run_serve)
             await nursery.start(watchdog)
+            if log_handler is not None:
+                nursery.start_soon(flush_logs_periodically, log_handler)
             notify(READY)
             print(
                 f"routecodex {__version__} listening on {', '.join(gateway.urls)}",
@@ -77,7 +79,7 @@ async def _run(config: GatewayConfig) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .observability import setup_logging
 
-    setup_logging(args.log_level, args.log_format)
+    log_handler = setup_logging(args.log_level, args.log_format)
     # httpx logs every upstream request with its URL at INFO: a second line per request, and
     # the upstream's address in our logs. Our own access line says what matters.
     for noisy in ("httpx", "httpcore"):
@@ -88,7 +90,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         LOGGER.info("snapshots on: %s", Path(config.snapshots.dir).expanduser())
     if config.server.workers > 1 and not os.environ.get(_WORKER_ENV):
         return _supervise_workers(config, sys.argv[1:])
-    trio.run(_run, config)
+    try:
+        trio.run(_run, config, log_handler)
+    finally:
+        log_handler.flush()
     return 0
 
 

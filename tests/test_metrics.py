@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import attrs
+import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from routecodex_trio import config_from_mapping
@@ -17,6 +18,7 @@ from routecodex_trio.observability import (
     Metrics,
     RequestRecord,
     endpoint_label,
+    flush_logs_periodically,
     format_request_line,
     log_request,
     setup_logging,
@@ -234,3 +236,33 @@ def test_request_line_in_text_and_json() -> None:
     assert entries[1]["level"] == "warning" and entries[1]["status"] == 502
     assert entries[2]["msg"] == "key is ***"
     assert UPSTREAM_KEY not in stream.getvalue()
+
+
+async def test_request_lines_are_batched_and_nothing_waits_longer_than_the_flush_interval() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        handler = setup_logging("info", "text", stream=stream)
+        log_request(_record(), "req_a")
+        log_request(_record(), "req_b")
+        assert stream.getvalue() == ""  # request lines wait for a flush...
+        logging.getLogger("routecodex_trio.server").info("reloaded")  # ...or any other line
+        lines = stream.getvalue().splitlines()
+        assert [line.split(": ", 1)[1][:8] for line in lines] == ["id=req_a", "id=req_b", "reloaded"]
+        assert lines[0][:4].isdigit() and lines[0][19] == ","  # "2026-11-23 15:00:00,123 INFO ..."
+
+        log_request(_record(), "req_c")
+        log_request(_record(status=503), "req_d")  # a 5xx line is a WARNING: written at once
+        tail = stream.getvalue().splitlines()[-2:]
+        assert "id=req_c" in tail[0] and "WARNING" in tail[1] and "id=req_d" in tail[1]
+
+        log_request(_record(), "req_e")
+        with trio.fail_after(2):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(flush_logs_periodically, handler, 0.01)
+                while "id=req_e" not in stream.getvalue():
+                    await trio.sleep(0.005)
+                nursery.cancel_scope.cancel()
+    finally:
+        root.handlers[:], root.level = saved

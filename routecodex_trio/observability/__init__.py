@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from ._logs import (
     REQUEST_LOGGER,
+    BatchingHandler,
     JsonFormatter,
+    flush_logs_periodically,
     format_request_line,
     log_request,
     request_fields,
@@ -42,6 +44,7 @@ __all__ = [
     "STAGES",
     "STOPPING",
     "WATCHDOG",
+    "BatchingHandler",
     "JsonFormatter",
     "Metrics",
     "RequestRecord",
@@ -50,6 +53,7 @@ __all__ = [
     "client_request_payload",
     "config_secrets",
     "endpoint_label",
+    "flush_logs_periodically",
     "format_request_line",
     "load_client_request",
     "log_request",

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
 
 import orjson
+import trio
 
 if TYPE_CHECKING:
     from ._metrics import RequestRecord
@@ -104,19 +106,90 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class _TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT`` with the date part of the timestamp made once per second."""
+
+    _second: int = -1
+    _date: str = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._date = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(record.created))
+            self._second = second
+        return f"{self._date},{int(record.msecs):03d}"
+
+
+class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes request lines in batches, everything else at once.
+
+    An access line per request, written and flushed on its own, was a write system call per
+    request (docs/performance.md). Request lines below WARNING wait in memory until
+    ``flush()`` -- called every ``LOG_FLUSH_INTERVAL_S`` by the CLI, and by logging at exit
+    -- or until any other record, which is written after them, in order. Nothing waits
+    longer than the interval.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._pending.append(self.format(record))
+        except Exception:
+            self.handleError(record)
+            return
+        if (
+            record.levelno >= logging.WARNING
+            or record.name != REQUEST_LOGGER.name
+            or len(self._pending) >= MAX_PENDING_LINES
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            if self._pending:
+                lines, self._pending = self._pending, []
+                try:
+                    self.stream.write(self.terminator.join(lines) + self.terminator)
+                except Exception:
+                    return
+            super().flush()
+        finally:
+            self.release()
+
+
+# How long a request line may wait in BatchingHandler, and how many may wait.
+LOG_FLUSH_INTERVAL_S: Final = 0.2
+MAX_PENDING_LINES: Final = 256
+
+
 def setup_logging(
     level: str = "info", fmt: Literal["text", "json"] = "text", *, stream: TextIO | None = None
 ) -> logging.Handler:
     """Send all logs to ``stream`` (default stderr) as text or JSON lines; for the CLI only.
 
     Library code never calls this: an embedding application configures logging itself.
+    Request lines are batched (``BatchingHandler``): whoever calls this also calls the
+    handler's ``flush()`` every ``LOG_FLUSH_INTERVAL_S`` (the CLI does).
 
     Returns:
         The installed handler (the root logger's only one).
     """
-    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler = BatchingHandler(sys.stderr if stream is None else stream)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else _TextFormatter(TEXT_FORMAT))
+    # No format here prints where a call came from: skip the stack walk logging does per record.
+    logging._srcfile = None  # type: ignore[attr-defined]
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     return handler
+
+
+async def flush_logs_periodically(handler: logging.Handler, interval_s: float = LOG_FLUSH_INTERVAL_S) -> None:
+    """Flush ``handler`` every ``interval_s`` seconds, for as long as the caller runs this."""
+    while True:
+        await trio.sleep(interval_s)
+        handler.flush()
