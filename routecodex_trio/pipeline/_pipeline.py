@@ -49,7 +49,7 @@ from ._relay import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
-    from ..config import GatewayConfig
+    from ..config import GatewayConfig, TimeoutsConfig
     from ..engines import EngineManager
     from ..observability import SnapshotWriter
     from ..protocols.canonical import ProtocolName
@@ -228,6 +228,14 @@ class ExchangeStage:
 
     config: GatewayConfig
     engines: EngineManager | None = None
+    # Each provider's deadlines (its own over the global ones), merged once: the config is frozen.
+    _timeouts: dict[str, TimeoutsConfig] = attrs.field(factory=dict, init=False)
+
+    def _provider_timeouts(self, name: str) -> TimeoutsConfig:
+        timeouts = self._timeouts.get(name)
+        if timeouts is None:
+            timeouts = self._timeouts[name] = self.config.provider_timeouts(self.config.providers[name])
+        return timeouts
 
     async def run(
         self,
@@ -237,8 +245,7 @@ class ExchangeStage:
         responder: Responder,
         trace: Trace,
     ) -> None:
-        provider = self.config.providers[call.target.provider]
-        timeouts = self.config.provider_timeouts(provider)
+        timeouts = self._provider_timeouts(call.target.provider)
         with trio.move_on_at(trace.started_at + timeouts.total) as total:
             if isinstance(upstream, MockUpstream):
                 await self._run_canonical(upstream, request, call, responder, trace)
