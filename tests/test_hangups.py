@@ -396,6 +396,21 @@ async def test_idle_keep_alive_connection_is_closed_after_an_llm_request(
             assert await _closed_by_server_within(sock, 0.3 + 1.0)
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_a_keep_alive_connection_the_client_closed_is_closed_at_once(
+    stream: bool, start_gateway: GatewayFactory
+) -> None:
+    """Hypercorn alone keeps it (socket in CLOSE-WAIT, its tasks) until keep_alive_timeout."""
+    raw = mock_config()
+    raw["server"]["keep_alive_timeout"] = 30
+    gateway = await start_gateway(raw)
+    with trio.fail_after(10):
+        sock, _ = await _one_llm_request(gateway.url, close=False, stream=stream)
+        async with sock:
+            await sock.send_eof()  # the client is done with this connection
+            assert await _closed_by_server_within(sock, 1.0)
+
+
 async def test_idle_keep_alive_connection_is_closed_after_a_health_check(
     start_gateway: GatewayFactory,
 ) -> None:

@@ -155,6 +155,19 @@ class SocketStream(trio.abc.HalfCloseableStream):
         return trio.BrokenResourceError(f"connection lost: {exc.strerror or exc}")
 
 
+class _TCPServer(TCPServer):
+    """Hypercorn's connection handler, closing at once when the client has closed its side."""
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        # The client sent EOF (or the connection broke). Hypercorn would keep the connection
+        # -- its task tree, and the socket in CLOSE-WAIT -- until the keep-alive timer fires,
+        # up to keep_alive_timeout (75 s) later: a burst of short-lived clients left hundreds
+        # of dead connections behind. A request still running finishes first; then hypercorn
+        # closes the connection because the client's side is closed.
+        await self.idle_task.stop()
+
+
 class BatchListener(trio.abc.Listener[SocketStream]):
     """A listening socket that hands out every queued connection per scheduler pass."""
 
@@ -241,7 +254,7 @@ async def serve_http(
                 accepting.start_soon(
                     partial(
                         trio.serve_listeners,
-                        partial(TCPServer, wrapped, config, context, ConnectionState({})),
+                        partial(_TCPServer, wrapped, config, context, ConnectionState({})),
                         listeners,
                         handler_nursery=connections,
                     )
