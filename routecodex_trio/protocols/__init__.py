@@ -22,6 +22,12 @@ def codec_for(protocol: ProtocolName) -> Codec:
     return _CODECS[protocol]
 
 
+def load_codecs() -> None:
+    """Import every codec now (the gateway does at start-up) instead of on the first request."""
+    if not _CODECS:
+        _load()
+
+
 def _load() -> None:
     from .anthropic_messages import CODEC as anthropic
     from .openai_chat import CODEC as chat

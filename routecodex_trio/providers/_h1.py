@@ -227,6 +227,10 @@ class H1Pool:
     pool_timeout: float
     write_timeout: float | None
     keepalive_expiry: float = 30.0
+    # Idle connections kept for reuse; past this the oldest is closed (httpx's default too).
+    # A burst of N concurrent streams opens N connections; keeping them all after the burst
+    # held their sockets and memory for keepalive_expiry, for no steady-state gain.
+    max_idle: int = 20
     _idle: list[_Connection] = attrs.field(factory=list)
     _active: int = 0
     _closed: bool = False
@@ -384,6 +388,8 @@ class H1Pool:
             conn.idle_since = trio.current_time()
             self._active -= 1
             self._idle.append(conn)
+            if len(self._idle) > self.max_idle:
+                self._idle.pop(0).close()  # the least recently used
         else:
             self._discard(conn)
 

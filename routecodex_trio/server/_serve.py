@@ -22,6 +22,7 @@ from ..config import load_config
 from ..engines import EngineManager
 from ..observability import SnapshotWriter, config_secrets
 from ..pipeline import Pipeline
+from ..protocols import load_codecs
 from ..providers import open_providers
 from ..router import Router
 from ._app import GatewayApp
@@ -194,6 +195,11 @@ async def _run_generation(
 
 
 async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]) -> None:
+    # The codecs' modules are imported before serving: the first request does not wait for
+    # them, and their long-lived objects sit among the start-up allocations instead of among
+    # the first burst's short-lived ones, where they would keep the allocator's arenas from
+    # being returned once the burst is over.
+    load_codecs()
     sockets = bind_sockets(config.server.listen, reuse_port=config.server.workers > 1)
     engines = EngineManager(config)
     # Engines live outside the HTTP server's nursery: on shutdown the streams they serve drain
