@@ -316,6 +316,79 @@ async def run_load(
     }
 
 
+async def serve_floor(port: int, frames: int, interval_s: float) -> None:
+    """The same paced stream, written by a bare hypercorn-trio ASGI app: the stack's floor.
+
+    No upstream, no parsing, no routing: per frame only a timer wake-up and one ASGI send,
+    which hypercorn turns into an HTTP chunk. What this costs per frame (bench/floor) is what
+    hypercorn on trio needs before any gateway work. Memory is given back when idle as the
+    gateway does it (server/_memory.py: a collection and malloc_trim once nothing has been in
+    flight for two 5 s checks), so RSS after a burst compares; the gateway's package is not
+    imported, so the RSS is the stack's own.
+    """
+    import ctypes
+    import gc
+
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    content, tail = sse_frames(frames)
+    bodies = [piece.split(b"\r\n", 1)[1][:-2] for piece in content]  # the SSE bytes, unchunked
+    last = tail.split(b"\r\n", 1)[1].rsplit(b"\r\n0\r\n\r\n", 1)[0]
+    counters = {"seen": 0, "in_flight": 0}
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        while (await receive()).get("more_body"):
+            pass
+        if scope["method"] == "GET":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        counters["seen"] += 1
+        counters["in_flight"] += 1
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")],
+                }
+            )
+            started = trio.current_time()
+            for i, body in enumerate(bodies):
+                await trio.sleep_until(started + i * interval_s)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send({"type": "http.response.body", "body": last, "more_body": False})
+        finally:
+            counters["in_flight"] -= 1
+
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.backlog = 1024
+    config.keep_alive_max_requests = 2**31
+
+    async def release_memory_when_idle() -> None:
+        trimmed_at, idle_checks = 0, 0
+        while True:
+            await trio.sleep(5.0)
+            idle_checks = idle_checks + 1 if counters["in_flight"] == 0 else 0
+            if counters["seen"] != trimmed_at and idle_checks >= 2:
+                gc.collect()
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
+                trimmed_at = counters["seen"]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(release_memory_when_idle)
+        await serve(app, config)  # type: ignore[arg-type]
+        nursery.cancel_scope.cancel()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -323,6 +396,10 @@ def main() -> int:
     up.add_argument("--port", type=int, required=True)
     up.add_argument("--frames", type=int, default=64)
     up.add_argument("--interval", type=float, default=0.02, help="seconds between frames")
+    floor = sub.add_parser("floor", help="serve the paced stream from a bare hypercorn-trio app")
+    floor.add_argument("--port", type=int, required=True)
+    floor.add_argument("--frames", type=int, default=64)
+    floor.add_argument("--interval", type=float, default=0.02, help="seconds between frames")
     load = sub.add_parser("load", help="open N streams at once and time their frames")
     load.add_argument("--url", required=True)
     load.add_argument("--protocol", choices=("openai", "anthropic"), default="openai")
@@ -334,6 +411,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.command == "upstream":
         trio.run(serve_upstream, args.port, args.frames, args.interval)
+        return 0
+    if args.command == "floor":
+        trio.run(serve_floor, args.port, args.frames, args.interval)
         return 0
     report = trio.run(
         run_load, args.url, args.protocol, args.model, args.streams, args.frames, args.timeout, args.ramp
