@@ -131,6 +131,26 @@ async def test_expired_idle_connections_are_closed_even_at_the_bottom_of_the_poo
         assert pool.open_connections == 1  # the two expired ones closed, one fresh
 
 
+async def test_a_burst_keeps_only_max_idle_connections_the_most_recently_used(
+    nursery: trio.Nursery,
+) -> None:
+    with _pool(await _serve(nursery)) as pool:
+        pool.max_idle = 3
+        ports: list[bytes] = []
+
+        async def one() -> None:
+            ports.append(await _get_body(pool))
+
+        async with trio.open_nursery() as requests:  # eight at once: eight connections
+            for _ in range(8):
+                requests.start_soon(one)
+        assert len(set(ports)) == 8
+        assert pool.open_connections == pool.idle_connections == 3
+        kept = {await _get_body(pool) for _ in range(3)}  # LIFO: the last one back, again
+        assert len(kept) == 1 and kept <= set(ports[-3:])
+        assert pool.open_connections == 3
+
+
 async def test_the_pool_limit_makes_requests_wait_then_time_out(nursery: trio.Nursery) -> None:
     with _pool(await _serve(nursery), limit=1, pool_timeout=0.3) as pool:
         held = await pool.send("/echo", b"{}", [])
