@@ -411,6 +411,30 @@ async def test_a_keep_alive_connection_the_client_closed_is_closed_at_once(
             assert await _closed_by_server_within(sock, 1.0)
 
 
+async def test_keep_alive_timer_restarts_with_every_request(start_gateway: GatewayFactory) -> None:
+    """Requests 0.3 s apart keep a connection with a 0.5 s keep-alive open for as long as they
+    come (the timer moves, server/_hypercorn.py), and it closes 0.5 s after the last."""
+    raw = mock_config()
+    raw["server"]["keep_alive_timeout"] = 0.5
+    gateway = await start_gateway(raw)
+    host, port = gateway.url.removeprefix("http://").rsplit(":", 1)
+    with trio.fail_after(10):
+        sock = await trio.open_tcp_stream(host, int(port))
+        async with sock:
+            for _ in range(5):  # 1.5 s in all, three times the keep-alive timeout
+                await sock.send_all(b"GET /health HTTP/1.1\r\nhost: gw\r\n\r\n")
+                answer = b""
+                while not answer.endswith(b"0\r\n\r\n"):  # the whole chunked answer
+                    chunk = await sock.receive_some(65536)
+                    assert chunk, answer
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 200"), answer
+                await trio.sleep(0.3)
+            started = trio.current_time()
+            assert await _closed_by_server_within(sock, 0.5 + 1.0)
+            assert trio.current_time() - started >= 0.1  # the remaining 0.2 s of its timer, not at once
+
+
 async def test_idle_keep_alive_connection_is_closed_after_a_health_check(
     start_gateway: GatewayFactory,
 ) -> None:
