@@ -134,16 +134,27 @@ class _Connection:
                 await trio.lowlevel.checkpoint()
             return data
 
-    async def send_all(self, data: bytes) -> None:
+    async def send_all(self, data: bytes, stall_s: float) -> None:
+        """Send everything; ``H1Timeout("write")`` when the socket takes nothing for ``stall_s``.
+
+        The deadline is a scope only around a wait: a request nearly always fits the socket
+        buffer at once.
+        """
         if self.tls is not None:
-            await self.tls.send_all(data)
+            with trio.move_on_after(stall_s) as scope:
+                await self.tls.send_all(data)
+            if scope.cancelled_caught:
+                raise H1Timeout("write")
             return
         view = memoryview(data)
         while view:
             try:
                 sent = self.sock.send(view)
             except BlockingIOError:
-                await trio.lowlevel.wait_writable(self.sock)
+                with trio.move_on_after(stall_s) as scope:
+                    await trio.lowlevel.wait_writable(self.sock)
+                if scope.cancelled_caught:
+                    raise H1Timeout("write") from None
                 continue
             view = view[sent:]
 
@@ -190,6 +201,29 @@ class H1Response:
                 if self._decoder is not None:
                     return self._decoder.flush()
         return b""
+
+    def read_buffered(self) -> bool:
+        """Take what of the body is already received, without I/O; True if that was all of it.
+
+        A small answer usually arrives with its headers: then the caller needs no read, and
+        no deadline, at all. What was taken is in ``content``.
+        """
+        parts = [self.content] if self.content else []
+        connection = self._conn.h11
+        while not self._done and self._decoder is None:
+            try:
+                event = connection.next_event()
+            except h11.RemoteProtocolError:
+                break  # let the regular read report it
+            if type(event) is h11.Data:
+                parts.append(event.data if type(event.data) is bytes else bytes(event.data))
+            elif type(event) is h11.EndOfMessage:
+                self._done = True
+                self._pool._finished(self._conn)
+            else:
+                break  # NEED_DATA (or anything else): the rest comes with a read
+        self.content = b"".join(parts)
+        return self._done
 
     async def aread(self) -> bytes:
         parts = [self.content] if self.content else []
@@ -336,13 +370,10 @@ class H1Pool:
             data += conn.h11.send(h11.Data(data=body)) or b""
         data += conn.h11.send(h11.EndOfMessage()) or b""
         timeout = self.write_timeout if self.write_timeout is not None else float("inf")
-        with trio.move_on_after(timeout) as scope:
-            try:
-                await conn.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise H1Error("broken", "connection broken") from exc
-        if scope.cancelled_caught:
-            raise H1Timeout("write")
+        try:
+            await conn.send_all(data, timeout)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise H1Error("broken", "connection broken") from exc
 
     async def _receive_head(self, conn: _Connection) -> H1Response:
         while True:

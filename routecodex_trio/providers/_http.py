@@ -188,11 +188,11 @@ class HttpUpstream:
                     provider=provider,
                 )
         try:
-            if not stream or response.status_code >= 400:
-                # The whole body, with the idle deadline applied to every chunk.
+            if (not stream or response.status_code >= 400) and not response.read_buffered():
+                # The rest of the body, with the idle deadline applied to every chunk.
                 reader = ChunkReader(response, provider, self.timeouts.idle)
                 with reader.scope:
-                    parts = [chunk async for chunk in reader]
+                    parts = [response.content, *[chunk async for chunk in reader]]
                 reader.raise_if_idle()
                 response.content = b"".join(parts)
             yield response
