@@ -92,6 +92,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _supervise_workers(config, sys.argv[1:])
     try:
         trio.run(_run, config, log_handler)
+    except BaseExceptionGroup as group:
+        from .server._serve import _unwrap
+
+        # One GatewayError out of the nurseries (a busy port: ConfigError) is reported as
+        # itself by main(), not as a traceback of the group around it.
+        raise _unwrap(group) from None
     finally:
         log_handler.flush()
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -163,6 +164,24 @@ def test_shipped_default_config_is_valid() -> None:
         root / "routecodex_trio" / "defaults" / "routecodex.toml"
     ).read_text()
     assert default_config_path().name == "routecodex.toml"
+
+
+def test_cli_serve_on_a_busy_port_says_so_without_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "busy.toml"
+        config.write_text(f'[server]\nlisten = ["127.0.0.1:{port}"]\n')
+        run = subprocess.run(
+            [sys.executable, "-m", "routecodex_trio", "serve", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert run.returncode == 1
+    assert f"routecodex: server.listen: cannot bind '127.0.0.1:{port}'" in run.stderr
+    assert "Traceback" not in run.stderr
 
 
 def test_cli_check_config(tmp_path: Path) -> None:
