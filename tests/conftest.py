@@ -13,19 +13,25 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anthropic
+import attrs
 import openai
 import pytest
+import trio
 
 from routecodex_trio import Gateway, config_from_mapping, serve
 
 from .fakes import FakeOpenAI, start_app
 
 if TYPE_CHECKING:
-    import trio
+    from pathlib import Path
 
 
 @pytest.fixture(autouse=True)
@@ -95,3 +101,55 @@ def anthropic_client(gateway: Gateway, **kwargs: Any) -> anthropic.AsyncAnthropi
     client = anthropic.AsyncAnthropic(base_url=gateway.url, api_key="client-key", max_retries=0, **kwargs)
     _OPEN_CLIENTS.append(client)
     return client
+
+
+# ---------------------------------------------------------------------------------------------
+# The real CLI process (test_security, test_shutdown_load)
+
+
+@attrs.define(eq=False)
+class CliGateway:
+    """``python -m routecodex_trio serve`` with its stderr read to the end, always."""
+
+    process: trio.Process
+    url: str
+    stderr: bytearray
+
+    @property
+    def log(self) -> str:
+        return self.stderr.decode(errors="replace")
+
+
+async def start_cli(nursery: trio.Nursery, config: Path, env: dict[str, str], *extra: str) -> CliGateway:
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "routecodex_trio", "serve", "--config", str(config), *extra],
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+    )
+    assert process.stderr is not None
+    stderr = bytearray()
+    listening = trio.Event()
+
+    async def drain() -> None:
+        assert process.stderr is not None
+        # The pipe is read to EOF, or a chatty debug log would block the gateway on write.
+        while chunk := await process.stderr.receive_some(65536):
+            stderr.extend(chunk)
+            if b"listening on http://" in stderr:
+                listening.set()
+        listening.set()
+
+    nursery.start_soon(drain)
+    with trio.fail_after(20):
+        await listening.wait()
+    assert b"listening on http://" in stderr, stderr.decode(errors="replace")
+    line = bytes(stderr).split(b"listening on ", 1)[1].split(b"\n", 1)[0].decode()
+    return CliGateway(process, line.split(",")[0].strip(), stderr)
+
+
+async def stop_cli(gateway: CliGateway) -> int:
+    gateway.process.send_signal(signal.SIGTERM)
+    with trio.fail_after(20):
+        code = await gateway.process.wait()
+    await trio.sleep(0.05)  # the stderr reader picks up the last lines
+    return code

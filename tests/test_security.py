@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -35,7 +34,7 @@ import trio
 from routecodex_trio import config_from_mapping, serve
 from routecodex_trio.config import Secret
 
-from .conftest import mock_config
+from .conftest import mock_config, start_cli, stop_cli
 from .fakes import FakeOpenAI, Receive, Recorded, Send, _json, _read_body, start_app
 from .fakes_protocols import FakeUpstream
 from .test_upstream_faults import CLIENT_PATHS, RawUpstream, client_body, error_shape
@@ -199,54 +198,6 @@ async def _sse(send: Send, frames: list[bytes]) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # The real CLI process
-
-
-@attrs.define(eq=False)
-class CliGateway:
-    """``python -m routecodex_trio serve`` with its stderr read to the end, always."""
-
-    process: trio.Process
-    url: str
-    stderr: bytearray
-
-    @property
-    def log(self) -> str:
-        return self.stderr.decode(errors="replace")
-
-
-async def start_cli(nursery: trio.Nursery, config: Path, env: dict[str, str], *extra: str) -> CliGateway:
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "routecodex_trio", "serve", "--config", str(config), *extra],
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-    )
-    assert process.stderr is not None
-    stderr = bytearray()
-    listening = trio.Event()
-
-    async def drain() -> None:
-        assert process.stderr is not None
-        # The pipe is read to EOF, or a chatty debug log would block the gateway on write.
-        while chunk := await process.stderr.receive_some(65536):
-            stderr.extend(chunk)
-            if b"listening on http://" in stderr:
-                listening.set()
-        listening.set()
-
-    nursery.start_soon(drain)
-    with trio.fail_after(20):
-        await listening.wait()
-    assert b"listening on http://" in stderr, stderr.decode(errors="replace")
-    line = bytes(stderr).split(b"listening on ", 1)[1].split(b"\n", 1)[0].decode()
-    return CliGateway(process, line.split(",")[0].strip(), stderr)
-
-
-async def stop_cli(gateway: CliGateway) -> int:
-    gateway.process.send_signal(signal.SIGTERM)
-    with trio.fail_after(20):
-        code = await gateway.process.wait()
-    await trio.sleep(0.05)  # the stderr reader picks up the last lines
-    return code
 
 
 def _assert_no_secret(where: str, text: str | bytes) -> None:

@@ -14,10 +14,7 @@ would run well past it); the three client protocols take turns. After SIGTERM:
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -25,6 +22,7 @@ import httpx
 import pytest
 import trio
 
+from .conftest import start_cli
 from .fakes import FakeOpenAI, start_app
 from .test_upstream_faults import CLIENT_PATHS, client_body, stream_ending
 
@@ -86,31 +84,6 @@ default = ["fake.{SHORT_MODEL}"]
     return path
 
 
-async def start_serve(nursery: trio.Nursery, config: Path) -> tuple[trio.Process, str, bytearray]:
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "routecodex_trio", "serve", "--config", str(config), "--log-level", "warning"],
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    stderr = bytearray()
-    listening = trio.Event()
-
-    async def drain() -> None:
-        assert process.stderr is not None
-        while chunk := await process.stderr.receive_some(65536):
-            stderr.extend(chunk)
-            if b"listening on http://" in stderr:
-                listening.set()
-        listening.set()
-
-    nursery.start_soon(drain)
-    with trio.fail_after(20):
-        await listening.wait()
-    assert b"listening on http://" in stderr, stderr.decode(errors="replace")
-    line = bytes(stderr).split(b"listening on ", 1)[1].split(b"\n", 1)[0].decode()
-    return process, line.split(",")[0].strip(), stderr
-
-
 async def run_shutdown(
     tmp_path: Path, count: int, *, grace_s: float = GRACE_S, long_share: float = 0.5
 ) -> ShutdownFigures:
@@ -119,7 +92,10 @@ async def run_shutdown(
     async with trio.open_nursery() as nursery:
         fake = FakeOpenAI(pause_s=0.005)
         upstream_url = await start_app(nursery, fake)
-        process, url, stderr = await start_serve(nursery, write_config(tmp_path, upstream_url, grace_s))
+        gateway = await start_cli(
+            nursery, write_config(tmp_path, upstream_url, grace_s), {}, "--log-level", "warning"
+        )
+        process, url, stderr = gateway.process, gateway.url, gateway.stderr
         try:
             limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
             async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
