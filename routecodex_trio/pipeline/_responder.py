@@ -64,8 +64,8 @@ class Responder:
     # send() yields, so without this a body could overtake the status line it follows.
     _send_lock: trio.StrictFIFOLock = attrs.field(factory=trio.StrictFIFOLock, init=False)
 
-    async def _send(self, message: dict[str, Any]) -> None:
-        """One ASGI send, in order with the other writer.
+    async def _send(self, *messages: dict[str, Any]) -> None:
+        """ASGI sends, together and in order with the other writer.
 
         The lock is nearly always free: take it without the scheduler round trip that
         ``async with`` costs (the send itself is a checkpoint), on every relayed event.
@@ -76,7 +76,8 @@ class Responder:
         except trio.WouldBlock:
             await lock.acquire()
         try:
-            await self.send(message)
+            for message in messages:
+                await self.send(message)
         finally:
             lock.release()
 
@@ -133,16 +134,10 @@ class Responder:
         self.bytes_sent += len(body)
         if self.capture is not None:
             self.capture.append(body)
-        lock = self._send_lock
-        try:
-            lock.acquire_nowait()  # nearly always free: no scheduler round trip (see _send)
-        except trio.WouldBlock:
-            await lock.acquire()
-        try:
-            await self.send({"type": "http.response.start", "status": status, "headers": headers})
-            await self.send({"type": "http.response.body", "body": body, "more_body": False})
-        finally:
-            lock.release()
+        await self._send(
+            {"type": "http.response.start", "status": status, "headers": headers},
+            {"type": "http.response.body", "body": body, "more_body": False},
+        )
 
     async def keep_alive(self, interval_s: float, comment: bytes) -> None:
         """Write an SSE comment whenever nothing was written for ``interval_s``.
