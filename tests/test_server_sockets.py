@@ -13,7 +13,8 @@ import pytest
 import trio
 import trio.testing
 
-from routecodex_trio.server._hypercorn import ACCEPT_BATCH, BatchListener, SocketStream
+from routecodex_trio._net import SocketStream
+from routecodex_trio.server._hypercorn import ACCEPT_BATCH, BatchListener
 
 
 def _listening() -> socket.socket:
@@ -117,3 +118,15 @@ async def test_a_burst_of_connections_is_taken_in_one_pass() -> None:
         await client.aclose()
     with pytest.raises(trio.ClosedResourceError):
         await listener.accept()
+
+
+async def test_send_all_gives_up_when_the_peer_takes_nothing_for_stall_s() -> None:
+    """What the upstream client's write deadline rests on (H1Timeout("write"))."""
+    a, b = socket.socketpair()
+    with b:
+        stream = SocketStream(a)
+        started = trio.current_time()
+        with pytest.raises(trio.TooSlowError):
+            await stream.send_all(b"x" * (64 << 20), stall_s=0.2)  # b never reads
+        assert trio.current_time() - started < 5
+        await stream.aclose()

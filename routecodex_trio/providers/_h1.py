@@ -25,7 +25,8 @@ import attrs
 import h11
 import trio
 
-READ_SIZE: Final = 65536
+from .._net import READ_SIZE, SocketStream
+
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
@@ -83,34 +84,25 @@ class Origin:
         return host if self.port == _DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
 
 
-# Reads in a row that found data already there before ``receive`` yields to the scheduler anyway:
-# a fast upstream must not keep a task running without a checkpoint (deadlines and
-# cancellation are only delivered at checkpoints).
-_READS_BEFORE_YIELD: Final = 16
-
-
 @attrs.define(eq=False)
 class _Connection:
-    """One upstream connection: a non-blocking socket, TLS on top when the origin is https.
+    """One upstream connection: ``_net.SocketStream`` on the socket, TLS on top for https.
 
-    Plain connections do their I/O on the socket directly and wait with trio's
-    ``wait_readable``/``wait_writable``: trio's ``SocketStream`` adds a scheduler round trip
-    and several context managers to every read and write, about 10 us each time, on the
-    per-event path of every relayed stream (docs/performance.md).
+    (trio's own ``SocketStream`` costs a scheduler round trip and several context managers per
+    read and write, on the per-event path of every relayed stream: docs/performance.md.)
     """
 
-    sock: socket.socket
-    tls: trio.SSLStream[trio.SocketStream] | None = None
+    plain: SocketStream
+    tls: trio.SSLStream[SocketStream] | None = None
     h11: h11.Connection = attrs.field(factory=lambda: h11.Connection(h11.CLIENT))
     idle_since: float = 0.0
-    _ready_reads: int = 0
 
     def reusable(self, now: float, expiry: float) -> bool:
         # A server that closed an idle connection (or sent anything unasked) makes it readable.
         if now - self.idle_since >= expiry:
             return False
         try:
-            self.sock.recv(1, socket.MSG_PEEK)
+            self.plain.socket.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
             return True  # nothing to read: still open, nothing pending
         except OSError:
@@ -118,49 +110,22 @@ class _Connection:
         return False  # data (unasked) or b"" (closed)
 
     async def receive(self) -> bytes:
-        if self.tls is not None:
-            return await self.tls.receive_some(READ_SIZE)
-        sock = self.sock
-        while True:
-            try:
-                data = sock.recv(READ_SIZE)
-            except BlockingIOError:
-                self._ready_reads = 0
-                await trio.lowlevel.wait_readable(sock)
-                continue
-            self._ready_reads += 1
-            if self._ready_reads >= _READS_BEFORE_YIELD:
-                self._ready_reads = 0
-                await trio.lowlevel.checkpoint()
-            return data
+        return await (self.tls or self.plain).receive_some(READ_SIZE)
 
     async def send_all(self, data: bytes, stall_s: float) -> None:
-        """Send everything; ``H1Timeout("write")`` when the socket takes nothing for ``stall_s``.
-
-        The deadline is a scope only around a wait: a request nearly always fits the socket
-        buffer at once.
-        """
-        if self.tls is not None:
-            with trio.move_on_after(stall_s) as scope:
-                await self.tls.send_all(data)
-            if scope.cancelled_caught:
-                raise H1Timeout("write")
-            return
-        view = memoryview(data)
-        while view:
-            try:
-                sent = self.sock.send(view)
-            except BlockingIOError:
-                with trio.move_on_after(stall_s) as scope:
-                    await trio.lowlevel.wait_writable(self.sock)
-                if scope.cancelled_caught:
-                    raise H1Timeout("write") from None
-                continue
-            view = view[sent:]
+        """Send everything; ``H1Timeout("write")`` when the socket takes nothing for ``stall_s``."""
+        try:
+            if self.tls is None:
+                await self.plain.send_all(data, stall_s=stall_s)
+            else:
+                with trio.fail_after(stall_s):
+                    await self.tls.send_all(data)
+        except trio.TooSlowError:
+            raise H1Timeout("write") from None
 
     def close(self) -> None:
         """Drop the socket without a TLS goodbye: nothing waits on a connection we give up."""
-        self.sock.close()
+        self.plain.close()
 
 
 @attrs.define(eq=False)
@@ -341,26 +306,20 @@ class H1Pool:
                 tcp = await trio.open_tcp_stream(origin.host, origin.port)
             except OSError as exc:  # DNS failure, refused, unreachable
                 raise H1Error("connect", "connection failed") from exc
-            # From here on the connection does its own I/O on the socket (see _Connection).
-            sock = socket.socket(fileno=tcp.socket.detach())
-            sock.setblocking(False)
+            # From here on the connection does its I/O through _net.SocketStream.
+            plain = SocketStream(socket.socket(fileno=tcp.socket.detach()))
             if origin.scheme != "https":
-                return _Connection(sock)
-            tls = trio.SSLStream(
-                trio.SocketStream(trio.socket.from_stdlib_socket(sock)),
-                _ssl_context(),
-                server_hostname=origin.host,
-                https_compatible=True,
-            )
+                return _Connection(plain)
+            tls = trio.SSLStream(plain, _ssl_context(), server_hostname=origin.host, https_compatible=True)
             try:
                 await tls.do_handshake()
             except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-                sock.close()
+                plain.close()
                 raise H1Error("connect", "TLS handshake failed") from exc
             except BaseException:  # cancelled (deadline, hang-up): no socket left behind
-                sock.close()
+                plain.close()
                 raise
-            return _Connection(sock, tls)
+            return _Connection(plain, tls)
         assert deadline.cancelled_caught
         raise H1Timeout("connect")
 

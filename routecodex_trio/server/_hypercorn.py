@@ -10,10 +10,8 @@ hot path (docs/performance.md):
   ``BatchListener`` takes up to ``ACCEPT_BATCH`` queued connections per pass.
 * ``SocketStream.send_all``/``receive_some`` wrap each system call in a conflict detector, an
   error-translating context manager and a scheduler round trip: about 10 us per call, paid
-  for every relayed event and two or three times per request. ``SocketStream`` here calls
-  the socket directly and waits with ``trio.lowlevel.wait_readable``/``wait_writable`` only
-  when the kernel says it must. Hypercorn serialises its sends behind a ``trio.Lock``, which
-  is a checkpoint; reads yield at least every ``_READS_BEFORE_YIELD`` calls.
+  for every relayed event and two or three times per request. Accepted connections are
+  ``_net.SocketStream``s, which call the socket directly.
 
 The worker loop itself (``serve_http``) is hypercorn's ``worker_serve`` without lifespan
 events (the gateway's app needs none) and with sockets we bound: the same ``TCPServer``, the
@@ -26,7 +24,6 @@ from __future__ import annotations
 import collections
 import errno
 import math
-import socket
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
@@ -37,7 +34,10 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr
 
+from .._net import CLOSED_ERRNOS, SocketStream
+
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Awaitable, Callable
 
     from hypercorn.config import Config
@@ -49,10 +49,6 @@ if TYPE_CHECKING:
 # its first token before all were set up (added TTFT p50 at 32: 42 ms); 8 gave 13 ms at 32
 # and a p99 of 0.46 s at 256 (4: 17 ms and 0.62 s).
 ACCEPT_BATCH: Final = 8
-READ_SIZE: Final = 65536
-# Reads that found data waiting, in a row, before one yields anyway: a client that keeps the
-# socket full must not keep its connection task running without a checkpoint.
-_READS_BEFORE_YIELD: Final = 16
 # What trio's SocketListener ignores (the peer gave up while queued) or takes as "closed".
 _IGNORABLE_ACCEPT_ERRNOS: Final = frozenset(
     getattr(errno, name)
@@ -70,93 +66,6 @@ _IGNORABLE_ACCEPT_ERRNOS: Final = frozenset(
     )
     if hasattr(errno, name)
 )
-_CLOSED_ERRNOS: Final = frozenset({errno.EBADF, errno.ENOTSOCK})
-
-
-class SocketStream(trio.abc.HalfCloseableStream):
-    """An accepted TCP connection, with what hypercorn's ``TCPServer`` uses of trio's.
-
-    ``socket`` is the standard-library socket (hypercorn reads its family and addresses).
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.socket = sock
-        self._closed = False
-        self._ready_reads = 0
-        sock.setblocking(False)
-        # As trio does for its own streams: no Nagle delay on small writes, and a small unsent
-        # queue so that a slow client makes send_all wait instead of buffering megabytes.
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if hasattr(socket, "TCP_NOTSENT_LOWAT"):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 2**14)
-        except OSError:
-            pass  # not TCP (a test's UNIX socket): nothing to tune
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("the connection was closed")
-        view = memoryview(data)
-        sock = self.socket
-        while view:
-            try:
-                sent = sock.send(view)
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(sock)
-                continue
-            except OSError as exc:
-                raise self._broken(exc) from exc
-            view = view[sent:]
-
-    async def wait_send_all_might_not_block(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("the connection was closed")
-        await trio.lowlevel.wait_writable(self.socket)
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._closed:
-            raise trio.ClosedResourceError("the connection was closed")
-        sock = self.socket
-        while True:
-            try:
-                data = sock.recv(max_bytes or READ_SIZE)
-            except BlockingIOError:
-                self._ready_reads = 0
-                await trio.lowlevel.wait_readable(sock)
-                continue
-            except OSError as exc:
-                raise self._broken(exc) from exc
-            self._ready_reads += 1
-            if self._ready_reads >= _READS_BEFORE_YIELD:
-                self._ready_reads = 0
-                await trio.lowlevel.checkpoint()
-            return data
-
-    async def send_eof(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("the connection was closed")
-        await trio.lowlevel.checkpoint()
-        try:
-            self.socket.shutdown(socket.SHUT_WR)
-        except OSError as exc:
-            raise self._broken(exc) from exc
-
-    async def aclose(self) -> None:
-        self.close()
-        await trio.lowlevel.checkpoint()
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            # Wakes a task waiting on this socket (hypercorn's reader, when its keep-alive
-            # timer closes the connection) with ClosedResourceError before the fd goes away.
-            trio.lowlevel.notify_closing(self.socket)
-            self.socket.close()
-
-    def _broken(self, exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
-        if self._closed or exc.errno in _CLOSED_ERRNOS:
-            return trio.ClosedResourceError("the connection was closed")
-        return trio.BrokenResourceError(f"connection lost: {exc.strerror or exc}")
 
 
 class _KeepAliveTimer:
@@ -271,7 +180,7 @@ class BatchListener(trio.abc.Listener[SocketStream]):
             except BlockingIOError:
                 return
             except OSError as exc:
-                if exc.errno in _CLOSED_ERRNOS:
+                if exc.errno in CLOSED_ERRNOS:
                     raise trio.ClosedResourceError("the listener was closed") from None
                 if exc.errno in _IGNORABLE_ACCEPT_ERRNOS:
                     continue
