@@ -1,0 +1,462 @@
+"""Client Messages bodies -> canonical requests.
+
+Strict validation: every field is type-checked and every error names the field (``param``),
+so no malformed body can reach a later stage as a KeyError or TypeError.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any, Final
+
+from ..canonical import (
+    Block,
+    Document,
+    HostedTool,
+    Image,
+    Message,
+    Reasoning,
+    Request,
+    ResponseFormat,
+    Text,
+    Thinking,
+    Tool,
+    ToolChoice,
+    ToolResult,
+    ToolUse,
+)
+from ._common import (
+    PROTOCOL,
+    _bool_field,
+    _cache_control,
+    _compact_json,
+    _fail,
+    _int_field,
+    _is_int,
+    _list_field,
+    _mapping_field,
+    _number_field,
+    _str_field,
+    _TooDeep,
+)
+
+_TOP_LEVEL_FIELDS: Final = frozenset(
+    {
+        "model",
+        "messages",
+        "system",
+        "max_tokens",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "output_config",
+        "stop_sequences",
+        "temperature",
+        "top_p",
+        "top_k",
+        "metadata",
+        "stream",
+    }
+)
+
+# Thinking configurations under which the model thinks.
+_THINKING_ON_TYPES: Final = frozenset({"enabled", "adaptive", "between_tools"})
+
+
+# --------------------------------------------------------------------------- request decoding
+
+
+def _decode_request(body: Mapping[str, Any], *, require_max_tokens: bool) -> Request:
+    if not isinstance(body, Mapping):
+        _fail("the request body must be a JSON object", "body")
+    model = _str_field(body, "model", "", required=True)
+    assert model is not None
+    max_tokens = _int_field(body, "max_tokens", "", minimum=1)
+    if max_tokens is None and require_max_tokens:
+        _fail("`max_tokens` is required", "max_tokens")
+
+    system = list(_decode_system(body.get("system")))
+    raw_messages = body.get("messages")
+    if raw_messages is None:
+        _fail("`messages` is required", "messages")
+    if not isinstance(raw_messages, list | tuple):
+        _fail("`messages` must be an array", "messages")
+    messages: list[Message] = []
+    for i, raw in enumerate(raw_messages):
+        message = _decode_message(raw, f"messages[{i}]")
+        if message.role == "system" and not messages:
+            system.extend(block for block in message.content if isinstance(block, Text))
+        else:
+            messages.append(message)
+
+    tools, hosted = _decode_tools(body.get("tools"))
+    tool_choice, parallel = _decode_tool_choice(_mapping_field(body, "tool_choice", ""))
+    thinking = _validate_thinking(_mapping_field(body, "thinking", ""))
+    output_config = _validate_output_config(_mapping_field(body, "output_config", ""))
+
+    stop = _list_field(body, "stop_sequences", "") or []
+    for k, item in enumerate(stop):
+        if not isinstance(item, str):
+            _fail("`stop_sequences` must be an array of strings", f"stop_sequences[{k}]")
+    metadata = _mapping_field(body, "metadata", "")
+    user = _str_field(metadata, "user_id", "metadata") if metadata is not None else None
+    stream = _bool_field(body, "stream", "")
+
+    extras: dict[str, Any] = {key: value for key, value in body.items() if key not in _TOP_LEVEL_FIELDS}
+    # Kept verbatim so an Anthropic upstream gets exactly what the client asked for (see the
+    # module docstring); the canonical fields below are what other protocols see.
+    if thinking is not None:
+        extras["thinking"] = thinking
+    if output_config is not None:
+        extras["output_config"] = output_config
+
+    return Request(
+        model=model,
+        messages=tuple(messages),
+        system=tuple(system),
+        tools=tuple(tools),
+        hosted_tools=tuple(hosted),
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel,
+        max_tokens=max_tokens,
+        temperature=_number_field(body, "temperature", ""),
+        top_p=_number_field(body, "top_p", ""),
+        top_k=_int_field(body, "top_k", "", minimum=0),
+        stop=tuple(stop),
+        stream=bool(stream),
+        reasoning=_derive_reasoning(thinking, output_config),
+        response_format=_derive_response_format(output_config),
+        user=user,
+        extras=extras,
+        source=PROTOCOL,
+    )
+
+
+def _decode_system(value: Any) -> tuple[Text, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (Text(text=value),) if value else ()
+    if not isinstance(value, list | tuple):
+        _fail("`system` must be a string or an array of text blocks", "system")
+    blocks: list[Text] = []
+    for k, raw in enumerate(value):
+        where = f"system[{k}]"
+        if not isinstance(raw, Mapping) or raw.get("type") != "text":
+            _fail(f"`{where}` must be a text block", where)
+        text = _str_field(raw, "text", where, required=True)
+        assert text is not None
+        blocks.append(Text(text=text, cache_control=_cache_control(raw, where)))
+    return tuple(blocks)
+
+
+def _decode_message(raw: Any, where: str) -> Message:
+    if not isinstance(raw, Mapping):
+        _fail(f"`{where}` must be an object", where)
+    role = raw.get("role")
+    if role not in ("user", "assistant", "system"):
+        _fail(f"`{where}.role` must be 'user' or 'assistant'", f"{where}.role")
+    if "content" not in raw:
+        _fail(f"`{where}.content` is required", f"{where}.content")
+    content = _decode_content(raw["content"], f"{where}.content")
+    if role == "system":
+        for k, block in enumerate(content):
+            if not isinstance(block, Text):
+                _fail("a system message may only contain text blocks", f"{where}.content[{k}]")
+    return Message(role=role, content=content)
+
+
+def _decode_content(content: Any, where: str) -> tuple[Block, ...]:
+    if isinstance(content, str):
+        return (Text(text=content),) if content else ()
+    if not isinstance(content, list | tuple):
+        _fail(f"`{where}` must be a string or an array of content blocks", where)
+    blocks: list[Block] = []
+    for j, raw in enumerate(content):
+        block = _decode_block(raw, f"{where}[{j}]")
+        if block is not None:
+            blocks.append(block)
+    return tuple(blocks)
+
+
+def _block_type(raw: Any, where: str) -> str:
+    if not isinstance(raw, Mapping):
+        _fail(f"`{where}` must be a content block object", where)
+    type_ = raw.get("type")
+    if not isinstance(type_, str):
+        _fail(f"`{where}.type` must be a string", f"{where}.type")
+    return type_
+
+
+def _decode_block(raw: Any, where: str) -> Block | None:
+    """One input content block; ``None`` for blocks no other protocol can carry.
+
+    Dropped: server-tool blocks (``server_tool_use``, ``web_search_tool_result``...) and any
+    type this gateway does not know. They have no canonical form, and rejecting them would
+    break clients that talk to newer Anthropic features through the gateway.
+    """
+    type_ = _block_type(raw, where)
+    if type_ == "text":
+        text = _str_field(raw, "text", where, required=True)
+        assert text is not None
+        return Text(text=text, cache_control=_cache_control(raw, where))
+    if type_ == "image":
+        return _decode_image(raw, where)
+    if type_ == "document":
+        return _decode_document(raw, where)
+    if type_ == "search_result":
+        return _decode_search_result(raw, where)
+    if type_ == "tool_use":
+        tool_id = _str_field(raw, "id", where, required=True)
+        name = _str_field(raw, "name", where, required=True)
+        assert tool_id is not None
+        assert name is not None
+        tool_input = _mapping_field(raw, "input", where)
+        try:
+            arguments = _compact_json(dict(tool_input) if tool_input is not None else {})
+        except _TooDeep:
+            _fail(f"`{where}.input` is nested too deeply", f"{where}.input")
+        return ToolUse(
+            id=tool_id,
+            name=name,
+            arguments=arguments,
+            cache_control=_cache_control(raw, where),
+        )
+    if type_ == "tool_result":
+        return _decode_tool_result(raw, where)
+    if type_ == "thinking":
+        text = _str_field(raw, "thinking", where) or ""
+        signature = _str_field(raw, "signature", where) or None
+        return Thinking(text=text, signature=signature, origin=PROTOCOL)
+    if type_ == "redacted_thinking":
+        data = _str_field(raw, "data", where, required=True)
+        return Thinking(redacted_data=data, origin=PROTOCOL)
+    return None
+
+
+def _decode_image(raw: Mapping[str, Any], where: str) -> Image | Document:
+    source = _mapping_field(raw, "source", where)
+    if source is None:
+        _fail(f"`{where}.source` is required", f"{where}.source")
+    src = f"{where}.source"
+    kind = _str_field(source, "type", src, required=True)
+    cache_control = _cache_control(raw, where)
+    if kind == "base64":
+        return Image(
+            media_type=_str_field(source, "media_type", src, required=True),
+            data=_str_field(source, "data", src, required=True),
+            cache_control=cache_control,
+        )
+    if kind == "url":
+        return Image(url=_str_field(source, "url", src, required=True), cache_control=cache_control)
+    if kind == "file":
+        # "image/*" tells encoders the file is an image (Anthropic needs an image block for it).
+        return Document(
+            file_id=_str_field(source, "file_id", src, required=True),
+            media_type="image/*",
+            cache_control=cache_control,
+        )
+    _fail(f"unsupported image source type {kind!r}", f"{src}.type")
+
+
+def _text_document(text: str, title: str | None, cache_control: Mapping[str, Any] | None) -> Document:
+    return Document(
+        media_type="text/plain",
+        data=base64.b64encode(text.encode()).decode(),
+        filename=title,
+        cache_control=cache_control,
+    )
+
+
+def _decode_document(raw: Mapping[str, Any], where: str) -> Document:
+    source = _mapping_field(raw, "source", where)
+    if source is None:
+        _fail(f"`{where}.source` is required", f"{where}.source")
+    src = f"{where}.source"
+    kind = _str_field(source, "type", src, required=True)
+    title = _str_field(raw, "title", where)
+    cache_control = _cache_control(raw, where)
+    if kind == "base64":
+        return Document(
+            media_type=_str_field(source, "media_type", src, required=True),
+            data=_str_field(source, "data", src, required=True),
+            filename=title,
+            cache_control=cache_control,
+        )
+    if kind == "text":
+        text = _str_field(source, "data", src, required=True)
+        assert text is not None
+        return _text_document(text, title, cache_control)
+    if kind == "content":
+        parts = source.get("content")
+        if isinstance(parts, str):
+            return _text_document(parts, title, cache_control)
+        if not isinstance(parts, list | tuple):
+            _fail(f"`{src}.content` must be a string or an array of blocks", f"{src}.content")
+        texts = [
+            block.text
+            for k, part in enumerate(parts)
+            if isinstance(block := _decode_block(part, f"{src}.content[{k}]"), Text)
+        ]
+        return _text_document("\n".join(texts), title, cache_control)
+    if kind == "url":
+        return Document(
+            url=_str_field(source, "url", src, required=True),
+            media_type="application/pdf",
+            filename=title,
+            cache_control=cache_control,
+        )
+    if kind == "file":
+        return Document(
+            file_id=_str_field(source, "file_id", src, required=True),
+            filename=title,
+            cache_control=cache_control,
+        )
+    _fail(f"unsupported document source type {kind!r}", f"{src}.type")
+
+
+def _decode_search_result(raw: Mapping[str, Any], where: str) -> Text:
+    """A search result becomes its text: other protocols have no citation-bearing block."""
+    parts = _list_field(raw, "content", where) or []
+    texts = [
+        block.text
+        for k, part in enumerate(parts)
+        if isinstance(block := _decode_block(part, f"{where}.content[{k}]"), Text)
+    ]
+    title = _str_field(raw, "title", where)
+    body = "\n".join(texts)
+    return Text(text=f"{title}\n{body}" if title else body, cache_control=_cache_control(raw, where))
+
+
+def _decode_tool_result(raw: Mapping[str, Any], where: str) -> ToolResult:
+    tool_use_id = _str_field(raw, "tool_use_id", where, required=True)
+    assert tool_use_id is not None
+    content = raw.get("content")
+    parts: list[Text | Image | Document] = []
+    if isinstance(content, str):
+        if content:
+            parts.append(Text(text=content))
+    elif isinstance(content, list | tuple):
+        for k, item in enumerate(content):
+            block = _decode_block(item, f"{where}.content[{k}]")
+            if isinstance(block, Text | Image | Document):
+                parts.append(block)
+    elif content is not None:
+        _fail(f"`{where}.content` must be a string or an array of blocks", f"{where}.content")
+    return ToolResult(
+        tool_use_id=tool_use_id,
+        content=tuple(parts),
+        is_error=bool(_bool_field(raw, "is_error", where)),
+        cache_control=_cache_control(raw, where),
+    )
+
+
+def _decode_tools(value: Any) -> tuple[list[Tool], list[HostedTool]]:
+    if value is None:
+        return [], []
+    if not isinstance(value, list | tuple):
+        _fail("`tools` must be an array", "tools")
+    tools: list[Tool] = []
+    hosted: list[HostedTool] = []
+    for k, raw in enumerate(value):
+        where = f"tools[{k}]"
+        if not isinstance(raw, Mapping):
+            _fail(f"`{where}` must be an object", where)
+        type_ = raw.get("type")
+        if type_ is not None and type_ != "custom":
+            if not isinstance(type_, str):
+                _fail(f"`{where}.type` must be a string", f"{where}.type")
+            hosted.append(HostedTool(type=type_, raw=dict(raw), origin=PROTOCOL))
+            continue
+        name = _str_field(raw, "name", where, required=True)
+        assert name is not None
+        schema = _mapping_field(raw, "input_schema", where)
+        tools.append(
+            Tool(
+                name=name,
+                description=_str_field(raw, "description", where),
+                parameters=dict(schema) if schema is not None else {"type": "object", "properties": {}},
+                strict=_bool_field(raw, "strict", where),
+                cache_control=_cache_control(raw, where),
+            )
+        )
+    return tools, hosted
+
+
+def _decode_tool_choice(raw: Mapping[str, Any] | None) -> tuple[ToolChoice | None, bool | None]:
+    if raw is None:
+        return None, None
+    type_ = _str_field(raw, "type", "tool_choice", required=True)
+    disable = _bool_field(raw, "disable_parallel_tool_use", "tool_choice")
+    parallel = None if disable is None else not disable
+    if type_ == "auto":
+        return ToolChoice(mode="auto"), parallel
+    if type_ == "any":
+        return ToolChoice(mode="required"), parallel
+    if type_ == "none":
+        return ToolChoice(mode="none"), parallel
+    if type_ == "tool":
+        name = _str_field(raw, "name", "tool_choice", required=True)
+        return ToolChoice(mode="tool", name=name), parallel
+    _fail(f"unsupported tool_choice type {type_!r}", "tool_choice.type")
+
+
+def _validate_thinking(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    type_ = _str_field(raw, "type", "thinking", required=True)
+    if type_ not in ("enabled", "disabled", "adaptive", "between_tools"):
+        _fail(f"unsupported thinking type {type_!r}", "thinking.type")
+    if type_ == "enabled":
+        budget = _int_field(raw, "budget_tokens", "thinking", minimum=1)
+        if budget is None:
+            _fail("`thinking.budget_tokens` is required when thinking is enabled", "thinking.budget_tokens")
+    return dict(raw)
+
+
+def _validate_output_config(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    _str_field(raw, "effort", "output_config")
+    fmt = _mapping_field(raw, "format", "output_config")
+    if fmt is not None:
+        _str_field(fmt, "type", "output_config.format", required=True)
+        _mapping_field(fmt, "schema", "output_config.format")
+    return dict(raw)
+
+
+def _thinking_on(thinking: Any) -> bool:
+    """Whether an Anthropic ``thinking`` object makes the model think."""
+    type_ = thinking.get("type") if isinstance(thinking, Mapping) else None
+    return isinstance(type_, str) and type_ in _THINKING_ON_TYPES
+
+
+def _derive_reasoning(thinking: Any, output_config: Any) -> Reasoning | None:
+    """Canonical reasoning of Anthropic's ``thinking`` + ``output_config.effort``.
+
+    Lenient on purpose: it also runs on ``Request.extras`` at encode time, which it must not
+    fail on.
+    """
+    effort = output_config.get("effort") if isinstance(output_config, Mapping) else None
+    effort = effort if isinstance(effort, str) else None
+    type_ = thinking.get("type") if isinstance(thinking, Mapping) else None
+    if type_ == "enabled":
+        assert isinstance(thinking, Mapping)
+        budget = thinking.get("budget_tokens")
+        return Reasoning(enabled=True, effort=effort, budget_tokens=budget if _is_int(budget) else None)
+    if _thinking_on(thinking):
+        return Reasoning(enabled=True, effort=effort)
+    if type_ == "disabled":
+        return Reasoning(enabled=False, effort=effort)
+    if effort is not None:
+        return Reasoning(enabled=True, effort=effort)
+    return None
+
+
+def _derive_response_format(output_config: Any) -> ResponseFormat | None:
+    fmt = output_config.get("format") if isinstance(output_config, Mapping) else None
+    if not isinstance(fmt, Mapping) or fmt.get("type") != "json_schema":
+        return None
+    schema = fmt.get("schema")
+    return ResponseFormat(type="json_schema", schema=dict(schema) if isinstance(schema, Mapping) else None)

@@ -1,0 +1,559 @@
+"""Chat request bodies <-> canonical requests (messages, tools, tool choice, formats).
+
+Decoding is strict about what clients send (every value type-checked, errors name the field
+the way OpenAI does); encoding writes what any OpenAI-compatible upstream accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+import orjson
+
+from ..._errors import UpstreamProtocolError
+from ..canonical import (
+    Document,
+    HostedTool,
+    Image,
+    Message,
+    Reasoning,
+    Refusal,
+    Request,
+    ResponseFormat,
+    Text,
+    Thinking,
+    Tool,
+    ToolChoice,
+    ToolResult,
+    ToolUse,
+)
+from ..ids import to_chat_tool_id
+from ._common import expect, invalid, opt_bool, opt_str
+
+if TYPE_CHECKING:
+    from ..canonical import Block
+
+
+_MESSAGE_ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_TOOL_CHOICE_MODES: Final = frozenset({"none", "auto", "required"})
+_EMPTY_PARAMETERS: Final[Mapping[str, Any]] = {"type": "object", "properties": {}}
+
+# Anthropic-style budgets back to OpenAI efforts (PROTOCOLS.md 1.6, musistudio's thresholds).
+_EFFORT_LOW_MAX_BUDGET: Final = 1024
+_EFFORT_MEDIUM_MAX_BUDGET: Final = 8192
+
+
+def _parse_data_url(url: str) -> tuple[str, str] | None:
+    """``data:<mime>;base64,<data>`` as (mime, data); None for any other URL."""
+    if not url.startswith("data:"):
+        return None
+    header, sep, data = url[5:].partition(",")
+    if not sep or not header.endswith(";base64"):
+        return None
+    return header[: -len(";base64")] or "application/octet-stream", data
+
+
+def _arguments_text(value: Any, param: str | None) -> str:
+    """Tool arguments as JSON text. Ollama's native shape (an object) is serialised."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping | list):
+        try:
+            return orjson.dumps(value).decode()
+        except TypeError:
+            pass
+    if param is None:
+        raise UpstreamProtocolError("tool call arguments are neither a string nor an object")
+    invalid(f"'{param}' must be a string", param)
+
+
+# --------------------------------------------------------------------------- request decoding
+
+
+def _text_of(content: Any, param: str) -> str:
+    """Text of a system/developer/tool message: a string or a list of text parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts: list[str] = []
+        for i, part in enumerate(content):
+            if not isinstance(part, Mapping) or part.get("type") != "text":
+                invalid(f"'{param}[{i}]' must be a text part", f"{param}[{i}]")
+            text = part.get("text")
+            if not isinstance(text, str):
+                invalid(f"'{param}[{i}].text' must be a string", f"{param}[{i}].text")
+            parts.append(text)
+        return "\n".join(parts)
+    invalid(f"'{param}' must be a string or a list of text parts", param)
+
+
+def _decode_image_part(part: Mapping[str, Any], param: str) -> Image:
+    image_url = part.get("image_url")
+    detail: str | None = None
+    if isinstance(image_url, Mapping):
+        url = image_url.get("url")
+        detail = opt_str(image_url, "detail", f"{param}.image_url.detail")
+    else:
+        url = image_url
+    if not isinstance(url, str) or not url:
+        invalid(f"'{param}.image_url.url' must be a non-empty string", f"{param}.image_url.url")
+    parsed = _parse_data_url(url)
+    if parsed is not None:
+        return Image(media_type=parsed[0], data=parsed[1], detail=detail)
+    return Image(url=url, detail=detail)
+
+
+def _decode_file_part(part: Mapping[str, Any], param: str) -> Document:
+    file = part.get("file")
+    if not isinstance(file, Mapping):
+        invalid(f"'{param}.file' must be an object", f"{param}.file")
+    filename = opt_str(file, "filename", f"{param}.file.filename")
+    file_id = opt_str(file, "file_id", f"{param}.file.file_id")
+    file_data = opt_str(file, "file_data", f"{param}.file.file_data")
+    if file_data:
+        parsed = _parse_data_url(file_data)
+        if parsed is not None:
+            return Document(media_type=parsed[0], data=parsed[1], filename=filename)
+        # A bare base64 payload: OpenAI only takes PDFs this way.
+        return Document(media_type="application/pdf", data=file_data, filename=filename)
+    if file_id:
+        return Document(file_id=file_id, filename=filename)
+    invalid(f"'{param}.file' needs 'file_data' or 'file_id'", f"{param}.file")
+
+
+def _decode_user_parts(content: Any, param: str) -> tuple[Text | Image | Document, ...]:
+    if content is None:
+        return ()
+    if isinstance(content, str):
+        return (Text(text=content),) if content else ()
+    if not isinstance(content, list):
+        invalid(f"'{param}' must be a string or a list of content parts", param)
+    blocks: list[Text | Image | Document] = []
+    for i, part in enumerate(content):
+        part_param = f"{param}[{i}]"
+        if not isinstance(part, Mapping):
+            invalid(f"'{part_param}' must be an object", part_param)
+        kind = part.get("type")
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                invalid(f"'{part_param}.text' must be a string", f"{part_param}.text")
+            if text:
+                blocks.append(Text(text=text))
+        elif kind == "image_url":
+            blocks.append(_decode_image_part(part, part_param))
+        elif kind == "file":
+            blocks.append(_decode_file_part(part, part_param))
+        elif kind == "input_audio":
+            invalid("audio input is not supported by this gateway", f"{part_param}.type")
+        else:
+            invalid(f"unsupported content part type {kind!r}", f"{part_param}.type")
+    return tuple(blocks)
+
+
+def _decode_assistant(
+    message: Mapping[str, Any], param: str, legacy_ids: dict[str, str], position: int
+) -> list[Block]:
+    blocks: list[Block] = []
+    for key in ("reasoning_content", "reasoning"):
+        reasoning = message.get(key)
+        if isinstance(reasoning, str) and reasoning:
+            # Plain text from DeepSeek/vLLM/llama.cpp: no proof attached, any protocol may show it.
+            blocks.append(Thinking(text=reasoning))
+            break
+    content = message.get("content")
+    if isinstance(content, str):
+        if content:
+            blocks.append(Text(text=content))
+    elif isinstance(content, list):
+        for i, part in enumerate(content):
+            part_param = f"{param}.content[{i}]"
+            if not isinstance(part, Mapping):
+                invalid(f"'{part_param}' must be an object", part_param)
+            kind = part.get("type")
+            field = "text" if kind == "text" else "refusal" if kind == "refusal" else None
+            if field is None:
+                expect(f"{part_param}.type", f"'text' or 'refusal' in assistant content, not {kind!r}")
+            value = part.get(field)
+            if not isinstance(value, str):
+                invalid(f"'{part_param}.{field}' must be a string", f"{part_param}.{field}")
+            if value:
+                blocks.append(Text(text=value) if field == "text" else Refusal(text=value))
+    elif content is not None:
+        invalid(f"'{param}.content' must be a string, a list of parts or null", f"{param}.content")
+    refusal = opt_str(message, "refusal", f"{param}.refusal")
+    if refusal:
+        blocks.append(Refusal(text=refusal))
+    tool_calls = message.get("tool_calls")
+    if tool_calls is not None:
+        if not isinstance(tool_calls, list):
+            invalid(f"'{param}.tool_calls' must be a list", f"{param}.tool_calls")
+        for i, call in enumerate(tool_calls):
+            call_param = f"{param}.tool_calls[{i}]"
+            if not isinstance(call, Mapping):
+                invalid(f"'{call_param}' must be an object", call_param)
+            call_id = call.get("id")
+            if not isinstance(call_id, str) or not call_id:
+                invalid(f"'{call_param}.id' must be a non-empty string", f"{call_param}.id")
+            function = call.get("function")
+            if not isinstance(function, Mapping):
+                invalid(f"'{call_param}.function' must be an object", f"{call_param}.function")
+            name = function.get("name")
+            if not isinstance(name, str) or not name:
+                expect(f"{call_param}.function.name", "a non-empty string")
+            arguments = _arguments_text(function.get("arguments"), f"{call_param}.function.arguments")
+            blocks.append(ToolUse(id=call_id, name=name, arguments=arguments))
+    function_call = message.get("function_call")
+    if function_call is not None:
+        if not isinstance(function_call, Mapping):
+            invalid(f"'{param}.function_call' must be an object", f"{param}.function_call")
+        name = function_call.get("name")
+        if not isinstance(name, str) or not name:
+            invalid(f"'{param}.function_call.name' must be a non-empty string", f"{param}.function_call.name")
+        arguments = _arguments_text(function_call.get("arguments"), f"{param}.function_call.arguments")
+        # Legacy calls have no id; mint one per position so the "function" reply can pair with it.
+        call_id = f"call_fn{position}"
+        legacy_ids[name] = call_id
+        blocks.append(ToolUse(id=call_id, name=name, arguments=arguments))
+    return blocks
+
+
+def _decode_messages(raw: Any) -> tuple[tuple[Text, ...], tuple[Message, ...]]:
+    if not isinstance(raw, list) or not raw:
+        invalid("'messages' is required and must be a non-empty list", "messages")
+    system: list[Text] = []
+    messages: list[Message] = []
+    legacy_ids: dict[str, str] = {}
+    leading = True
+    # True while the last message is a user turn built from tool results, so that parallel
+    # results and the user text right after them become one turn, results first (as AM needs).
+    tool_turn = False
+    for i, message in enumerate(raw):
+        param = f"messages[{i}]"
+        if not isinstance(message, Mapping):
+            invalid(f"'{param}' must be an object", param)
+        role = message.get("role")
+        if not isinstance(role, str) or role not in _MESSAGE_ROLES:
+            invalid(
+                f"'{param}.role' must be one of system, developer, user, assistant, tool, function",
+                f"{param}.role",
+            )
+        name = opt_str(message, "name", f"{param}.name")
+        if role in ("system", "developer"):
+            text = _text_of(message.get("content"), f"{param}.content")
+            if leading:
+                if text:
+                    system.append(Text(text=text))
+            elif text:
+                messages.append(Message(role="system", content=(Text(text=text),)))
+                tool_turn = False
+            continue
+        leading = False
+        if role == "user":
+            content = _decode_user_parts(message.get("content"), f"{param}.content")
+            if tool_turn and name is None:
+                previous = messages[-1]
+                messages[-1] = attrs.evolve(previous, content=previous.content + content)
+            else:
+                messages.append(Message(role="user", content=content, name=name))
+            tool_turn = False
+        elif role == "assistant":
+            blocks = _decode_assistant(message, param, legacy_ids, i)
+            messages.append(Message(role="assistant", content=tuple(blocks), name=name))
+            tool_turn = False
+        else:
+            if role == "tool":
+                call_id = message.get("tool_call_id")
+                if not isinstance(call_id, str) or not call_id:
+                    invalid(f"'{param}.tool_call_id' must be a non-empty string", f"{param}.tool_call_id")
+            else:
+                if name is None:
+                    invalid(f"'{param}.name' is required for function messages", f"{param}.name")
+                call_id = legacy_ids.get(name, f"call_fn{i}")
+            parts = _decode_user_parts(message.get("content"), f"{param}.content")
+            result = ToolResult(tool_use_id=call_id, content=parts)
+            if tool_turn:
+                previous = messages[-1]
+                messages[-1] = attrs.evolve(previous, content=(*previous.content, result))
+            else:
+                messages.append(Message(role="user", content=(result,)))
+            tool_turn = True
+    return tuple(system), tuple(messages)
+
+
+def _decode_function_tool(function: Any, param: str) -> Tool:
+    if not isinstance(function, Mapping):
+        invalid(f"'{param}' must be an object", param)
+    name = function.get("name")
+    if not isinstance(name, str) or not name:
+        invalid(f"'{param}.name' must be a non-empty string", f"{param}.name")
+    parameters = function.get("parameters")
+    if parameters is None:
+        parameters = _EMPTY_PARAMETERS
+    elif not isinstance(parameters, Mapping):
+        invalid(f"'{param}.parameters' must be an object", f"{param}.parameters")
+    return Tool(
+        name=name,
+        description=opt_str(function, "description", f"{param}.description"),
+        parameters=parameters,
+        strict=opt_bool(function, "strict", f"{param}.strict"),
+    )
+
+
+def _decode_tools(body: Mapping[str, Any]) -> tuple[tuple[Tool, ...], tuple[HostedTool, ...]]:
+    tools: list[Tool] = []
+    hosted: list[HostedTool] = []
+    raw = body.get("tools")
+    if raw is not None:
+        if not isinstance(raw, list):
+            invalid("'tools' must be a list", "tools")
+        for i, tool in enumerate(raw):
+            param = f"tools[{i}]"
+            if not isinstance(tool, Mapping):
+                invalid(f"'{param}' must be an object", param)
+            kind = tool.get("type", "function")
+            if kind == "function":
+                tools.append(_decode_function_tool(tool.get("function"), f"{param}.function"))
+            elif isinstance(kind, str) and kind:
+                # custom/grammar tools and whatever comes next: only a Chat upstream understands them.
+                hosted.append(HostedTool(type=kind, raw=dict(tool), origin="openai-chat"))
+            else:
+                invalid(f"'{param}.type' must be a string", f"{param}.type")
+    functions = body.get("functions")
+    if functions is not None and raw is None:
+        if not isinstance(functions, list):
+            invalid("'functions' must be a list", "functions")
+        tools.extend(_decode_function_tool(f, f"functions[{i}]") for i, f in enumerate(functions))
+    return tuple(tools), tuple(hosted)
+
+
+def _decode_tool_choice(body: Mapping[str, Any]) -> ToolChoice | None:
+    raw = body.get("tool_choice")
+    param = "tool_choice"
+    if raw is None and body.get("function_call") is not None:
+        raw, param = body.get("function_call"), "function_call"
+        if isinstance(raw, Mapping) and "type" not in raw:
+            raw = {"type": "function", "function": raw}
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        if raw not in _TOOL_CHOICE_MODES:
+            invalid(f"'{param}' must be 'none', 'auto', 'required' or an object", param)
+        return ToolChoice(mode=raw)  # type: ignore[arg-type]
+    if not isinstance(raw, Mapping):
+        invalid(f"'{param}' must be a string or an object", param)
+    kind = raw.get("type")
+    if kind in ("function", "custom"):
+        target = raw.get(kind)
+        name = target.get("name") if isinstance(target, Mapping) else None
+        if not isinstance(name, str) or not name:
+            invalid(f"'{param}.{kind}.name' must be a non-empty string", f"{param}.{kind}.name")
+        return ToolChoice(mode="tool", name=name)
+    if kind == "allowed_tools":
+        # The allow-list itself has no canonical form; keep the mode (documented approximation).
+        allowed = raw.get("allowed_tools")
+        mode = allowed.get("mode") if isinstance(allowed, Mapping) else None
+        return ToolChoice(mode="required" if mode == "required" else "auto")
+    invalid(f"'{param}.type' must be 'function', 'custom' or 'allowed_tools'", f"{param}.type")
+
+
+def _decode_response_format(body: Mapping[str, Any]) -> ResponseFormat | None:
+    raw = body.get("response_format")
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        invalid("'response_format' must be an object", "response_format")
+    kind = raw.get("type")
+    if kind in ("text", "json_object"):
+        return ResponseFormat(type=kind)
+    if kind != "json_schema":
+        invalid("'response_format.type' must be text, json_object or json_schema", "response_format.type")
+    spec = raw.get("json_schema")
+    if not isinstance(spec, Mapping):
+        invalid("'response_format.json_schema' must be an object", "response_format.json_schema")
+    schema = spec.get("schema")
+    if schema is not None and not isinstance(schema, Mapping):
+        expect("response_format.json_schema.schema", "an object")
+    return ResponseFormat(
+        type="json_schema",
+        name=opt_str(spec, "name", "response_format.json_schema.name"),
+        schema=schema,
+        strict=opt_bool(spec, "strict", "response_format.json_schema.strict"),
+        description=opt_str(spec, "description", "response_format.json_schema.description"),
+    )
+
+
+def _decode_reasoning(body: Mapping[str, Any]) -> Reasoning | None:
+    effort = opt_str(body, "reasoning_effort")
+    if effort is None:
+        return None
+    return Reasoning(enabled=effort != "none", effort=effort)
+
+
+# --------------------------------------------------------------------------- request encoding
+
+
+def _effort_for(reasoning: Reasoning | None) -> str | None:
+    if reasoning is None:
+        return None
+    if reasoning.effort is not None:
+        return reasoning.effort
+    if not reasoning.enabled or reasoning.budget_tokens is None:
+        return None
+    if reasoning.budget_tokens <= _EFFORT_LOW_MAX_BUDGET:
+        return "low"
+    if reasoning.budget_tokens <= _EFFORT_MEDIUM_MAX_BUDGET:
+        return "medium"
+    return "high"
+
+
+def _encode_image(image: Image) -> dict[str, Any]:
+    url: dict[str, Any] = {"url": image.as_data_url()}
+    if image.detail:
+        url["detail"] = image.detail
+    return {"type": "image_url", "image_url": url}
+
+
+def _encode_document(document: Document) -> dict[str, Any]:
+    file: dict[str, Any] = {}
+    if document.data is not None:
+        file["file_data"] = f"data:{document.media_type or 'application/pdf'};base64,{document.data}"
+    elif document.file_id is not None:
+        file["file_id"] = document.file_id
+    else:
+        # Chat file parts cannot reference a URL; tell the model where the document is instead.
+        return {"type": "text", "text": f"[document: {document.url or document.filename or 'unavailable'}]"}
+    if document.filename:
+        file["filename"] = document.filename
+    return {"type": "file", "file": file}
+
+
+def _encode_user_content(blocks: Sequence[Block]) -> str | list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for block in blocks:
+        if isinstance(block, Text):
+            if block.text:
+                parts.append({"type": "text", "text": block.text})
+        elif isinstance(block, Image):
+            parts.append(_encode_image(block))
+        elif isinstance(block, Document):
+            parts.append(_encode_document(block))
+    if all(part["type"] == "text" for part in parts) and len(parts) <= 1:
+        return parts[0]["text"] if parts else ""
+    return parts
+
+
+def _tool_result_text(result: ToolResult) -> str:
+    """Chat tool messages carry text only; images and documents in results are dropped."""
+    text = result.text()
+    if not text and any(not isinstance(part, Text) for part in result.content):
+        text = "[non-text tool result omitted]"
+    if result.is_error and not text.lower().startswith("error"):
+        text = f"Error: {text}" if text else "Error"
+    return text
+
+
+def _encode_assistant(message: Message) -> dict[str, Any]:
+    texts: list[str] = []
+    refusals: list[str] = []
+    reasoning: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in message.content:
+        if isinstance(block, Text):
+            if block.text:
+                texts.append(block.text)
+        elif isinstance(block, ToolUse):
+            calls.append(
+                {
+                    "id": to_chat_tool_id(block.id),
+                    "type": "function",
+                    "function": {"name": block.name, "arguments": block.arguments.strip() or "{}"},
+                }
+            )
+        elif isinstance(block, Refusal):
+            refusals.append(block.text)
+        elif isinstance(block, Thinking) and block.text and block.origin in (None, "openai-chat"):
+            # DeepSeek-style servers want their own reasoning back (pitfall 7); proofs stay out.
+            reasoning.append(block.text)
+    out: dict[str, Any] = {"role": "assistant"}
+    # null, not "", next to tool calls: an empty string becomes an empty text block downstream.
+    out["content"] = "\n".join(texts) if texts else (None if calls else "")
+    if calls:
+        out["tool_calls"] = calls
+    if refusals:
+        out["refusal"] = "\n".join(refusals)
+    if reasoning:
+        out["reasoning_content"] = "\n".join(reasoning)
+    if message.name:
+        out["name"] = message.name
+    return out
+
+
+def _encode_messages(request: Request) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    system = "\n".join(part.text for part in request.system if part.text)
+    if system:
+        # One leading system message: several chat templates (Qwen, Llama) reject more.
+        out.append({"role": "system", "content": system})
+    for message in request.messages:
+        if message.role == "system":
+            text = "\n".join(b.text for b in message.content if isinstance(b, Text) and b.text)
+            if text:
+                out.append({"role": "system", "content": text})
+        elif message.role == "assistant":
+            out.append(_encode_assistant(message))
+        else:
+            # Tool messages must directly follow the assistant's tool_calls, so they go first.
+            rest: list[Block] = []
+            for block in message.content:
+                if isinstance(block, ToolResult):
+                    out.append(
+                        {
+                            "role": "tool",
+                            "tool_call_id": to_chat_tool_id(block.tool_use_id),
+                            "content": _tool_result_text(block),
+                        }
+                    )
+                else:
+                    rest.append(block)
+            if rest or not any(isinstance(b, ToolResult) for b in message.content):
+                user: dict[str, Any] = {"role": "user", "content": _encode_user_content(rest)}
+                if message.name:
+                    user["name"] = message.name
+                out.append(user)
+    return out
+
+
+def _encode_tool(tool: Tool) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description is not None:
+        function["description"] = tool.description
+    function["parameters"] = dict(tool.parameters)
+    if tool.strict is not None:
+        function["strict"] = tool.strict
+    return {"type": "function", "function": function}
+
+
+def _encode_tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
+    if choice.mode == "tool" and choice.name:
+        return {"type": "function", "function": {"name": choice.name}}
+    return "required" if choice.mode == "tool" else choice.mode
+
+
+def _encode_response_format(fmt: ResponseFormat) -> dict[str, Any]:
+    if fmt.type != "json_schema":
+        return {"type": fmt.type}
+    spec: dict[str, Any] = {"name": fmt.name or "response"}
+    if fmt.description is not None:
+        spec["description"] = fmt.description
+    if fmt.schema is not None:
+        spec["schema"] = dict(fmt.schema)
+    if fmt.strict is not None:
+        spec["strict"] = fmt.strict
+    return {"type": "json_schema", "json_schema": spec}

@@ -1,0 +1,447 @@
+"""Client Responses bodies -> canonical requests.
+
+Items are regrouped into turns (a run of assistant-side items is one assistant turn, a run of
+tool outputs one user turn), and every malformed value is an ``InvalidRequest`` naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+import orjson
+
+from ..._errors import InvalidRequest
+from ..canonical import (
+    Block,
+    Document,
+    HostedTool,
+    Image,
+    Message,
+    Reasoning,
+    Refusal,
+    Request,
+    ResponseFormat,
+    Text,
+    Thinking,
+    Tool,
+    ToolChoice,
+    ToolResult,
+    ToolUse,
+)
+from ._common import (
+    AM_REDACTED_PREFIX,
+    AM_SIGNATURE_PREFIX,
+    PROTOCOL,
+    _expect_list,
+    _expect_mapping,
+    _expect_str,
+    _fail,
+    _opt_bool,
+    _opt_int,
+    _opt_number,
+    _opt_str,
+    _split_data_url,
+    _str,
+    _type_name,
+)
+
+# Top-level request fields this codec gives a canonical meaning; anything else is kept in
+# ``Request.extras`` so a Responses upstream still receives it.
+_KNOWN_FIELDS: Final = frozenset(
+    {
+        "model",
+        "input",
+        "instructions",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "max_output_tokens",
+        "temperature",
+        "top_p",
+        "reasoning",
+        "text",
+        "stream",
+        "user",
+        "safety_identifier",
+        "previous_response_id",
+        "conversation",
+    }
+)
+
+
+# =========================================================================== request: decode
+
+
+@attrs.define(eq=False)
+class _Turns:
+    """Regroups Responses items into canonical turns while decoding ``input``."""
+
+    system: list[Text] = attrs.field(factory=list)
+    messages: list[tuple[str, list[Block]]] = attrs.field(factory=list)
+    # kind of the last turn: "assistant", "tool_results", "user" or "system"; only assistant
+    # turns and tool-result turns absorb the items that follow them.
+    last_kind: str | None = None
+
+    def add_system(self, blocks: list[Block]) -> None:
+        texts = [block for block in blocks if isinstance(block, Text)]
+        if not self.messages:
+            self.system.extend(texts)
+        elif texts:
+            self.messages.append(("system", list(texts)))
+            self.last_kind = "system"
+
+    def add_user(self, blocks: list[Block]) -> None:
+        if blocks:
+            self.messages.append(("user", blocks))
+            self.last_kind = "user"
+
+    def add_assistant(self, blocks: list[Block]) -> None:
+        if not blocks:
+            return
+        if self.last_kind == "assistant":
+            self.messages[-1][1].extend(blocks)
+        else:
+            self.messages.append(("assistant", list(blocks)))
+            self.last_kind = "assistant"
+
+    def add_tool_result(self, result: ToolResult) -> None:
+        if self.last_kind == "tool_results":
+            self.messages[-1][1].append(result)
+        else:
+            self.messages.append(("user", [result]))
+            self.last_kind = "tool_results"
+
+    def build(self) -> tuple[Message, ...]:
+        return tuple(
+            Message(role=role, content=tuple(blocks))  # type: ignore[arg-type]
+            for role, blocks in self.messages
+        )
+
+
+def _decode_image(part: Mapping[str, Any], param: str) -> Image:
+    url = part.get("image_url")
+    detail = _str(part.get("detail"))
+    if url is None:
+        if part.get("file_id") is not None:
+            _fail(
+                "input_image.file_id is not supported by this gateway; send the image as image_url",
+                f"{param}.file_id",
+            )
+        _fail("input_image needs image_url", f"{param}.image_url")
+    url = _expect_str(url, f"{param}.image_url")
+    media_type, data = _split_data_url(url)
+    if data is not None:
+        return Image(media_type=media_type, data=data, detail=detail)
+    return Image(url=url, detail=detail)
+
+
+def _decode_file(part: Mapping[str, Any], param: str) -> Document:
+    filename = _opt_str(part, "filename", f"{param}.filename")
+    file_data = part.get("file_data")
+    if file_data is not None:
+        file_data = _expect_str(file_data, f"{param}.file_data")
+        media_type, data = _split_data_url(file_data)
+        if data is None:
+            return Document(data=file_data, filename=filename)
+        return Document(media_type=media_type, data=data, filename=filename)
+    file_id = _opt_str(part, "file_id", f"{param}.file_id")
+    if file_id is not None:
+        return Document(file_id=file_id, filename=filename)
+    file_url = _opt_str(part, "file_url", f"{param}.file_url")
+    if file_url is not None:
+        return Document(url=file_url, filename=filename)
+    _fail("input_file needs file_data, file_id or file_url", param)
+
+
+def _decode_parts(content: object, param: str, *, role: str) -> list[Block]:
+    """Message content (string or parts) -> blocks; empty text is dropped (pitfall 3)."""
+    if isinstance(content, str):
+        return [Text(text=content)] if content else []
+    blocks: list[Block] = []
+    for i, raw in enumerate(_expect_list(content, param)):
+        part_param = f"{param}[{i}]"
+        part = _expect_mapping(raw, part_param)
+        kind = part.get("type")
+        if kind in ("input_text", "output_text", "text", "summary_text"):
+            text = _expect_str(part.get("text"), f"{part_param}.text")
+            if text:
+                blocks.append(Text(text=text))
+        elif kind == "refusal":
+            text = _expect_str(part.get("refusal"), f"{part_param}.refusal")
+            if text:
+                blocks.append(Refusal(text=text) if role == "assistant" else Text(text=text))
+        elif kind == "input_image" and role != "assistant":
+            blocks.append(_decode_image(part, part_param))
+        elif kind == "input_file" and role != "assistant":
+            blocks.append(_decode_file(part, part_param))
+        else:
+            _fail(f"unsupported content part type {kind!r} in a {role} message", f"{part_param}.type")
+    return blocks
+
+
+def _decode_tool_output(item: Mapping[str, Any], param: str) -> ToolResult:
+    call_id = _expect_str(item.get("call_id"), f"{param}.call_id")
+    output = item.get("output")
+    if output is None:
+        _fail("function_call_output needs output", f"{param}.output")
+    if isinstance(output, str):
+        content: tuple[Text | Image | Document, ...] = (Text(text=output),) if output else ()
+    else:
+        blocks = _decode_parts(output, f"{param}.output", role="tool")
+        content = tuple(block for block in blocks if isinstance(block, Text | Image | Document))
+    return ToolResult(tool_use_id=call_id, content=content)
+
+
+def _decode_tool_call(item: Mapping[str, Any], param: str) -> ToolUse:
+    call_id = _expect_str(item.get("call_id"), f"{param}.call_id")
+    name = _expect_str(item.get("name"), f"{param}.name")
+    arguments = item.get("arguments")
+    if arguments is None:
+        arguments = "{}"
+    elif isinstance(arguments, Mapping):
+        arguments = orjson.dumps(dict(arguments)).decode()
+    else:
+        arguments = _expect_str(arguments, f"{param}.arguments")
+    return ToolUse(id=call_id, name=name, arguments=arguments)
+
+
+def _summary_text(item: Mapping[str, Any], param: str, *, strict: bool) -> str:
+    """Join a reasoning item's summary parts (or raw reasoning_text parts when no summary)."""
+    texts: list[str] = []
+    for key in ("summary", "content"):
+        value = item.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list | tuple):
+            if strict:
+                _fail(f"'{param}.{key}' must be an array, got {_type_name(value)}", f"{param}.{key}")
+            continue
+        for i, part in enumerate(value):
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif strict:
+                _fail(f"'{param}.{key}[{i}]' must be an object with text", f"{param}.{key}[{i}]")
+        if texts:
+            break
+    return "\n\n".join(texts)
+
+
+def _decode_reasoning(item: Mapping[str, Any], param: str) -> Thinking:
+    text = _summary_text(item, param, strict=True)
+    encrypted = _opt_str(item, "encrypted_content", f"{param}.encrypted_content")
+    item_id = _opt_str(item, "id", f"{param}.id")
+    return _thinking_from_reasoning(text, encrypted, item_id)
+
+
+def _thinking_from_reasoning(text: str, encrypted: str | None, item_id: str | None) -> Thinking:
+    if encrypted is not None and encrypted.startswith(AM_REDACTED_PREFIX):
+        return Thinking(redacted_data=encrypted[len(AM_REDACTED_PREFIX) :], origin="anthropic-messages")
+    if encrypted is not None and encrypted.startswith(AM_SIGNATURE_PREFIX):
+        return Thinking(
+            text=text, signature=encrypted[len(AM_SIGNATURE_PREFIX) :], origin="anthropic-messages"
+        )
+    return Thinking(text=text, encrypted_content=encrypted, item_id=item_id, origin=PROTOCOL)
+
+
+def _decode_input(value: object, turns: _Turns) -> bool:
+    """Fill ``turns`` from ``input``; True when some items had no canonical form."""
+    if isinstance(value, str):
+        turns.add_user([Text(text=value)] if value else [])
+        return False
+    lossy = False
+    for i, raw in enumerate(_expect_list(value, "input")):
+        param = f"input[{i}]"
+        item = _expect_mapping(raw, param)
+        kind = item.get("type")
+        if kind is None or kind == "message":
+            role = item.get("role")
+            if role not in ("user", "assistant", "system", "developer"):
+                _fail(
+                    f"'{param}.role' must be one of user, assistant, system, developer; got {role!r}",
+                    f"{param}.role",
+                )
+            if "content" not in item:
+                _fail("message item needs content", f"{param}.content")
+            blocks = _decode_parts(item["content"], f"{param}.content", role=role)
+            if role in ("system", "developer"):
+                turns.add_system(blocks)
+            elif role == "assistant":
+                turns.add_assistant(blocks)
+            else:
+                turns.add_user(blocks)
+        elif kind == "function_call":
+            turns.add_assistant([_decode_tool_call(item, param)])
+        elif kind == "function_call_output":
+            turns.add_tool_result(_decode_tool_output(item, param))
+        elif kind == "reasoning":
+            turns.add_assistant([_decode_reasoning(item, param)])
+        elif kind == "item_reference":
+            _fail(
+                "item_reference is not supported by this gateway; send the full input",
+                f"{param}.type",
+            )
+        elif isinstance(kind, str):
+            lossy = True
+        else:
+            _fail(f"'{param}.type' must be a string, got {_type_name(kind)}", f"{param}.type")
+    return lossy
+
+
+def _passthrough_input(value: list[Any]) -> list[Any]:
+    """The raw input for a Responses upstream, minus reasoning proofs that belong to Anthropic."""
+    kept = []
+    for item in value:
+        encrypted = item.get("encrypted_content") if isinstance(item, Mapping) else None
+        if isinstance(encrypted, str) and encrypted.startswith((AM_SIGNATURE_PREFIX, AM_REDACTED_PREFIX)):
+            continue
+        kept.append(item)
+    return kept
+
+
+def _decode_tools(value: object) -> tuple[tuple[Tool, ...], tuple[HostedTool, ...]]:
+    tools: list[Tool] = []
+    hosted: list[HostedTool] = []
+    for i, raw in enumerate(_expect_list(value, "tools")):
+        param = f"tools[{i}]"
+        tool = _expect_mapping(raw, param)
+        kind = tool.get("type")
+        if not isinstance(kind, str):
+            _fail(f"'{param}.type' must be a string, got {_type_name(kind)}", f"{param}.type")
+        if kind != "function":
+            hosted.append(HostedTool(type=kind, raw=dict(tool), origin=PROTOCOL))
+            continue
+        name = _expect_str(tool.get("name"), f"{param}.name")
+        if not name:
+            _fail("function tool name must not be empty", f"{param}.name")
+        parameters = tool.get("parameters")
+        if parameters is None:
+            parameters = {"type": "object", "properties": {}}
+        else:
+            parameters = dict(_expect_mapping(parameters, f"{param}.parameters"))
+        tools.append(
+            Tool(
+                name=name,
+                description=_opt_str(tool, "description", f"{param}.description"),
+                parameters=parameters,
+                strict=_opt_bool(tool, "strict", f"{param}.strict"),
+            )
+        )
+    return tuple(tools), tuple(hosted)
+
+
+def _decode_tool_choice(value: object) -> tuple[ToolChoice | None, bool]:
+    """The canonical choice, and whether the raw value must be kept (no canonical form)."""
+    if value is None:
+        return None, False
+    if isinstance(value, str):
+        if value not in ("none", "auto", "required"):
+            _fail(f"'tool_choice' must be none, auto or required; got {value!r}", "tool_choice")
+        return ToolChoice(mode=value), False  # type: ignore[arg-type]
+    choice = _expect_mapping(value, "tool_choice")
+    kind = choice.get("type")
+    if kind == "function":
+        return ToolChoice(mode="tool", name=_expect_str(choice.get("name"), "tool_choice.name")), False
+    if not isinstance(kind, str):
+        _fail(f"'tool_choice.type' must be a string, got {_type_name(kind)}", "tool_choice.type")
+    if kind == "allowed_tools":
+        mode = "required" if choice.get("mode") == "required" else "auto"
+        return ToolChoice(mode=mode), True
+    # A hosted tool type (web_search, file_search...): no canonical form.
+    return ToolChoice(mode="auto"), True
+
+
+def _decode_reasoning_config(value: object) -> Reasoning | None:
+    if value is None:
+        return None
+    config = _expect_mapping(value, "reasoning")
+    effort = _opt_str(config, "effort", "reasoning.effort")
+    summary = _opt_str(config, "summary", "reasoning.summary") or _opt_str(
+        config, "generate_summary", "reasoning.generate_summary"
+    )
+    return Reasoning(enabled=effort != "none", effort=effort, summary=summary)
+
+
+def _decode_text_config(value: object) -> tuple[ResponseFormat | None, bool]:
+    """``text.format`` -> ResponseFormat; True when the raw ``text`` must be kept too."""
+    if value is None:
+        return None, False
+    config = _expect_mapping(value, "text")
+    keep_raw = any(key != "format" for key in config)
+    fmt = config.get("format")
+    if fmt is None:
+        return None, keep_raw
+    fmt = _expect_mapping(fmt, "text.format")
+    kind = fmt.get("type")
+    if kind == "text":
+        return ResponseFormat(type="text"), keep_raw
+    if kind == "json_object":
+        return ResponseFormat(type="json_object"), keep_raw
+    if kind == "json_schema":
+        schema = fmt.get("schema")
+        if schema is not None:
+            schema = dict(_expect_mapping(schema, "text.format.schema"))
+        return (
+            ResponseFormat(
+                type="json_schema",
+                name=_opt_str(fmt, "name", "text.format.name"),
+                schema=schema,
+                strict=_opt_bool(fmt, "strict", "text.format.strict"),
+                description=_opt_str(fmt, "description", "text.format.description"),
+            ),
+            keep_raw,
+        )
+    _fail(f"'text.format.type' must be text, json_object or json_schema; got {kind!r}", "text.format.type")
+
+
+def _decode_request(body: object) -> Request:
+    if not isinstance(body, Mapping):
+        raise InvalidRequest(f"request body must be a JSON object, got {_type_name(body)}")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        _fail("'model' is required and must be a non-empty string", "model")
+    for key in ("previous_response_id", "conversation"):
+        if body.get(key) is not None:
+            _fail(f"{key} is not supported by this gateway; send the full input", key)
+    if body.get("input") is None:
+        _fail("'input' is required (a string or a list of items)", "input")
+
+    extras: dict[str, Any] = {key: value for key, value in body.items() if key not in _KNOWN_FIELDS}
+    turns = _Turns()
+    instructions = _opt_str(body, "instructions", "instructions")
+    if instructions:
+        turns.system.append(Text(text=instructions))
+    if _decode_input(body["input"], turns):
+        extras["input"] = _passthrough_input(body["input"])
+
+    tools: tuple[Tool, ...] = ()
+    hosted: tuple[HostedTool, ...] = ()
+    if body.get("tools") is not None:
+        tools, hosted = _decode_tools(body["tools"])
+    tool_choice, raw_choice = _decode_tool_choice(body.get("tool_choice"))
+    if raw_choice:
+        extras["tool_choice"] = body["tool_choice"]
+    response_format, raw_text = _decode_text_config(body.get("text"))
+    if raw_text:
+        extras["text"] = body["text"]
+    user = _opt_str(body, "safety_identifier", "safety_identifier") or _opt_str(body, "user", "user")
+
+    return Request(
+        model=model,
+        messages=turns.build(),
+        system=tuple(turns.system),
+        tools=tools,
+        hosted_tools=hosted,
+        tool_choice=tool_choice,
+        parallel_tool_calls=_opt_bool(body, "parallel_tool_calls"),
+        max_tokens=_opt_int(body, "max_output_tokens"),
+        temperature=_opt_number(body, "temperature"),
+        top_p=_opt_number(body, "top_p"),
+        stream=bool(_opt_bool(body, "stream")),
+        reasoning=_decode_reasoning_config(body.get("reasoning")),
+        response_format=response_format,
+        user=user,
+        extras=extras,
+        source=PROTOCOL,
+    )
