@@ -328,12 +328,12 @@ def _plan_thinking(request: Request) -> _ThinkingPlan:
             _derive_reasoning(raw_thinking, raw_config) == request.reasoning
             and _derive_response_format(raw_config) == request.response_format
         ):
-            thinking = dict(raw_thinking) if isinstance(raw_thinking, Mapping) else None
-            budget = thinking.get("budget_tokens") if thinking else None
+            verbatim = dict(raw_thinking) if isinstance(raw_thinking, Mapping) else None
+            raw_budget = verbatim.get("budget_tokens") if verbatim else None
             return _ThinkingPlan(
-                thinking=thinking,
+                thinking=verbatim,
                 output_config=dict(raw_config) if isinstance(raw_config, Mapping) else None,
-                budget=budget if _is_int(budget) else None,
+                budget=raw_budget if _is_int(raw_budget) else None,
                 verbatim=True,
             )
 

@@ -430,9 +430,9 @@ class OpenAIChatStreamEncoder(StreamEncoder):
             if event.text:
                 out += self._chunk({"refusal": event.text})
         elif isinstance(event, ToolArgsDelta):
-            position = self._tool_index.get(event.index)
-            if position is not None and event.partial_json:
-                call = {"index": position, "function": {"arguments": event.partial_json}}
+            known = self._tool_index.get(event.index)
+            if known is not None and event.partial_json:
+                call = {"index": known, "function": {"arguments": event.partial_json}}
                 out += self._chunk({"tool_calls": [call]})
         elif isinstance(event, UsageUpdate):
             self._usage = event.usage

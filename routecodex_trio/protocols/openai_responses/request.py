@@ -7,7 +7,7 @@ tool outputs one user turn), and every malformed value is an ``InvalidRequest`` 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import attrs
 import orjson
@@ -346,7 +346,7 @@ def _decode_tool_choice(value: object) -> tuple[ToolChoice | None, bool]:
     if not isinstance(kind, str):
         _fail(f"'tool_choice.type' must be a string, got {_type_name(kind)}", "tool_choice.type")
     if kind == "allowed_tools":
-        mode = "required" if choice.get("mode") == "required" else "auto"
+        mode: Literal["required", "auto"] = "required" if choice.get("mode") == "required" else "auto"
         return ToolChoice(mode=mode), True
     # A hosted tool type (web_search, file_search...): no canonical form.
     return ToolChoice(mode="auto"), True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 import orjson
@@ -277,7 +277,7 @@ class ResponsesStreamDecoder(StreamDecoder):
         if replay and state.texts.get(part):
             return
         key = (state.key, kind, position)
-        block_kind = "refusal" if kind == "refusal" else "text"
+        block_kind: Literal["refusal", "text"] = "refusal" if kind == "refusal" else "text"
         index = self._block(out, key, BlockStart(index=0, kind=block_kind))
         state.texts[part] = state.texts.get(part, "") + text
         if index is None or not text:
@@ -461,5 +461,5 @@ def _merge_usage(old: Usage | None, new: Usage | None) -> Usage | None:
 
 def _error_code(event: StreamError) -> str:
     if event.code in _SDK_ERROR_CODES:
-        return event.code  # type: ignore[return-value]
+        return event.code
     return "rate_limit_exceeded" if event.kind == "rate_limit" else "server_error"
