@@ -110,7 +110,9 @@ class _Connection:
         return False  # data (unasked) or b"" (closed)
 
     async def receive(self) -> bytes:
-        return await (self.tls or self.plain).receive_some(READ_SIZE)
+        data = await (self.tls or self.plain).receive_some(READ_SIZE)
+        # trio types receive_some as bytes | bytearray; both streams give bytes (no copy then).
+        return data if type(data) is bytes else bytes(data)
 
     async def send_all(self, data: bytes, stall_s: float) -> None:
         """Send everything; ``H1Timeout("write")`` when the socket takes nothing for ``stall_s``."""
@@ -366,7 +368,8 @@ class H1Pool:
                 except h11.RemoteProtocolError as exc:
                     raise H1Error("protocol", "connection closed or malformed response") from exc
                 continue
-            if type(event) is h11.ConnectionClosed:
+            # Not an Event: PAUSED, i.e. the upstream sent more after a complete response.
+            if type(event) is h11.ConnectionClosed or not isinstance(event, h11.Event):
                 raise H1Error("protocol", "connection closed or malformed response")
             return event
 

@@ -240,7 +240,7 @@ def _message(profile: CompatProfile, message: dict[str, Any]) -> dict[str, Any]:
     has_calls = isinstance(calls, list) and bool(calls)
     if has_calls and profile.tool_call_content_empty_string and out.get("content") is None:
         out["content"] = ""
-    if has_calls and profile.stringify_tool_arguments:
+    if isinstance(calls, list) and calls and profile.stringify_tool_arguments:
         out["tool_calls"] = [_stringify_arguments(call) for call in calls]
     if profile.reasoning_history != "keep":
         reasoning = None
