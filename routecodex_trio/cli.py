@@ -275,7 +275,7 @@ def cmd_route(args: argparse.Namespace) -> int:
 
     router = Router(config)
     decision = router.route(body["model"], canonical)
-    candidates = []
+    candidates: list[dict[str, Any]] = []
     for target in decision.candidates:
         provider = config.providers[target.provider]
         remaining = router.health.cooldown_remaining_s(target)

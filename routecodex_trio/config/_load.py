@@ -128,7 +128,7 @@ def _format_cattrs_error(exc: BaseException, type_: Any) -> str:
 
 def _dotted(path: str) -> str:
     """``$.providers['glm'].type`` -> ``providers.glm.type``."""
-    parts = []
+    parts: list[str] = []
     for quoted, index, plain in _PATH_PART.findall(path.removeprefix("$")):
         if index:
             parts[-1:] = [f"{parts[-1]}[{index}]"] if parts else [f"[{index}]"]
@@ -139,7 +139,7 @@ def _dotted(path: str) -> str:
 
 def _cattrs_problems(exc: BaseException) -> list[str]:
     problems = []
-    for line in cattrs.transform_error(exc, format_exception=_format_cattrs_error):  # type: ignore[arg-type]
+    for line in cattrs.transform_error(exc, format_exception=_format_cattrs_error):
         message, _, path = line.rpartition(" @ ")
         # attrs validators report at the class level: "'graceful_timeout' must be >= 0: -1.0".
         field = re.match(r"^'(\w+)' (must .*)$", message)

@@ -35,7 +35,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -84,6 +84,11 @@ PRUNE_TO_FRACTION: Final = 0.9
 def _reveal(secret: str) -> str:
     # ``str(secret)`` of a Secret is "***": reveal through the str base class instead.
     return secret.reveal() if isinstance(secret, Secret) else str.__str__(secret)
+
+
+def _secrets_longest_first(values: Iterable[str]) -> tuple[str, ...]:
+    # Longest first: a secret that contains another one must be replaced whole.
+    return tuple(sorted({_reveal(v) for v in values if _reveal(v)}, key=lambda s: (-len(s), s)))
 
 
 def _collect_secrets(value: Any, out: set[str]) -> None:
@@ -194,13 +199,7 @@ class SnapshotWriter:
     """
 
     config: SnapshotsConfig
-    secrets: tuple[str, ...] = attrs.field(
-        default=(),
-        # Longest first: a secret that contains another one must be replaced whole.
-        converter=lambda values: tuple(
-            sorted({_reveal(v) for v in values if _reveal(v)}, key=lambda s: (-len(s), s))
-        ),
-    )
+    secrets: tuple[str, ...] = attrs.field(default=(), converter=_secrets_longest_first)
     _redactor: _Redactor = attrs.field(init=False)
     _root: Path = attrs.field(init=False)
     _total_bytes: int | None = attrs.field(init=False, default=None)  # None: not scanned yet
