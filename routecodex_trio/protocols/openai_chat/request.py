@@ -7,7 +7,7 @@ the way OpenAI does); encoding writes what any OpenAI-compatible upstream accept
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 import orjson
@@ -37,7 +37,12 @@ if TYPE_CHECKING:
 
 
 _MESSAGE_ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-_TOOL_CHOICE_MODES: Final = frozenset({"none", "auto", "required"})
+# A mapping rather than a set so that the lookup gives mypy the Literal ToolChoice.mode takes.
+_TOOL_CHOICE_MODES: Final[Mapping[str, Literal["none", "auto", "required"]]] = {
+    "none": "none",
+    "auto": "auto",
+    "required": "required",
+}
 _EMPTY_PARAMETERS: Final[Mapping[str, Any]] = {"type": "object", "properties": {}}
 
 # Anthropic-style budgets back to OpenAI efforts (PROTOCOLS.md 1.6, musistudio's thresholds).
@@ -343,9 +348,10 @@ def _decode_tool_choice(body: Mapping[str, Any]) -> ToolChoice | None:
     if raw is None:
         return None
     if isinstance(raw, str):
-        if raw not in _TOOL_CHOICE_MODES:
+        mode = _TOOL_CHOICE_MODES.get(raw)
+        if mode is None:
             invalid(f"'{param}' must be 'none', 'auto', 'required' or an object", param)
-        return ToolChoice(mode=raw)  # type: ignore[arg-type]
+        return ToolChoice(mode=mode)
     if not isinstance(raw, Mapping):
         invalid(f"'{param}' must be a string or an object", param)
     kind = raw.get("type")

@@ -8,7 +8,7 @@ SDK's stream helper accumulates.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import orjson
@@ -108,11 +108,14 @@ class _ToolSlot:
     has_args: bool = False
 
 
+_SegmentKind = Literal["text", "thinking", "refusal"]
+
+
 @attrs.define(eq=False)
 class _Segment:
     """A text, thinking or refusal block, possibly buffered before it can be opened."""
 
-    kind: str
+    kind: _SegmentKind
     buffered: list[str] = attrs.field(factory=list)
     block_index: int | None = None
 
@@ -244,7 +247,7 @@ class OpenAIChatStreamDecoder(StreamDecoder):
             self._finish = finish
             self._stop_string = matched_stop_string(choice) or self._stop_string
 
-    def _text_like(self, kind: str, text: str, out: list[StreamEvent]) -> None:
+    def _text_like(self, kind: _SegmentKind, text: str, out: list[StreamEvent]) -> None:
         head = self._open
         if not self._queue and isinstance(head, _Segment) and head.kind == kind:
             assert head.block_index is not None
@@ -334,7 +337,7 @@ class OpenAIChatStreamDecoder(StreamDecoder):
             if text:
                 out.append(ToolArgsDelta(index=index, partial_json=text))
         else:
-            out.append(BlockStart(index=index, kind=block.kind))  # type: ignore[arg-type]
+            out.append(BlockStart(index=index, kind=block.kind))
             if text:
                 out.append(self._delta(block, text))
         self._open = block

@@ -7,7 +7,7 @@ tool outputs one user turn), and every malformed value is an ``InvalidRequest`` 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 import orjson
@@ -47,8 +47,19 @@ from ._common import (
     _type_name,
 )
 
+if TYPE_CHECKING:
+    from ..canonical import Role
+
+
 # Top-level request fields this codec gives a canonical meaning; anything else is kept in
 # ``Request.extras`` so a Responses upstream still receives it.
+# A mapping rather than a set so that the lookup gives mypy the Literal ToolChoice.mode takes.
+_TOOL_CHOICE_MODES: Final[Mapping[str, Literal["none", "auto", "required"]]] = {
+    "none": "none",
+    "auto": "auto",
+    "required": "required",
+}
+
 _KNOWN_FIELDS: Final = frozenset(
     {
         "model",
@@ -79,7 +90,7 @@ class _Turns:
     """Regroups Responses items into canonical turns while decoding ``input``."""
 
     system: list[Text] = attrs.field(factory=list)
-    messages: list[tuple[str, list[Block]]] = attrs.field(factory=list)
+    messages: list[tuple[Role, list[Block]]] = attrs.field(factory=list)
     # kind of the last turn: "assistant", "tool_results", "user" or "system"; only assistant
     # turns and tool-result turns absorb the items that follow them.
     last_kind: str | None = None
@@ -114,10 +125,7 @@ class _Turns:
             self.last_kind = "tool_results"
 
     def build(self) -> tuple[Message, ...]:
-        return tuple(
-            Message(role=role, content=tuple(blocks))  # type: ignore[arg-type]
-            for role, blocks in self.messages
-        )
+        return tuple(Message(role=role, content=tuple(blocks)) for role, blocks in self.messages)
 
 
 def _decode_image(part: Mapping[str, Any], param: str) -> Image:
@@ -336,9 +344,10 @@ def _decode_tool_choice(value: object) -> tuple[ToolChoice | None, bool]:
     if value is None:
         return None, False
     if isinstance(value, str):
-        if value not in ("none", "auto", "required"):
+        known = _TOOL_CHOICE_MODES.get(value)
+        if known is None:
             _fail(f"'tool_choice' must be none, auto or required; got {value!r}", "tool_choice")
-        return ToolChoice(mode=value), False  # type: ignore[arg-type]
+        return ToolChoice(mode=known), False
     choice = _expect_mapping(value, "tool_choice")
     kind = choice.get("type")
     if kind == "function":
