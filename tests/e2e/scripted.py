@@ -65,9 +65,13 @@ class Exchange:
     query: str
     headers: dict[str, str]
     body: dict[str, Any]
-    action: str  # "call", "final", "text", "count_tokens", "404"
+    # "call": called the tool; "final": got its result and quoted it; "no-tool": the tool was
+    # not offered; "result-missing": called before, but this request lacks the result (the
+    # model does not call again, so a lost result ends the run at once instead of looping).
+    action: str
     call: Call | None = None
     tool_result: str | None = None
+    answer: str = ""  # the text answered, when not a call
 
 
 def protocol_of(path: str) -> Protocol | None:
@@ -199,7 +203,7 @@ class ScriptedModel:
         raw = await _read_body(receive)
         body: dict[str, Any] = orjson.loads(raw) if raw else {}
         if path.endswith("/messages/count_tokens"):
-            self.exchanges.append(Exchange(**seen, body=body, action="count_tokens"))
+            self.exchanges.append(Exchange(**seen, body=body, action="count-tokens"))
             await _json(send, 200, {"input_tokens": max(1, len(raw) // 4)})
             return
         protocol = protocol_of(path)
@@ -211,21 +215,23 @@ class ScriptedModel:
         self.exchanges.append(exchange)
         stream = bool(body.get("stream"))
         model = str(body.get("model") or "scripted")
-        if exchange.call is not None:
-            await ANSWERS[protocol](send, model, stream, None, exchange.call)
-        else:
-            await ANSWERS[protocol](send, model, stream, self.final_text(exchange), None)
+        await ANSWERS[protocol](send, model, stream, exchange.answer, exchange.call)
 
     def decide(self, protocol: Protocol, body: dict[str, Any], **seen: Any) -> Exchange:
         for call in self.calls:
             result = tool_result(protocol, body, call.call_id)
             if result is not None:
-                return Exchange(**seen, body=body, action="final", tool_result=result)
+                answer = f"{FINAL_MARK} the tool answered {result[:QUOTE_CHARS]!r}"
+                return Exchange(**seen, body=body, action="final", tool_result=result, answer=answer)
         tools = offered_tools(protocol, body)
         wanted = SHELL_TOOLS if self.task.tool == "shell" else ("apply_patch",)
         name = next((n for n in wanted if n in tools), None)
         if name is None:
-            return Exchange(**seen, body=body, action="text")
+            answer = f"scripted model: no {self.task.tool} tool offered here (tools: {sorted(tools)})"
+            return Exchange(**seen, body=body, action="no-tool", answer=answer)
+        if self.calls:
+            answer = f"scripted model: this request lacks the result of call {self.calls[-1].call_id}"
+            return Exchange(**seen, body=body, action="result-missing", answer=answer)
         number = next(self._ids)
         call_id = {"anthropic-messages": f"toolu_scripted{number:04d}"}.get(
             protocol, f"call_scripted{number:04d}"
@@ -248,13 +254,6 @@ class ScriptedModel:
         call = Call(call_id=call_id, name=name, kind=kind, arguments=arguments)
         self.calls.append(call)
         return Exchange(**seen, body=body, action="call", call=call)
-
-    def final_text(self, exchange: Exchange) -> str:
-        if exchange.action == "final":
-            assert exchange.tool_result is not None
-            return f"{FINAL_MARK} the tool answered {exchange.tool_result[:QUOTE_CHARS]!r}"
-        tools = offered_tools(protocol_of(exchange.path) or "openai-chat", exchange.body)
-        return f"scripted model: no {self.task.tool} tool offered here (tools: {sorted(tools)})"
 
     def summary(self) -> str:
         """One line per request, for assertion messages."""
@@ -282,15 +281,15 @@ def _pieces(text: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Answers, one writer per protocol: text, or one tool call; streamed or whole
+# Answers, one writer per protocol: text, or one tool call (then `text` is unused); streamed or whole
 
 
-async def _answer_chat(send: Send, model: str, stream: bool, text: str | None, call: Call | None) -> None:
+async def _answer_chat(send: Send, model: str, stream: bool, text: str, call: Call | None) -> None:
     usage = {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
     base = {"id": "chatcmpl-scripted", "created": 1700000000, "model": model}
     finish = "tool_calls" if call else "stop"
     if not stream:
-        message: dict[str, Any] = {"role": "assistant", "content": text}
+        message: dict[str, Any] = {"role": "assistant", "content": None if call else text}
         if call:
             message["tool_calls"] = [
                 {
@@ -321,14 +320,14 @@ async def _answer_chat(send: Send, model: str, stream: bool, text: str | None, c
             for p in _pieces(call.arguments)
         ]
     else:
-        frames += [chunk({"content": p}) for p in _pieces(text or "")]
+        frames += [chunk({"content": p}) for p in _pieces(text)]
     frames.append(chunk({}, finish))
     frames.append(_data({**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}))
     frames.append(b"data: [DONE]\n\n")
     await _sse(send, frames, 0)
 
 
-async def _answer_messages(send: Send, model: str, stream: bool, text: str | None, call: Call | None) -> None:
+async def _answer_messages(send: Send, model: str, stream: bool, text: str, call: Call | None) -> None:
     usage = {"input_tokens": 50, "output_tokens": 10}
     block: dict[str, Any]
     if call:
@@ -339,7 +338,7 @@ async def _answer_messages(send: Send, model: str, stream: bool, text: str | Non
             "input": orjson.loads(call.arguments),
         }
     else:
-        block = {"type": "text", "text": text or ""}
+        block = {"type": "text", "text": text}
     stop = "tool_use" if call else "end_turn"
     message = {"id": "msg_scripted", "type": "message", "role": "assistant", "model": model}
     if not stream:
@@ -365,7 +364,7 @@ async def _answer_messages(send: Send, model: str, stream: bool, text: str | Non
         deltas = [{"type": "input_json_delta", "partial_json": p} for p in _pieces(call.arguments)]
     else:
         empty = {"type": "text", "text": ""}
-        deltas = [{"type": "text_delta", "text": p} for p in _pieces(text or "")]
+        deltas = [{"type": "text_delta", "text": p} for p in _pieces(text)]
     frames.append(
         _event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": empty})
     )
@@ -387,9 +386,7 @@ async def _answer_messages(send: Send, model: str, stream: bool, text: str | Non
     await _sse(send, frames, 0)
 
 
-async def _answer_responses(
-    send: Send, model: str, stream: bool, text: str | None, call: Call | None
-) -> None:
+async def _answer_responses(send: Send, model: str, stream: bool, text: str, call: Call | None) -> None:
     usage = {
         "input_tokens": 50,
         "input_tokens_details": {"cached_tokens": 0},
@@ -422,7 +419,7 @@ async def _answer_responses(
             "type": "message",
             "status": "completed",
             "role": "assistant",
-            "content": [{"type": "output_text", "text": text or "", "annotations": []}],
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
         }
     response = {
         "id": "resp_scripted",
@@ -460,9 +457,9 @@ async def _answer_responses(
         )
         part = {"type": "output_text", "text": "", "annotations": []}
         emit("response.content_part.added", **where, content_index=0, part=part)
-        for piece in _pieces(text or ""):
+        for piece in _pieces(text):
             emit("response.output_text.delta", **where, content_index=0, delta=piece, logprobs=[])
-        emit("response.output_text.done", **where, content_index=0, text=text or "", logprobs=[])
+        emit("response.output_text.done", **where, content_index=0, text=text, logprobs=[])
         emit("response.content_part.done", **where, content_index=0, part=item["content"][0])
     elif item["type"] == "function_call":
         emit(
