@@ -8,7 +8,8 @@ while both programs there still report their pinned version. An install that can
 without the agents must not look green.
 
 ``ROUTECODEX_E2E_DUMP=DIR`` writes every request the scripted model received, per run, as JSON
-into DIR (how tests/e2e/OBSERVED.md was made).
+into DIR, and turns on the gateway's snapshots under ``DIR/snapshots/`` (the client requests
+before conversion): how tests/e2e/OBSERVED.md was made.
 """
 
 from __future__ import annotations
