@@ -363,7 +363,7 @@ class GatewayApp:
         headers = _headers(scope)
         codec = codec_for(endpoint.protocol)
         trace = Trace(responder.request_id, endpoint.name)
-        responder.secrets = pipeline.secret_bytes
+        responder.scrubber = pipeline.scrubber
         snapshots = pipeline.snapshots
         if snapshots is not None and snapshots.enabled:
             trace.snapshot = []

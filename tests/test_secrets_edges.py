@@ -1,0 +1,209 @@
+"""Secrets and logs at the edges (issue 13): keys in cut, escaped or encoded upstream text,
+``${VAR}`` values in config errors, config file permissions, and forged log lines.
+
+Every test here failed on the code before the fix it pins (each docstring says what the bug was).
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+import httpx
+import orjson
+import pytest
+import trio
+
+from .fakes import Receive, Send, _json, _read_body, start_app
+
+if TYPE_CHECKING:
+    from .conftest import GatewayFactory
+
+KEY: Final = "sk-live-0123456789abcdefghijklmnopqrstuvwxyz"
+# Any run of this many characters of the key counts as a leak.
+LEAK_RUN: Final = 10
+
+
+def _json_escaped(text: str, every: int = 1) -> str:
+    """``text`` with every ``every``-th character written as ``\\u00XX`` (mixed forms too)."""
+    return "".join(f"\\u{ord(c):04x}" if i % every == 0 else c for i, c in enumerate(text))
+
+
+def _url_encoded(text: str) -> str:
+    return "".join(f"%{ord(c):02X}" for c in text)
+
+
+def _readable_forms(text: str) -> list[str]:
+    """``text`` as written, with JSON ``\\uXXXX`` escapes undone, and URL-decoded."""
+    unescaped = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
+    return [text, unescaped, urllib.parse.unquote(text), urllib.parse.unquote(unescaped)]
+
+
+def leaked_runs(text: str) -> list[str]:
+    """Every ``LEAK_RUN``-long piece of ``KEY`` found in ``text`` in any readable form."""
+    runs = {KEY[i : i + LEAK_RUN] for i in range(len(KEY) - LEAK_RUN + 1)}
+    return sorted({run for form in _readable_forms(text) for run in runs if run in form})
+
+
+@attrs.define(eq=False)
+class KeyQuotingUpstream:
+    """An OpenAI-chat upstream whose errors quote the key it was sent, in awkward shapes.
+
+    By requested model: ``straddle`` answers a text/plain 401 whose key starts at character
+    285, across the 300-character cut; ``escaped`` and ``urlencoded`` answer text/plain 401s
+    quoting the key JSON-escaped (every other character) or percent-encoded; ``doubled`` answers
+    a JSON 401 whose message is itself JSON with the key fully escaped; ``midstream`` streams
+    content and then an error event quoting the key escaped (relayed byte for byte).
+    """
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": f"{message['type']}.complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        key = headers.get("authorization", "").removeprefix("Bearer ")
+        body = orjson.loads(await _read_body(receive) or b"{}")
+        model = body.get("model")
+        text: str | None = None
+        if model == "straddle":
+            text = "E" * 285 + key + " is not a valid key"
+        elif model == "escaped":
+            text = '<html>proxy said: {"detail": "bad key ' + _json_escaped(key, 2) + '"}</html>'
+        elif model == "urlencoded":
+            text = "<html>denied: GET https://api.example.invalid/v1?key=" + _url_encoded(key) + "</html>"
+        if text is not None:
+            await send(
+                {"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"text/plain")]}
+            )
+            await send({"type": "http.response.body", "body": text.encode()})
+            return
+        if model == "doubled":
+            inner = '{"detail": "Incorrect API key provided: ' + _json_escaped(key) + '"}'
+            await _json(
+                send, 401, {"error": {"message": inner, "type": "invalid_request_error", "code": None}}
+            )
+            return
+        if model == "midstream":
+            chunk = {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": "hi"}, "finish_reason": None}
+                ],
+            }
+            error = (
+                '{"error": {"message": "key ' + _json_escaped(key) + ' was revoked", "type": "server_error"}}'
+            )
+            frames = b"data: " + orjson.dumps(chunk) + b"\n\ndata: " + error.encode() + b"\n\n"
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")],
+                }
+            )
+            await send({"type": "http.response.body", "body": frames})
+            return
+        await _json(send, 404, {"error": {"message": "no such model", "type": "invalid_request_error"}})
+
+
+MODELS: Final = ("straddle", "escaped", "urlencoded", "doubled", "midstream")
+
+
+def _config(url: str) -> dict[str, Any]:
+    return {
+        "server": {"listen": ["127.0.0.1:0"], "graceful_timeout": 2},
+        "retry": {"attempts": 1},
+        "providers": {
+            "up": {"type": "openai-chat", "base_url": url + "/v1", "api_key": KEY, "models": list(MODELS)}
+        },
+        "routing": {"default": ["up.straddle"]},
+    }
+
+
+def _log_text(caplog: pytest.LogCaptureFixture) -> str:
+    return "\n".join(record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("model", ["straddle", "escaped", "urlencoded", "doubled"])
+async def test_upstream_error_text_never_leaks_part_of_a_key(
+    model: str, nursery: trio.Nursery, start_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: upstream error text was cut to 300 characters *before* the keys were replaced,
+    so a key straddling the cut reached the client and the log (its first 15 characters here);
+    and only the key's literal form was replaced, so a JSON-escaped (``\\u00XX``) or URL-encoded
+    key in an upstream's error text went through whole.
+    """
+    url = await start_app(nursery, KeyQuotingUpstream())
+    gateway = await start_gateway(_config(url))
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=20) as http:
+        for stream in (False, True):
+            with trio.fail_after(10):
+                response = await http.post(
+                    "/v1/chat/completions",
+                    json={
+                        "model": f"up.{model}",
+                        "stream": stream,
+                        "messages": [{"role": "user", "content": "x"}],
+                    },
+                )
+            assert response.status_code == 401, response.text
+            assert "***" in response.text, response.text
+            assert not leaked_runs(response.text), response.text
+    assert not leaked_runs(_log_text(caplog))
+
+
+async def test_key_escaped_in_a_relayed_stream_event_is_scrubbed(
+    nursery: trio.Nursery, start_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: an error event after content is relayed byte for byte on the passthrough path;
+    the client-bound bytes were scrubbed of the key's literal form only, so a JSON-escaped key
+    reached the client.
+    """
+    url = await start_app(nursery, KeyQuotingUpstream())
+    gateway = await start_gateway(_config(url))
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=20) as http:
+        with trio.fail_after(10):
+            response = await http.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "up.midstream",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "x"}],
+                },
+            )
+    assert response.status_code == 200
+    assert '"hi"' in response.text and "revoked" in response.text, response.text
+    assert not leaked_runs(response.text), response.text
+    assert not leaked_runs(_log_text(caplog))
+
+
+def test_scrubber_covers_every_form_and_mix() -> None:
+    from routecodex_trio._scrub import Scrubber, scrub_then_cut
+
+    scrubber = Scrubber((KEY, "other-key-42"))
+    forms = [
+        KEY,
+        _json_escaped(KEY),
+        _json_escaped(KEY, 3),
+        _json_escaped(KEY).upper().replace("\\U", "\\u"),
+        _url_encoded(KEY),
+        _url_encoded(KEY).lower(),
+        urllib.parse.quote(KEY, safe=""),
+    ]
+    for form in forms:
+        text = f"before {form} after"
+        assert scrubber.text(text) == "before *** after", form
+        assert scrubber.bytes(text.encode()) == b"before *** after", form
+    # Scrubbed first, cut second: nothing of a key straddling the cut is left.
+    cut = scrub_then_cut("x" * 290 + KEY, scrubber)
+    assert cut == "x" * 290 + "***"
+    # Text with no key and no escapes is returned as it is.
+    plain = "hello \\n world 100%"
+    assert scrubber.text(plain) == plain
