@@ -6,6 +6,8 @@ Every test here failed on the code before the fix it pins (each docstring says w
 
 from __future__ import annotations
 
+import io
+import logging
 import re
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Final
@@ -15,6 +17,8 @@ import httpx
 import orjson
 import pytest
 import trio
+
+from routecodex_trio.observability import setup_logging
 
 from .fakes import Receive, Send, _json, _read_body, start_app
 
@@ -76,9 +80,16 @@ class KeyQuotingUpstream:
             text = '<html>proxy said: {"detail": "bad key ' + _json_escaped(key, 2) + '"}</html>'
         elif model == "urlencoded":
             text = "<html>denied: GET https://api.example.invalid/v1?key=" + _url_encoded(key) + "</html>"
+        elif model == "forge":
+            text = "oops\n" + FORGED + "\r\n" + FORGED + "\u2028\x1b[2J" + FORGED
         if text is not None:
+            status = 500 if model == "forge" else 401
             await send(
-                {"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"text/plain")]}
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", b"text/plain")],
+                }
             )
             await send({"type": "http.response.body", "body": text.encode()})
             return
@@ -113,7 +124,8 @@ class KeyQuotingUpstream:
         await _json(send, 404, {"error": {"message": "no such model", "type": "invalid_request_error"}})
 
 
-MODELS: Final = ("straddle", "escaped", "urlencoded", "doubled", "midstream")
+MODELS: Final = ("straddle", "escaped", "urlencoded", "doubled", "midstream", "forge")
+FORGED: Final = "2026-01-01 00:00:00,000 INFO routecodex_trio.access: id=forged status=200"
 
 
 def _config(url: str) -> dict[str, Any]:
@@ -207,3 +219,56 @@ def test_scrubber_covers_every_form_and_mix() -> None:
     # Text with no key and no escapes is returned as it is.
     plain = "hello \\n world 100%"
     assert scrubber.text(plain) == plain
+
+
+async def test_upstream_text_cannot_forge_text_log_lines(
+    nursery: trio.Nursery, start_gateway: GatewayFactory
+) -> None:
+    """Regression: an upstream's error text with ``\\n`` in it reached the text log as it was, so
+    the upstream could write whole log lines of its choosing (here: a fake access line).
+    """
+    buffer = io.StringIO()
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    handler = setup_logging("info", "text", stream=buffer)
+    try:
+        url = await start_app(nursery, KeyQuotingUpstream())
+        gateway = await start_gateway(_config(url))
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=20) as http:
+            with trio.fail_after(10):
+                response = await http.post(
+                    "/v1/chat/completions",
+                    json={"model": "up.forge", "messages": [{"role": "user", "content": "x"}]},
+                )
+        assert response.status_code == 502, response.text
+        logging.getLogger("routecodex_trio.test").error(
+            "exception text too", exc_info=ValueError("a\n" + FORGED)
+        )
+        handler.flush()
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    log = buffer.getvalue()
+    assert "oops" in log, log
+    lines = log.splitlines()
+    forged = [line for line in lines if line.startswith(FORGED) or line.startswith("\x1b")]
+    assert not forged, log
+    # Every line of the log is a record (or an indented traceback line), and no control
+    # character survives in any of them.
+    for line in lines:
+        assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ", line) or line.startswith("  "), line
+        assert line.isprintable(), repr(line)
+    assert "\\n" + FORGED in log and "\\u2028\\x1b[2J" in log
+
+
+def test_every_request_line_field_is_escaped() -> None:
+    """Regression: logfmt values quoted ``\\n`` but passed ``\\r`` and other controls through."""
+    from routecodex_trio.observability import RequestRecord
+    from routecodex_trio.observability._logs import format_request_line
+
+    record = RequestRecord(
+        endpoint="chat", status=200, duration_s=0.1, category="default", target="a.b\rX\x1b"
+    )
+    line = format_request_line(record, "req_1")
+    assert line.isprintable(), repr(line)
+    assert 'target="a.b\\rX\\x1b"' in line
