@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
+import subprocess
+import sys
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Final
 
@@ -18,11 +21,15 @@ import orjson
 import pytest
 import trio
 
+from routecodex_trio import ConfigError, config_from_mapping
 from routecodex_trio.observability import setup_logging
 
+from .conftest import start_cli, stop_cli
 from .fakes import Receive, Send, _json, _read_body, start_app
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .conftest import GatewayFactory
 
 KEY: Final = "sk-live-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -272,3 +279,106 @@ def test_every_request_line_field_is_escaped() -> None:
     line = format_request_line(record, "req_1")
     assert line.isprintable(), repr(line)
     assert 'target="a.b\\rX\\x1b"' in line
+
+
+# ---------------------------------------------------------------------------------------------
+# Config: ${VAR} values in errors, file permissions
+
+ENV_SECRET: Final = "sk-proj-from-the-environment-9f3e"
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "routecodex_trio", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_config_errors_hide_values_from_the_environment() -> None:
+    """Regression: a validation error quoted the expanded value of a ``${VAR}``, so a secret put
+    in the wrong key (``listen``, ``base_url``) was printed by ``check-config``, ``serve`` and
+    ``/admin/reload``. The key path is printed with "(value from ${VAR}, hidden)" instead.
+    """
+    raw = {
+        "server": {"listen": ["${OPENAI_API_KEY}"], "graceful_timeout": "${GRACE}"},
+        "providers": {"m": {"type": "mock", "models": ["a"]}},
+        "routing": {"default": ["m.a"]},
+    }
+    environ = {"OPENAI_API_KEY": ENV_SECRET, "GRACE": ENV_SECRET + "-2"}
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping(raw, environ=environ)
+    message = caught.value.message
+    assert ENV_SECRET not in message and ENV_SECRET not in str(caught.value.problems)
+    assert "server.graceful_timeout" in message and "(value from ${GRACE}, hidden)" in message
+    raw["server"] = {"listen": ["127.0.0.1:0", "${OPENAI_API_KEY}"]}
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping(raw, environ=environ)
+    message = caught.value.message
+    assert ENV_SECRET not in message
+    assert "server.listen: (value from ${OPENAI_API_KEY}, hidden) is not 'host:port'" in message
+
+
+def test_check_config_hides_values_from_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        '[server]\nlisten = ["${OPENAI_API_KEY}"]\n'
+        '[providers.oa]\ntype = "openai-chat"\nbase_url = "${OA_URL}"\nmodels = ["m"]\n'
+        '[routing]\ndefault = ["oa.m"]\n'
+    )
+    path.chmod(0o600)
+    result = _cli(
+        "check-config", str(path), env={"OPENAI_API_KEY": ENV_SECRET, "OA_URL": "ftp://" + ENV_SECRET}
+    )
+    assert result.returncode == 1, result.stderr
+    assert ENV_SECRET not in result.stdout + result.stderr
+    assert "server.listen: (value from ${OPENAI_API_KEY}, hidden)" in result.stderr, result.stderr
+    assert "providers.oa.base_url: (value from ${OA_URL}, hidden)" in result.stderr, result.stderr
+
+
+def _keyed_config(path: Path, key_line: str) -> None:
+    path.write_text(
+        '[server]\nlisten = ["127.0.0.1:0"]\n'
+        '[providers.oa]\ntype = "openai-chat"\nbase_url = "http://127.0.0.1:9/v1"\n'
+        f'{key_line}\nmodels = ["m"]\n'
+        '[routing]\ndefault = ["oa.m"]\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("key_line", "mode", "warns"),
+    [
+        ('api_key = "sk-literal-key-in-the-file-1"', 0o644, True),
+        ('api_key = "sk-literal-key-in-the-file-1"', 0o640, True),
+        ('api_key = "${OA_KEY}"', 0o604, True),
+        ('api_key = "sk-literal-key-in-the-file-1"', 0o600, False),
+        ("", 0o644, False),
+    ],
+    ids=["world-readable", "group-readable", "expanded-others", "private", "no-keys"],
+)
+def test_check_config_warns_about_a_readable_file_with_keys(
+    key_line: str, mode: int, warns: bool, tmp_path: Path
+) -> None:
+    """Regression: a config file holding keys and readable by group or others went unremarked."""
+    path = tmp_path / "gw.toml"
+    _keyed_config(path, key_line)
+    path.chmod(mode)
+    result = _cli("check-config", str(path), env={"OA_KEY": ENV_SECRET})
+    assert result.returncode == 0, result.stderr
+    assert ("warning" in result.stderr and f"chmod 600 {path}" in result.stderr) is warns, result.stderr
+    if warns:
+        assert f"mode 0{mode:o}" in result.stderr
+    assert ENV_SECRET not in result.stderr and "sk-literal" not in result.stderr
+
+
+async def test_serve_warns_about_a_readable_file_with_keys(nursery: trio.Nursery, tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    _keyed_config(path, 'api_key = "sk-literal-key-in-the-file-1"')
+    path.chmod(0o644)
+    gateway = await start_cli(nursery, path, {})
+    assert await stop_cli(gateway) == 0
+    assert "holds API keys and is readable by group and others (mode 0644)" in gateway.log, gateway.log
+    assert "sk-literal" not in gateway.log

@@ -143,6 +143,8 @@ class ServerConfig:
     # Inbound keys; empty means no authentication (refused on non-loopback binds).
     api_keys: tuple[Secret, ...] = ()
     allow_unauthenticated: bool = False
+    # Keys for /admin/reload and /engines/*/stop (api_keys' rules); see docs/config.md.
+    admin_keys: tuple[Secret, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
