@@ -26,6 +26,7 @@ from .._errors import ConfigError
 from ._engines import PORT_PLACEHOLDER, engine_problems
 from ._model import (
     ROUTE_CATEGORIES,
+    WILDCARD_MODEL,
     GatewayConfig,
     ModelConfig,
     PoolConfig,
@@ -251,6 +252,11 @@ def _check_routing(config: GatewayConfig, problems: list[str]) -> None:
                     problems.append(f"{where}: {target!r} is not 'provider.model'")
                 elif provider is None:
                     problems.append(f"{where}: {target!r} names unknown provider {provider_name!r}")
+                elif model_id == WILDCARD_MODEL:
+                    problems.append(
+                        f"{where}: {target!r}: the wildcard model is for clients naming "
+                        f"'{provider_name}.<model>'; a route lists real models"
+                    )
                 elif provider.model(model_id) is None:
                     problems.append(
                         f"{where}: {target!r}: provider {provider_name!r} lists no model {model_id!r}"

@@ -147,6 +147,11 @@ class ServerConfig:
     admin_keys: tuple[Secret, ...] = ()
 
 
+# A provider listing this model id passes any ``provider.<name>`` a client asks for upstream
+# as written; metrics label it ``*`` (router/_router.py).
+WILDCARD_MODEL: Final = "*"
+
+
 @attrs.frozen(kw_only=True)
 class ModelConfig:
     """One model a provider serves. ``upstream`` is the name sent upstream (default: ``id``)."""

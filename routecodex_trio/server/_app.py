@@ -360,7 +360,7 @@ class GatewayApp:
             model_id = path.split("/models", 1)[1].lstrip("/")
             ids = router.model_ids()
             if model_id:
-                if model_id not in ids:
+                if model_id not in ids and not router.accepts(model_id):
                     raise NotFound(
                         f"model {model_id!r} does not exist", param="model", code="model_not_found"
                     )
@@ -477,7 +477,7 @@ class GatewayApp:
             category=trace.category or "",
             target=target.id if target else "",
             provider=target.provider if target else "",
-            model=target.upstream_model if target else "",
+            model=target.label_model if target else "",
             ttft_s=(trace.stats.first_byte_at - trace.started_at) if trace.stats.first_byte_at else None,
             upstream_wait_s=trace.upstream_wait_s,
             input_tokens=usage.input_tokens if usage else None,
