@@ -52,32 +52,51 @@ def _longest_first(secrets: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
 
 
+# Every escape an encoder may have written, undone to see whether a key hides behind them.
+_ESCAPED_TEXT: Final = re.compile(r"\\u([0-9a-fA-F]{4})|%([0-9a-fA-F]{2})|\\(/)")
+_ESCAPED_BYTES: Final = re.compile(rb"\\u([0-9a-fA-F]{4})|%([0-9a-fA-F]{2})|\\(/)")
+
+
+def _unescape_text(match: re.Match[str]) -> str:
+    code, byte, slash = match.groups()
+    if slash:
+        return "/"
+    return chr(int(code or byte, 16))
+
+
+def _unescape_bytes(match: re.Match[bytes]) -> bytes:
+    code, byte, slash = match.groups()
+    if slash:
+        return b"/"
+    if byte:
+        return bytes((int(byte, 16),))
+    return chr(int(code, 16)).encode("utf-8", "surrogatepass")
+
+
 @attrs.frozen(eq=False)
 class Scrubber:
     """Replaces configured keys, in any of their encoded forms, with ``***``.
 
-    The plain form is a substring replace (the hot path: client-bound stream chunks). The
-    regex for the encoded forms runs only when a text holds something an encoder writes
-    (``\\u00``, ``\\/`` or ``%``): a key cannot hide in a text that has none of these. Keys
-    are ASCII in practice, so ``\\u4f60`` (Chinese text from an ``ensure_ascii`` encoder) does
-    not send every chunk down the slow path.
+    Three speeds, for the hot path (every client-bound stream chunk goes through ``bytes``):
+
+    * no ``\\u``, ``\\/`` or ``%`` in the text: a key can only be there literally, so a
+      substring search and replace (the common case);
+    * some escapes: they are undone in a copy, and if no key shows up in it, the text is
+      returned as it was (one pass of a regex that stops only at ``\\`` and ``%``);
+    * a key shows up once unescaped: the full regex, which matches every key with each of
+      its characters in any of its forms, replaces it wherever and however it is written.
     """
 
     secrets: tuple[str, ...] = attrs.field(converter=_longest_first)
     _text: re.Pattern[str] | None = attrs.field(init=False)
     _bytes: re.Pattern[bytes] | None = attrs.field(init=False)
     _plain_bytes: tuple[bytes, ...] = attrs.field(init=False)
-    _triggers: tuple[str, ...] = attrs.field(init=False)
-    _byte_triggers: tuple[bytes, ...] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         pattern = _pattern(self.secrets) if self.secrets else None
         object.__setattr__(self, "_text", re.compile(pattern) if pattern else None)
         object.__setattr__(self, "_bytes", re.compile(pattern.encode()) if pattern else None)
         object.__setattr__(self, "_plain_bytes", tuple(s.encode() for s in self.secrets))
-        escape = "\\u00" if all(s.isascii() for s in self.secrets) else "\\u"
-        object.__setattr__(self, "_triggers", (escape, "\\/", "%"))
-        object.__setattr__(self, "_byte_triggers", tuple(t.encode() for t in self._triggers))
 
     def __bool__(self) -> bool:
         return bool(self.secrets)
@@ -86,8 +105,11 @@ class Scrubber:
         """``text`` with every key, in every form, replaced by ``***``."""
         if self._text is None:
             return text
-        if any(trigger in text for trigger in self._triggers):
-            return self._text.sub(REPLACEMENT, text)
+        if "\\" in text or "%" in text:
+            unescaped = _ESCAPED_TEXT.sub(_unescape_text, text)
+            if any(secret in unescaped for secret in self.secrets):
+                return self._text.sub(REPLACEMENT, text)
+            return text
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, REPLACEMENT)
@@ -97,8 +119,12 @@ class Scrubber:
         """``data`` with every key, in every form, replaced by ``***``."""
         if self._bytes is None:
             return data
-        if any(trigger in data for trigger in self._byte_triggers):
-            return self._bytes.sub(b"***", data)
+        if b"\\u" in data or b"%" in data or b"\\/" in data:
+            unescaped = _ESCAPED_BYTES.sub(_unescape_bytes, data)
+            for secret in self._plain_bytes:
+                if secret in unescaped:
+                    return self._bytes.sub(b"***", data)
+            return data
         for secret in self._plain_bytes:
             if secret in data:
                 data = data.replace(secret, b"***")
