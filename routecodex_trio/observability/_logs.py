@@ -225,7 +225,7 @@ def setup_logging(
     handler = BatchingHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else _TextFormatter(TEXT_FORMAT))
     # No format here prints where a call came from: skip the stack walk logging does per record.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
