@@ -20,7 +20,7 @@ import trio
 
 from ._errors import ConfigError, GatewayError
 from ._version import __version__
-from .config import default_config_path, load_config
+from .config import default_config_path, load_config, permission_warning
 
 if TYPE_CHECKING:
     from .config import GatewayConfig
@@ -84,7 +84,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # the upstream's address in our logs. Our own access line says what matters.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    config = load_config(_config_path(args.config))
+    config_path = _config_path(args.config)
+    config = load_config(config_path)
+    warning = permission_warning(config_path, config)
+    if warning:
+        LOGGER.warning("%s", warning)
     if args.snap:
         config = attrs.evolve(config, snapshots=attrs.evolve(config.snapshots, enabled=True))
         LOGGER.info("snapshots on: %s", Path(config.snapshots.dir).expanduser())
@@ -191,6 +195,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = _config_path(args.path or args.config)
     config = load_config(path)
+    warning = permission_warning(path, config)
+    if warning:
+        print(f"routecodex: warning: {warning}", file=sys.stderr)
     targets = sum(len(p.models) for p in config.providers.values())
     listen = ", ".join(config.server.listen)
     print(f"{path}: OK ({len(config.providers)} providers, {targets} models, listen {listen})")

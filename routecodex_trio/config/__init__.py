@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from ._engines import EngineConfig, EnginesConfig, EngineVariantConfig
-from ._load import CONFIG_CONVERTER, config_from_mapping, default_config_path, expand_env, load_config
+from ._load import (
+    CONFIG_CONVERTER,
+    config_from_mapping,
+    default_config_path,
+    expand_env,
+    hide_expanded,
+    holds_keys,
+    load_config,
+    permission_warning,
+)
 from ._model import (
     COMPAT_PROFILES,
     PROVIDER_TYPES,
     ROUTE_CATEGORIES,
+    WILDCARD_MODEL,
     ClassifierConfig,
     GatewayConfig,
     HealthConfig,
@@ -29,6 +39,7 @@ __all__ = [
     "CONFIG_CONVERTER",
     "PROVIDER_TYPES",
     "ROUTE_CATEGORIES",
+    "WILDCARD_MODEL",
     "ClassifierConfig",
     "EngineConfig",
     "EngineVariantConfig",
@@ -49,5 +60,8 @@ __all__ = [
     "config_from_mapping",
     "default_config_path",
     "expand_env",
+    "hide_expanded",
+    "holds_keys",
     "load_config",
+    "permission_warning",
 ]

@@ -143,6 +143,13 @@ class ServerConfig:
     # Inbound keys; empty means no authentication (refused on non-loopback binds).
     api_keys: tuple[Secret, ...] = ()
     allow_unauthenticated: bool = False
+    # Keys for /admin/reload and /engines/*/stop (api_keys' rules); see docs/config.md.
+    admin_keys: tuple[Secret, ...] = ()
+
+
+# A provider listing this model id passes any ``provider.<name>`` a client asks for upstream
+# as written; metrics label it ``*`` (router/_router.py).
+WILDCARD_MODEL: Final = "*"
 
 
 @attrs.frozen(kw_only=True)

@@ -32,6 +32,7 @@ from .._errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from .._scrub import Scrubber, scrub_then_cut, scrubber_for
 from ..protocols import codec_for
 from ..protocols.base import extract_error_message
 from ..protocols.canonical import Usage, estimate_request_tokens
@@ -207,12 +208,12 @@ def upstream_status_error(
     try:
         message = extract_error_message(orjson.loads(response.content))
     except orjson.JSONDecodeError:
-        message = response.content[:300].decode("utf-8", errors="replace").strip() or None
+        # Scrubbed whole, then cut: a key straddling the cut would otherwise leave its first
+        # characters in the message, where nothing can recognise them any more.
+        message = scrub_then_cut(response.content.decode("utf-8", errors="replace"), secrets).strip() or None
     status = response.status_code
     text = f"upstream {provider!r} answered {status}" + (f": {message}" if message else "")
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+    text = scrubber_for(secrets).text(text)
     error = UpstreamStatusError(
         text, status=_client_status(status), provider=provider, retry_after_s=_retry_after(response.headers)
     )
@@ -339,10 +340,10 @@ class ExchangeStage:
                 # Some servers answer a stream request with one JSON body (errors, or no
                 # streaming support). Read it as a complete answer and stream that.
                 await response.aread()
+                quoted = extract_error_message(_loads(response.content)) or "not an event stream"
                 raise UpstreamProtocolError(
                     f"upstream {provider!r} answered a stream request with "
-                    f"{content_type or 'no content type'}: "
-                    + (extract_error_message(_loads(response.content)) or "not an event stream"),
+                    f"{content_type or 'no content type'}: " + scrub_then_cut(quoted, secrets),
                     provider=provider,
                 )
             reader = ChunkReader(response, provider, upstream.timeouts.idle)
@@ -456,16 +457,13 @@ class Pipeline:
         while self.in_flight:
             await self._idle.wait()
 
-    # Every upstream key, longest first, for scrubbing client-bound bytes.
-    secret_bytes: tuple[bytes, ...] = attrs.field(init=False, default=())
+    # Every upstream key, in every encoded form, scrubbed from client-bound bytes.
+    scrubber: Scrubber = attrs.field(init=False, default=Scrubber(()))
 
     def __attrs_post_init__(self) -> None:
         self.prepare = PrepareStage(self.config)
         self.exchange = ExchangeStage(self.config, self.engines)
-        keys = {
-            k.reveal().encode() for p in self.config.providers.values() for k in p.all_keys() if k.reveal()
-        }
-        self.secret_bytes = tuple(sorted(keys, key=len, reverse=True))
+        self.scrubber = Scrubber(k.reveal() for p in self.config.providers.values() for k in p.all_keys())
 
     def route(self, request: ClientRequest) -> RouteDecision:
         return self.router.route(request.model, request.canonical)

@@ -26,6 +26,7 @@ import orjson
 import trio
 
 from .._errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError
+from .._scrub import scrubber_for
 from ..protocols import codec_for
 from ..protocols.canonical import (
     BlockStart,
@@ -398,11 +399,11 @@ def usage_in_frames(protocol: str, complete: bytes, known: Usage | None) -> Usag
 
 
 def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every secret replaced by ``***`` (upstreams quote keys in their errors)."""
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, "***")
-    return text
+    """``text`` with every secret, in every encoded form, replaced by ``***``.
+
+    Upstreams quote keys in their errors; see ``routecodex_trio._scrub``.
+    """
+    return scrubber_for(secrets).text(text) if secrets else text
 
 
 def stream_error_exception(event: StreamError, secrets: tuple[str, ...] = ()) -> UpstreamError:

@@ -15,6 +15,8 @@ import attrs
 import orjson
 import trio
 
+from .._scrub import NO_SECRETS, Scrubber
+
 if TYPE_CHECKING:
     from .._errors import GatewayError
     from ..protocols.base import Codec
@@ -48,14 +50,8 @@ class Responder:
     # Everything sent to the client, kept only when snapshots are on.
     capture: list[bytes] | None = None
     # Upstream keys never reach a client, even when an upstream quotes them in its own error
-    # text (relayed byte for byte on the passthrough path).
-    secrets: tuple[bytes, ...] = ()
-
-    def _scrub(self, chunk: bytes) -> bytes:
-        for secret in self.secrets:
-            if secret in chunk:
-                chunk = chunk.replace(secret, b"***")
-        return chunk
+    # text (relayed byte for byte on the passthrough path), JSON-escaped or percent-encoded.
+    scrubber: Scrubber = NO_SECRETS
 
     # Set when the request body was not read to its end: the connection cannot carry another
     # request, so the client is told not to reuse it.
@@ -106,8 +102,8 @@ class Responder:
 
     async def write(self, chunk: bytes) -> None:
         if chunk:
-            if self.secrets:
-                chunk = self._scrub(chunk)
+            if self.scrubber:
+                chunk = self.scrubber.bytes(chunk)
             self.last_write_at = trio.current_time()
             self.bytes_sent += len(chunk)
             if self.capture is not None:
@@ -128,8 +124,8 @@ class Responder:
         content_type: bytes = b"application/json",
     ) -> None:
         self.started, self.finished, self.status = True, True, status
-        if self.secrets:
-            body = self._scrub(body)
+        if self.scrubber:
+            body = self.scrubber.bytes(body)
         headers = self._headers(((b"content-type", content_type),), extra_headers)
         self.bytes_sent += len(body)
         if self.capture is not None:

@@ -5,6 +5,10 @@ Order of business for one request (``Router.route``):
 1. A client ``model`` of the form ``provider.model`` naming a configured provider goes straight
    to that model (category ``direct``): no classification, no other provider, because the
    client asked for exactly that one. Its API keys still rotate and cooling keys still go last.
+   The model must be one the provider lists (else 404 ``model_not_found``), or the provider
+   lists the wildcard ``*``: then any name goes upstream as written, under the one target
+   ``provider.*``. Either way every name the router keeps (health, key rotation, metrics
+   labels) comes from the config, never from the client's free text.
 2. Otherwise the request is classified (``RequestClassifier``, RouteCodex's categories and
    priority). A category with no pools falls back to ``default``. When no category but
    ``default`` has pools the request is not even decoded for classification.
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .._errors import NotFound
+from ..config import WILDCARD_MODEL as WILDCARD
 from ._classifier import CATEGORY_PRIORITY, RequestClassifier
 from ._health import HealthTracker
 
@@ -58,6 +63,14 @@ class Target:
     def id(self) -> str:
         """``provider.model``, the name users write in routes and client ``model`` fields."""
         return f"{self.provider}.{self.model}"
+
+    @property
+    def label_model(self) -> str:
+        """The model name for metrics labels: the configured upstream name, ``*`` for a wildcard.
+
+        A wildcard target's ``upstream_model`` is the client's text; it must not become a label.
+        """
+        return WILDCARD if self.model == WILDCARD else self.upstream_model
 
     @property
     def health_key(self) -> str:
@@ -108,6 +121,34 @@ class Router:
             for key in (range(len(provider.all_keys())) or (None,))
         )
 
+    def direct_target(self, provider_name: str, model_id: str) -> Target:
+        """The target for a client's ``provider.model``: a listed model, or the wildcard.
+
+        Raises:
+            NotFound: ``model_not_found``, the provider lists neither ``model_id`` nor ``*``.
+        """
+        provider = self.config.providers[provider_name]
+        if model_id != WILDCARD:
+            if provider.model(model_id) is not None:
+                return self.target(provider_name, model_id)
+            if provider.model(WILDCARD) is not None:
+                wildcard = self.target(provider_name, WILDCARD)
+                return attrs.evolve(wildcard, upstream_model=model_id)
+        raise NotFound(
+            f"model {provider_name + '.' + model_id!r} does not exist: "
+            f"provider {provider_name!r} does not list it (GET /v1/models lists the models)",
+            param="model",
+            code="model_not_found",
+        )
+
+    def accepts(self, client_model: str) -> bool:
+        """Whether ``provider.model`` names a listed model or one a wildcard provider passes on."""
+        provider_name, dot, model_id = client_model.partition(".")
+        provider = self.config.providers.get(provider_name)
+        if not dot or provider is None or not model_id or model_id == WILDCARD:
+            return False
+        return provider.model(model_id) is not None or provider.model(WILDCARD) is not None
+
     def target(self, provider_name: str, model_id: str, key_index: int | None = None) -> Target:
         provider = self.config.providers[provider_name]
         model = provider.model(model_id)
@@ -130,7 +171,7 @@ class Router:
         """
         provider_name, dot, model_id = client_model.partition(".")
         if dot and model_id and provider_name in self.config.providers:
-            targets = self._with_keys(self.target(provider_name, model_id))
+            targets = self._with_keys(self.direct_target(provider_name, model_id))
             return RouteDecision(
                 category="direct",
                 reason=f"client asked for {client_model!r}",
@@ -143,8 +184,9 @@ class Router:
         return RouteDecision(category=category, reason=reason, candidates=candidates)
 
     def model_ids(self) -> list[str]:
-        """Every ``provider.model`` id, in config order (``GET /v1/models``)."""
-        return [f"{name}.{m.id}" for name, p in self.config.providers.items() for m in p.models]
+        """Every ``provider.model`` id, in config order (``GET /v1/models``); no wildcards."""
+        providers = self.config.providers.items()
+        return [f"{name}.{m.id}" for name, p in providers for m in p.models if m.id != WILDCARD]
 
     # ------------------------------------------------------------------ internals
 

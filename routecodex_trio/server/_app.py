@@ -148,6 +148,32 @@ class _ClientGone(Exception):
     """The client hung up before its request body was complete; nothing to answer."""
 
 
+def _offered_keys(headers: dict[str, str]) -> list[bytes]:
+    """The keys a request offers: ``x-api-key`` and a bearer ``authorization``."""
+    offered = [headers.get("x-api-key", "").encode()]
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        offered.append(auth[7:].strip().encode())
+    return offered
+
+
+def _matches(offered: list[bytes], keys: tuple[bytes, ...]) -> bool:
+    """Whether any offer is one of ``keys``.
+
+    Every offer is compared with every key without stopping early: the time taken does not
+    tell which key, or how much of one, matched.
+    """
+    matched = False
+    for candidate in offered:
+        for key in keys:
+            matched |= hmac.compare_digest(candidate, key)
+    return matched
+
+
+def _forbidden(message: str) -> GatewayError:
+    return GatewayError(message, status=403, kind="permission", code="forbidden")
+
+
 def _renderer_for(path: str) -> Callable[[GatewayError], tuple[int, dict[str, Any]]]:
     return render_anthropic_error if path.startswith(("/v1/messages", "/messages")) else render_openai_error
 
@@ -164,14 +190,25 @@ class GatewayApp:
     # Re-reads the config file and swaps it in; returns a one-line summary (set by serve()).
     reload: Callable[[], Awaitable[str]] | None = None
     _keys: tuple[bytes, ...] = ()
+    _admin_keys: tuple[bytes, ...] = ()
     _keys_of: Pipeline | None = None
+
+    def _load_keys(self) -> None:
+        if self._keys_of is not self.pipeline:
+            server = self.pipeline.config.server
+            self._keys = tuple(k.reveal().encode() for k in server.api_keys)
+            self._admin_keys = tuple(k.reveal().encode() for k in server.admin_keys)
+            self._keys_of = self.pipeline
 
     @property
     def api_keys(self) -> tuple[bytes, ...]:
-        if self._keys_of is not self.pipeline:
-            self._keys = tuple(k.reveal().encode() for k in self.pipeline.config.server.api_keys)
-            self._keys_of = self.pipeline
+        self._load_keys()
         return self._keys
+
+    @property
+    def admin_keys(self) -> tuple[bytes, ...]:
+        self._load_keys()
+        return self._admin_keys
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Send) -> None:
         kind = scope["type"]
@@ -226,35 +263,38 @@ class GatewayApp:
         await responder.send_json(status, body)
 
     def _authorize(self, headers: dict[str, str]) -> None:
+        """Client endpoints: any ``api_keys`` key, or an ``admin_keys`` one, when keys are set."""
         keys = self.api_keys
         if not keys:
             return
-        offered = [headers.get("x-api-key", "").encode()]
-        auth = headers.get("authorization", "")
-        if auth[:7].lower() == "bearer ":
-            offered.append(auth[7:].strip().encode())
-        # Compare every offer against every key without stopping early: the time taken does
-        # not tell which key, or how much of one, matched.
-        matched = False
-        for candidate in offered:
-            for key in keys:
-                matched |= hmac.compare_digest(candidate, key)
-        if not matched:
+        offered = _offered_keys(headers)
+        if not (_matches(offered, keys) | _matches(offered, self.admin_keys)):
             raise AuthError("missing or invalid API key" if any(offered) else "missing API key")
 
     def _authorize_admin(self, scope: dict[str, Any], headers: dict[str, str]) -> None:
-        """Admin endpoints: with inbound keys, a valid key; without, loopback clients only."""
+        """Admin endpoints (``/admin/reload``, ``/engines/*/stop``).
+
+        With ``admin_keys``: an admin key, else 403 for a client key and 401 for anything
+        else. Without: loopback clients only, and only while no ``api_keys`` are set -- a
+        gateway that authenticates its clients must not let every one of them reload it.
+
+        Raises:
+            AuthError: no key, or a key that is neither an admin nor a client key (401).
+            GatewayError: 403, a client key or a caller the rules above turn away.
+        """
+        admin = self.admin_keys
+        if admin:
+            offered = _offered_keys(headers)
+            if _matches(offered, admin):
+                return
+            if self.api_keys and _matches(offered, self.api_keys):
+                raise _forbidden("a client key cannot call admin endpoints; use one of [server] admin_keys")
+            raise AuthError("missing or invalid admin key" if any(offered) else "missing admin key")
         if self.api_keys:
-            self._authorize(headers)
-            return
+            raise _forbidden("admin endpoints are off: [server] api_keys are set but no admin_keys")
         client = scope.get("client") or ("", 0)
         if not is_loopback(str(client[0])):
-            raise GatewayError(
-                "admin endpoints need [server] api_keys when called from another host",
-                status=403,
-                kind="permission",
-                code="forbidden",
-            )
+            raise _forbidden("admin endpoints need [server] admin_keys when called from another host")
 
     async def _engine_stop(
         self, scope: dict[str, Any], receive: Callable[[], Any], responder: Responder, name: str
@@ -320,7 +360,7 @@ class GatewayApp:
             model_id = path.split("/models", 1)[1].lstrip("/")
             ids = router.model_ids()
             if model_id:
-                if model_id not in ids:
+                if model_id not in ids and not router.accepts(model_id):
                     raise NotFound(
                         f"model {model_id!r} does not exist", param="model", code="model_not_found"
                     )
@@ -363,7 +403,7 @@ class GatewayApp:
         headers = _headers(scope)
         codec = codec_for(endpoint.protocol)
         trace = Trace(responder.request_id, endpoint.name)
-        responder.secrets = pipeline.secret_bytes
+        responder.scrubber = pipeline.scrubber
         snapshots = pipeline.snapshots
         if snapshots is not None and snapshots.enabled:
             trace.snapshot = []
@@ -437,7 +477,7 @@ class GatewayApp:
             category=trace.category or "",
             target=target.id if target else "",
             provider=target.provider if target else "",
-            model=target.upstream_model if target else "",
+            model=target.label_model if target else "",
             ttft_s=(trace.stats.first_byte_at - trace.started_at) if trace.stats.first_byte_at else None,
             upstream_wait_s=trace.upstream_wait_s,
             input_tokens=usage.input_tokens if usage else None,

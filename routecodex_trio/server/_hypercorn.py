@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import collections
 import errno
+import logging
 import math
+import os
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
@@ -149,13 +151,42 @@ class _TCPServer(TCPServer):
         self.idle_task.finish()  # type: ignore[attr-defined]
 
 
+# Out of descriptors or memory (trio's ACCEPT_CAPACITY_ERRNOS): the accept loop backs off.
+_CAPACITY_ERRNOS: Final = frozenset(
+    getattr(errno, name) for name in ("EMFILE", "ENFILE", "ENOMEM", "ENOBUFS") if hasattr(errno, name)
+)
+# The first retry after such an error, and the longest wait between two: connections queued
+# in the kernel meanwhile are served as soon as descriptors are free again, within a second.
+CAPACITY_BACKOFF_MIN_S: Final = 0.1
+CAPACITY_BACKOFF_MAX_S: Final = 1.0
+# At most one log line per listener in this many seconds while accepts keep failing.
+CAPACITY_LOG_INTERVAL_S: Final = 10.0
+LOGGER: Final = logging.getLogger("routecodex_trio.server")
+
+
+def _address(sock: socket.socket) -> str:
+    try:
+        return repr_socket_addr(sock.family, sock.getsockname())
+    except OSError:
+        return "?"
+
+
 class BatchListener(trio.abc.Listener[SocketStream]):
-    """A listening socket that hands out every queued connection per scheduler pass."""
+    """A listening socket that hands out every queued connection per scheduler pass.
+
+    Out of descriptors (``EMFILE``/``ENFILE``) or memory, it waits and tries again, longer
+    each time up to ``CAPACITY_BACKOFF_MAX_S``, and says so in one log line at most every
+    ``CAPACITY_LOG_INTERVAL_S``. Left to ``trio.serve_listeners``, the error was logged with
+    a full traceback every 100 ms per listener for as long as it lasted.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.socket = sock
         self._ready: collections.deque[socket.socket] = collections.deque()
         self._closed = False
+        self._backoff_s = 0.0
+        self._next_report_at = -math.inf
+        self._unreported = 0
 
     async def accept(self) -> SocketStream:
         if not self._ready:
@@ -166,10 +197,36 @@ class BatchListener(trio.abc.Listener[SocketStream]):
         # One checkpoint per batch even when the queue is never empty (a flood of clients).
         await trio.lowlevel.checkpoint()
         while True:
-            self._take_queued()
+            try:
+                self._take_queued()
+            except OSError as exc:
+                if exc.errno not in _CAPACITY_ERRNOS:
+                    raise
+                await self._back_off(exc)
+                continue
             if self._ready:
+                self._backoff_s = 0.0
                 return
             await trio.lowlevel.wait_readable(self.socket)
+
+    async def _back_off(self, exc: OSError) -> None:
+        self._backoff_s = min(CAPACITY_BACKOFF_MAX_S, self._backoff_s * 2 or CAPACITY_BACKOFF_MIN_S)
+        now = trio.current_time()
+        if now >= self._next_report_at:
+            name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            LOGGER.warning(
+                "listener %s: cannot accept connections: %s (%s)%s; retrying, up to every %g s",
+                _address(self.socket),
+                name,
+                os.strerror(exc.errno or 0),
+                f"; {self._unreported} more since the last report" if self._unreported else "",
+                CAPACITY_BACKOFF_MAX_S,
+            )
+            self._next_report_at = now + CAPACITY_LOG_INTERVAL_S
+            self._unreported = 0
+        else:
+            self._unreported += 1
+        await trio.sleep(self._backoff_s)
 
     def _take_queued(self) -> None:
         if self._closed:
@@ -186,7 +243,7 @@ class BatchListener(trio.abc.Listener[SocketStream]):
                     continue
                 if self._ready:
                     return  # hand out what we have; the error comes back on the next call
-                # EMFILE and friends: trio.serve_listeners logs them and retries after 100 ms.
+                # EMFILE and friends: _fill backs off; anything else ends serve_listeners.
                 raise
             self._ready.append(sock)
 
