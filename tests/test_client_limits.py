@@ -281,7 +281,7 @@ async def test_sigterm_exits_in_time_with_non_reading_clients(nursery: trio.Nurs
     deadline alone must end them."""
     from .conftest import start_cli
 
-    grace_s = 2.0
+    grace_s = 3.0  # the issue's setting
     upstream = FloodUpstream()
     upstream_url = await start_app(nursery, upstream)
     cli = await start_cli(nursery, _cli_config(tmp_path, upstream_url, grace_s), {}, "--log-level", "warning")
