@@ -61,10 +61,12 @@ def gateway_cpu_ns(pid: int) -> int:
 
 def chat_body(size: int) -> bytes:
     """A chat request of ``size`` bytes: one user message padded to that length."""
-    base = {"model": "mock.m1", "messages": [{"role": "user", "content": ""}], "max_tokens": 8}
-    overhead = len(orjson.dumps(base))
-    base["messages"][0]["content"] = "x" * max(0, size - overhead)
-    return orjson.dumps(base)
+
+    def body(content: str) -> bytes:
+        message = {"role": "user", "content": content}
+        return orjson.dumps({"model": "mock.m1", "messages": [message], "max_tokens": 8})
+
+    return body("x" * max(0, size - len(body(""))))
 
 
 def head(length_header: bytes) -> bytes:
