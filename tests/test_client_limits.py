@@ -552,3 +552,26 @@ async def test_open_files_limit_logs_one_line_and_recovers(nursery: trio.Nursery
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+
+
+async def test_protocol_error_after_a_keep_alive_request_names_the_new_endpoint(
+    start_gateway: GatewayFactory,
+) -> None:
+    """The error shape follows the failing request's line, not the previous request's."""
+    gateway = await start_gateway(mock_config())
+    body = json.dumps(CHAT).encode()
+    first = _raw_post("/v1/chat/completions", body, b"content-length: %d" % len(body))
+    second = b"POST /v1/messages HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: gzip\r\n\r\n"
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with sock, trio.fail_after(10):
+        await sock.connect(_address(gateway.url))
+        await sock.send(first)
+        answer = b""
+        while b"chat.completion" not in answer or not answer.endswith(b"\r\n0\r\n\r\n"):
+            answer += await sock.recv(65536)
+        await sock.send(second)
+        raw, closed = await read_until_closed(sock, 3.0)
+    status, _headers, payload = split_response(raw)
+    assert status == 501, raw[:300]
+    assert_protocol_error("/v1/messages", payload, None)
+    assert closed

@@ -107,6 +107,7 @@ class GatewayH11Protocol(H11Protocol):
                 # The start of a request: its line names the endpoint whose error shape an
                 # unparseable head is answered in.
                 self._head = event.data[:_HEAD_PEEK]
+                self._target = b""
         await super().handle(event)
 
     async def _handle_events(self) -> None:
