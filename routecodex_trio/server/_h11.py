@@ -64,6 +64,9 @@ class ConnectionLimits:
 
     # A response write that makes no progress for this long closes the connection.
     write_timeout_s: float = math.inf
+    # When a drain cuts the requests still running ([server] graceful_timeout): a write
+    # already blocked when the drain began and still blocked then is cut too.
+    drain_s: float = math.inf
     # Chunks any chunked body may use, and one more per this many bytes delivered.
     max_body_chunks: int = 2**62
     min_chunk_bytes: int = 1

@@ -185,10 +185,16 @@ class _WriteDeadlines:
     deadline: float = math.inf
     active: set[trio.CancelScope] = attrs.field(factory=set)
 
-    def close_by(self, deadline: float) -> None:
+    def close_by(self, deadline: float, *, blocked_by: float) -> None:
+        """Every write ends by ``deadline``; one already waiting now ends by ``blocked_by``.
+
+        A write still waiting from before the drain until the requests are cut (the app's
+        drain deadline, ``blocked_by``) has a client that takes nothing: the margin after
+        that is for writing the terminal error events of clients that read, not for it.
+        """
         self.deadline = deadline
         for scope in self.active:
-            scope.deadline = min(scope.deadline, deadline)
+            scope.deadline = min(scope.deadline, deadline, blocked_by)
 
 
 class _TCPServer(TCPServer):
@@ -401,6 +407,8 @@ async def serve_http(
                 raise other from None
         finally:
             await context.terminated.set()
-            deadline = trio.current_time() + config.graceful_timeout
+            now = trio.current_time()
+            deadline = now + config.graceful_timeout
             connections.cancel_scope.deadline = deadline
-            writes.close_by(deadline)
+            requests_cut_at = now + min(config.graceful_timeout, (limits or ConnectionLimits()).drain_s)
+            writes.close_by(deadline, blocked_by=requests_cut_at)

@@ -141,6 +141,7 @@ def connection_limits(config: GatewayConfig) -> ConnectionLimits:
     server = config.server
     return ConnectionLimits(
         write_timeout_s=server.write_timeout,
+        drain_s=server.graceful_timeout,
         max_body_chunks=server.max_body_chunks,
         min_chunk_bytes=server.min_chunk_bytes,
     )
