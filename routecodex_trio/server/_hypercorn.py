@@ -17,6 +17,12 @@ The worker loop itself (``serve_http``) is hypercorn's ``worker_serve`` without 
 events (the gateway's app needs none) and with sockets we bound: the same ``TCPServer``, the
 same drain (stop accepting, let connections finish until ``graceful_timeout``, then cancel).
 It uses hypercorn's internal classes, so ``pyproject.toml`` pins hypercorn's minor version.
+
+What a client can cost is bounded here too (issue 13): ``_TCPServer`` speaks HTTP/1.1 through
+``_h11`` (framing rules, body chunks), gives every response write ``write_timeout`` and the
+drain's deadline (hypercorn's writes are shielded: nothing else reaches a write blocked on a
+client that does not read), and ``BatchListener`` backs off, logging one line, when accept
+runs out of descriptors.
 """
 
 from __future__ import annotations
