@@ -30,7 +30,7 @@ import orjson
 import pytest
 import trio
 
-from .conftest import mock_config, openai_provider_config
+from .conftest import mock_config, openai_provider_config, start_cli
 from .fakes import start_app
 
 if TYPE_CHECKING:
@@ -279,8 +279,6 @@ async def test_sigterm_exits_in_time_with_non_reading_clients(nursery: trio.Nurs
     running for as long as they liked (still running 40 s later): their writes were shielded
     from the drain deadline. ``write_timeout`` stays at its default (30 s) here: the drain
     deadline alone must end them."""
-    from .conftest import start_cli
-
     grace_s = 3.0  # the issue's setting
     upstream = FloodUpstream()
     upstream_url = await start_app(nursery, upstream)
