@@ -26,6 +26,15 @@ DEFAULT_GRACEFUL_TIMEOUT_S: Final = 30.0
 DEFAULT_MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 DEFAULT_KEEP_ALIVE_TIMEOUT_S: Final = 75.0
 DEFAULT_KEEPALIVE_INTERVAL_S: Final = 15.0
+# A response write that makes no progress for this long ends the request (issue 13).
+DEFAULT_WRITE_TIMEOUT_S: Final = 30.0
+# The whole request body must arrive within this (a trickled body held a slot indefinitely).
+DEFAULT_BODY_TIMEOUT_S: Final = 60.0
+# A chunked body may use this many chunks, plus one per DEFAULT_MIN_CHUNK_BYTES delivered:
+# h11 spends ~5-10 us per chunk, so below that a chunked body costs more than 2x the CPU of
+# the same bytes sent at once (bench/chunk_flood.py, docs/reliability.md).
+DEFAULT_MAX_BODY_CHUNKS: Final = 256
+DEFAULT_MIN_CHUNK_BYTES: Final = 2048
 DEFAULT_RETRY_ATTEMPTS: Final = 2
 DEFAULT_BACKOFF_BASE_S: Final = 0.25
 DEFAULT_BACKOFF_MAX_S: Final = 4.0
@@ -143,6 +152,12 @@ class ServerConfig:
     # Inbound keys; empty means no authentication (refused on non-loopback binds).
     api_keys: tuple[Secret, ...] = ()
     allow_unauthenticated: bool = False
+    # Client-side limits (issue 13): a client that stops reading, a body that trickles in, a
+    # body cut into a flood of tiny chunks.
+    write_timeout: float = attrs.field(default=DEFAULT_WRITE_TIMEOUT_S, validator=attrs.validators.gt(0))
+    body_timeout: float = attrs.field(default=DEFAULT_BODY_TIMEOUT_S, validator=attrs.validators.gt(0))
+    max_body_chunks: int = attrs.field(default=DEFAULT_MAX_BODY_CHUNKS, validator=attrs.validators.ge(1))
+    min_chunk_bytes: int = attrs.field(default=DEFAULT_MIN_CHUNK_BYTES, validator=attrs.validators.ge(1))
     # Keys for /admin/reload and /engines/*/stop (api_keys' rules); see docs/config.md.
     admin_keys: tuple[Secret, ...] = ()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import os
 import secrets
 from typing import TYPE_CHECKING, Any, Final
@@ -30,6 +31,7 @@ from .._errors import (
     AuthError,
     ConfigError,
     GatewayError,
+    InvalidRequest,
     NotFound,
     RequestTooLarge,
     ShuttingDown,
@@ -48,8 +50,8 @@ from ..pipeline import (
     Trace,
 )
 from ..protocols import codec_for
-from ..protocols.errors import render_anthropic_error, render_openai_error
 from ..protocols.sse import KEEPALIVE_COMMENT
+from ._h11 import BODY_ERROR_KEY, TOO_MANY_CHUNKS, renderer_for
 from ._sockets import is_loopback
 
 if TYPE_CHECKING:
@@ -116,32 +118,60 @@ def _headers(scope: dict[str, Any]) -> dict[str, str]:
 
 
 async def _read_body(
-    receive: Callable[[], Any], headers: dict[str, str], limit: int, idle_s: float = 60.0
+    receive: Callable[[], Any],
+    headers: dict[str, str],
+    limit: int,
+    idle_s: float = 60.0,
+    total_s: float = math.inf,
 ) -> bytes:
+    """The request body, whole.
+
+    Raises:
+        RequestTooLarge: over ``limit`` (declared or received).
+        GatewayError: 408 when a read waits ``idle_s`` or the whole body takes ``total_s``;
+            400 when the server layer refused the body (``BODY_ERROR_KEY``, too many chunks).
+        _ClientGone: the client hung up first.
+    """
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    while True:
-        # A body that stops arriving would hold a connection, a descriptor and a task for as
-        # long as the client likes (slowloris): the keep-alive idle time bounds each wait.
-        with trio.move_on_after(idle_s) as stalled:
-            message = await receive()
-        if stalled.cancelled_caught:
-            raise GatewayError(
-                f"request body stalled for {idle_s:g} s", status=408, kind="timeout", code="request_timeout"
-            )
-        if message["type"] == "http.disconnect":
-            raise _ClientGone()
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    # A body trickled a byte every few seconds never trips the idle wait: the whole body has
+    # a deadline too ([server] body_timeout).
+    with trio.move_on_after(total_s) as overall:
+        while True:
+            # A body that stops arriving would hold a connection, a descriptor and a task for as
+            # long as the client likes (slowloris): the keep-alive idle time bounds each wait.
+            with trio.move_on_after(idle_s) as stalled:
+                message = await receive()
+            if stalled.cancelled_caught:
+                raise GatewayError(
+                    f"request body stalled for {idle_s:g} s",
+                    status=408,
+                    kind="timeout",
+                    code="request_timeout",
+                )
+            if message["type"] == "http.disconnect":
+                raise _ClientGone()
+            refused = message.get(BODY_ERROR_KEY)
+            if refused is not None:
+                raise InvalidRequest(str(refused), code=TOO_MANY_CHUNKS)
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+    assert overall.cancelled_caught
+    raise GatewayError(
+        f"request body not complete within {total_s:g} s ({size} bytes received)",
+        status=408,
+        kind="timeout",
+        code="request_timeout",
+    )
 
 
 class _ClientGone(Exception):
@@ -172,10 +202,6 @@ def _matches(offered: list[bytes], keys: tuple[bytes, ...]) -> bool:
 
 def _forbidden(message: str) -> GatewayError:
     return GatewayError(message, status=403, kind="permission", code="forbidden")
-
-
-def _renderer_for(path: str) -> Callable[[GatewayError], tuple[int, dict[str, Any]]]:
-    return render_anthropic_error if path.startswith(("/v1/messages", "/messages")) else render_openai_error
 
 
 @attrs.define(eq=False)
@@ -259,7 +285,7 @@ class GatewayApp:
         if responder.started:
             await responder.end()
             return
-        status, body = _renderer_for(path)(error)
+        status, body = renderer_for(path)(error)
         await responder.send_json(status, body)
 
     def _authorize(self, headers: dict[str, str]) -> None:
@@ -301,7 +327,7 @@ class GatewayApp:
     ) -> None:
         headers = _headers(scope)
         self._authorize_admin(scope, headers)
-        await _read_body(receive, headers, 1024 * 1024)
+        await _read_body(receive, headers, 1024 * 1024, total_s=self.pipeline.config.server.body_timeout)
         if self.engines is None:
             raise NotFound("this gateway runs no engines")
         await self.engines.stop(name)
@@ -313,7 +339,7 @@ class GatewayApp:
         """``POST /admin/reload``: re-read the config file and swap it in."""
         headers = _headers(scope)
         self._authorize_admin(scope, headers)
-        await _read_body(receive, headers, 1024 * 1024)
+        await _read_body(receive, headers, 1024 * 1024, total_s=self.pipeline.config.server.body_timeout)
         if self.reload is None:
             raise GatewayError("this gateway cannot reload", status=400, kind="invalid_request")
         try:
@@ -410,8 +436,9 @@ class GatewayApp:
             responder.capture = []
         try:
             self._authorize(headers)
+            server = pipeline.config.server
             body = await _read_body(
-                receive, headers, pipeline.config.server.max_body, pipeline.config.server.keep_alive_timeout
+                receive, headers, server.max_body, server.keep_alive_timeout, server.body_timeout
             )
             trace.snap("client-request", client_request_payload(scope["path"], headers, body))
             request = self.decode.decode(
@@ -419,7 +446,9 @@ class GatewayApp:
             )
         except GatewayError as exc:
             # The body was not read to its end: the connection cannot carry another request.
-            responder.close_connection = isinstance(exc, RequestTooLarge) or exc.status == 408
+            responder.close_connection = (
+                isinstance(exc, RequestTooLarge) or exc.status == 408 or exc.code == TOO_MANY_CHUNKS
+            )
             await responder.fail(exc, codec)
             self._log(trace, responder, exc)
             await self._write_snapshot(pipeline, endpoint, trace, responder)
