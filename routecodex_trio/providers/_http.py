@@ -240,13 +240,14 @@ class HttpUpstream:
                 parts.append(chunk)
                 size += len(chunk)
         reader.raise_if_idle()
-        content = b"".join(parts)
         if size <= limit:
-            response.content = content
+            response.content = b"".join(parts)
             return
         if cut:
-            response.content = content[:limit]
+            response.content = b"".join(parts)[:limit]
             return
+        # Refused: never joined (a 64 MiB copy, and its page faults, would stall the loop).
+        parts.clear()
         response.content = b""
         raise UpstreamProtocolError(
             f"upstream {provider!r} answered with a body larger than {limit} bytes "
