@@ -29,7 +29,7 @@ from .._net import READ_SIZE, SocketStream
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 # Largest piece of a compressed body inflated at once (see H1Response._inflate).
-MAX_INFLATE_BYTES: Final = 256 * 1024
+MAX_INFLATE_BYTES: Final = 64 * 1024
 
 
 class H1Error(Exception):

@@ -41,7 +41,7 @@ USER_AGENT: Final = f"routecodex-trio/{__version__}"
 
 # A body reader yields to the scheduler after handing out this many bytes without a pause:
 # about a millisecond of relaying or parsing (docs/reliability.md, "Hardening (issue 13)").
-YIELD_BYTES: Final = 256 * 1024
+YIELD_BYTES: Final = 128 * 1024
 
 # Client headers that may reach an upstream speaking the same protocol. Everything else
 # (notably the client's Authorization / x-api-key) stays at the gateway.
