@@ -36,7 +36,12 @@ from routecodex_trio.config._model import (
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
 )
-from routecodex_trio.pipeline._relay import EventSplitter
+from routecodex_trio.pipeline._relay import (
+    EventSplitter,
+    PassthroughTracker,
+    upstream_stream_error,
+    usage_in_frames,
+)
 from routecodex_trio.protocols.sse import SSEParseError, SSEParser
 
 from .fakes import start_app
@@ -539,3 +544,21 @@ def test_scanners_refuse_an_event_past_the_limit_as_it_grows() -> None:
     with pytest.raises(UpstreamProtocolError):
         EventSplitter("p", 100).feed(b"data: z\n\ndata: " + b"y" * 200 + b"\n\n")
     assert EventSplitter("p", 100).feed(b"data: z\n\n" * 50) == b"data: z\n\n" * 50
+
+
+def test_a_larger_max_event_bytes_is_honoured_past_the_default() -> None:
+    """Events the relay let through under a raised limit are not refused by the parsers that
+    look into them afterwards (content check, usage, in-stream errors), whose own default is
+    8 MiB: that would be a 500."""
+    big = b'data: {"choices": [{"delta": {"content": "' + b"x" * (9 * 1024 * KIB) + b'"}}]}\n\n'
+    tracker = PassthroughTracker("openai-chat", "m", max_event_bytes=32 * 1024 * KIB)
+    splitter = EventSplitter("p", tracker.max_event_bytes)
+    assert splitter.feed(big[:100]) == b""
+    assert splitter.feed(big[100:]) == big
+    assert tracker.holds_content(big)
+    usage = b'data: {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}, "pad": "'
+    usage += b"y" * (9 * 1024 * KIB) + b'"}\n\n'
+    found = usage_in_frames("openai-chat", usage, None)
+    assert found is not None and found.input_tokens == 3
+    error = b'data: {"error": {"message": "' + b"z" * (9 * 1024 * KIB) + b'", "type": "server_error"}}\n\n'
+    assert upstream_stream_error("openai-chat", error).status == 502

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from .._errors import GatewayError
     from ..protocols.base import StreamDecoder, StreamEncoder
     from ..protocols.canonical import ProtocolName, StreamEvent
+    from ..protocols.sse import SSEFrame
     from ._responder import Responder
 
 _SEQUENCE: Final = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
@@ -103,7 +104,7 @@ class PassthroughTracker:
         Only called before the first content event, so parsing these few events is cheap.
         An error event counts as "no content": the caller turns it into a failover.
         """
-        for frame in SSEParser().feed(complete if complete.endswith(b"\n\n") else complete + b"\n\n"):
+        for frame in _frames(complete if complete.endswith(b"\n\n") else complete + b"\n\n"):
             if frame.comment or not frame.data:
                 continue
             if self.protocol in ("openai-chat", "openai-completions"):
@@ -204,6 +205,17 @@ def _split_complete(data: bytes) -> int:
 def _largest_event(data: bytes) -> int:
     """The size of the largest event in a run of complete events (a rare, linear check)."""
     return max(len(part) + 2 for part in data.replace(b"\r\n", b"\n").split(b"\n\n"))
+
+
+def _whole_parser(data: bytes) -> SSEParser:
+    """A parser for events the relay already cut and size-checked: no limit of its own applies
+    (the default one would refuse events a larger ``max_event_bytes`` lets through)."""
+    return SSEParser(max_event_bytes=len(data) + 2)
+
+
+def _frames(complete: bytes) -> list[SSEFrame]:
+    """The events of a run of complete events (see ``_whole_parser``)."""
+    return _whole_parser(complete).feed(complete)
 
 
 def event_too_large(provider: str, limit: int) -> UpstreamProtocolError:
@@ -466,7 +478,7 @@ def usage_in_body(protocol: str, body: Any) -> Usage | None:
 
 def usage_in_frames(protocol: str, complete: bytes, known: Usage | None) -> Usage | None:
     """The latest usage in a run of passthrough events; Anthropic spreads it over two events."""
-    for frame in SSEParser().feed(complete):
+    for frame in _frames(complete):
         if '"usage"' not in frame.data:
             continue
         try:
@@ -509,7 +521,7 @@ def upstream_stream_error(protocol: str, held: bytes, secrets: tuple[str, ...] =
     """The error an upstream put in its stream before any content, as an exception."""
     codec = codec_for(protocol)  # type: ignore[arg-type]
     decoder = codec.stream_decoder()
-    parser = SSEParser()
+    parser = _whole_parser(held)
     events: list[StreamEvent] = []
     for frame in [*parser.feed(held), *parser.close()]:
         events.extend(decoder.feed(frame))
