@@ -232,11 +232,8 @@ class HttpUpstream:
         size = len(response.content)
         reader = ChunkReader(response, provider, self.timeouts.idle)
         with reader.scope:
-            while size <= limit:
-                try:
-                    chunk = await reader.__anext__()
-                except StopAsyncIteration:
-                    break
+            # The reader never hands out b"", so b"" here means the end of the body.
+            while size <= limit and (chunk := await anext(reader, b"")):
                 parts.append(chunk)
                 size += len(chunk)
         reader.raise_if_idle()
