@@ -15,9 +15,12 @@ defaults are checked in test_config-style at the end.
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import gzip
 import logging
+import math
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -29,13 +32,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from routecodex_trio import config_from_mapping
-from routecodex_trio._errors import UpstreamProtocolError
+from routecodex_trio._errors import UpstreamProtocolError, UpstreamStatusError
 from routecodex_trio.config._model import (
     DEFAULT_MAX_COOLDOWN_S,
     DEFAULT_MAX_ERROR_BODY_BYTES,
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
+    HealthConfig,
 )
+from routecodex_trio.pipeline._pipeline import _retry_after
 from routecodex_trio.pipeline._relay import (
     EventSplitter,
     PassthroughTracker,
@@ -43,6 +48,7 @@ from routecodex_trio.pipeline._relay import (
     usage_in_frames,
 )
 from routecodex_trio.protocols.sse import SSEParseError, SSEParser
+from routecodex_trio.router import HealthTracker, Target
 
 from .fakes import start_app
 from .fakes_protocols import FakeUpstream
@@ -562,3 +568,40 @@ def test_a_larger_max_event_bytes_is_honoured_past_the_default() -> None:
     assert found is not None and found.input_tokens == 3
     error = b'data: {"error": {"message": "' + b"z" * (9 * 1024 * KIB) + b'", "type": "server_error"}}\n\n'
     assert upstream_stream_error("openai-chat", error).status == 502
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after": "inf"}, MAX_COOLDOWN),
+        ({"retry-after": "1e308"}, MAX_COOLDOWN),
+        ({"retry-after": "-inf"}, None),
+        ({"retry-after": "nan"}, None),
+        ({"retry-after": "-5"}, None),
+        ({"retry-after": "soon"}, None),
+        ({"retry-after": "12.5"}, 12.5),
+        ({"retry-after-ms": "inf", "retry-after": "3"}, MAX_COOLDOWN),
+        ({"retry-after-ms": "nan", "retry-after": "3"}, 3.0),
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # in the past: now
+    ],
+)
+def test_retry_after_parsing(headers: dict[str, str], expected: float | None) -> None:
+    assert _retry_after(headers, MAX_COOLDOWN) == expected
+
+
+def test_retry_after_http_date_in_the_future() -> None:
+    when = email.utils.formatdate(time.time() + 60, usegmt=True)
+    seconds = _retry_after({"retry-after": when}, MAX_COOLDOWN)
+    assert seconds is not None and 50 < seconds <= 60
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "cooled"), [(math.inf, 300.0), (1e308, 300.0), (math.nan, 30.0), (-1.0, 30.0)]
+)
+def test_health_clamps_any_retry_after(retry_after: float, cooled: float) -> None:
+    """Whatever reaches the tracker (an engine's own Retry-After too), no cooldown is endless."""
+    health = HealthTracker(HealthConfig(), clock=lambda: 1000.0)
+    target = Target(provider="p", model="m", upstream_model="m")
+    health.record_failure(target, UpstreamStatusError("429", status=429), retry_after_s=retry_after)
+    assert health.cooldown_remaining_s(target) == cooled

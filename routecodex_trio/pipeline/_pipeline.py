@@ -197,27 +197,32 @@ def _retry_after(headers: Mapping[str, str], max_s: float) -> float | None:
     max_cooldown``: a target is never cooled, nor a client told to wait, for longer), ``nan``
     and negative values are ignored, and the HTTP-date form (RFC 9110 10.2.3) counts from now.
     """
-    seconds: float | None = None
-    value = headers.get("retry-after-ms")
-    if value:
-        with contextlib.suppress(ValueError):
-            seconds = float(value) / 1000.0
-    value = headers.get("retry-after")
-    if seconds is None and value:
-        try:
-            seconds = float(value)
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError, IndexError):
-                return None
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=datetime.UTC)
-            seconds = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
-            seconds = max(0.0, seconds)
-    if seconds is None or math.isnan(seconds) or seconds < 0:
+    # retry-after-ms (OpenAI's) first; an unusable one leaves the standard header to say.
+    seconds = _seconds(headers.get("retry-after-ms"), 1000.0)
+    if seconds is None:
+        seconds = _seconds(headers.get("retry-after"), 1.0)
+    return None if seconds is None else min(seconds, max_s)
+
+
+def _seconds(value: str | None, per_second: float) -> float | None:
+    """A Retry-After value in seconds, ``>= 0``; None for no value or one that is no duration."""
+    if not value:
         return None
-    return min(seconds, max_s)
+    try:
+        seconds = float(value) / per_second
+    except ValueError:
+        if per_second != 1.0:
+            return None
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
+    if math.isnan(seconds) or seconds < 0:
+        return None
+    return seconds
 
 
 def upstream_status_error(
