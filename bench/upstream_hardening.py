@@ -22,7 +22,8 @@ bomb       a fresh gateway asked once for a non-stream answer gzip-compressed to
            inflates to ``--bomb-mb`` MB: the status it answers, its CPU, and its peak RSS
            (VmHWM).
 
-Figures depend on the machine and what else runs on it; compare rows side by side (this
+The gateway runs alone on CPU 1, everything else on CPU 0 (as in bench/run). Figures depend on
+the machine and what else runs on it; compare rows side by side (this
 checkout and ``--src`` of the old code, one after the other).
 """
 
@@ -49,6 +50,9 @@ KIB: Final = 1024
 MIB: Final = 1024 * 1024
 HERE: Final = Path(__file__).resolve().parent
 TICK: Final = os.sysconf("SC_CLK_TCK")
+# The gateway's CPU and the CPU of everything else this bench runs (see _pin).
+GATEWAY_CPU: Final = 1
+LOAD_CPU: Final = 0
 # Pause between two 1 KiB writes of the scan case's line.
 PACE_S: Final = 0.001
 
@@ -57,6 +61,13 @@ ANSWER: Final = (
     b'"choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}],'
     b'"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}'
 )
+
+
+def _pin(cpu: int) -> None:
+    """Keep a process on one CPU, as bench/run does: the gateway alone on its own, the
+    upstream, the flood client and the probe on the other (when the machine has two)."""
+    if len(os.sched_getaffinity(0)) > 1:
+        os.sched_setaffinity(0, {cpu})
 
 
 def _chunk(model: str, delta: str, finish: str | None = None) -> bytes:
@@ -200,6 +211,7 @@ class Gateway:
             env=env,
             stderr=self.log,
             cwd=workdir,  # ``-m`` puts the working directory first on sys.path: not a checkout
+            preexec_fn=functools.partial(_pin, GATEWAY_CPU),
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -323,8 +335,13 @@ def main() -> int:
             trio.run(flood_forever, args.url, args.model)
         return 0
     only = set(args.only.split(","))
+    _pin(LOAD_CPU)
     upstream = subprocess.Popen(
-        [sys.executable, __file__, "upstream"], stdout=subprocess.PIPE, text=True, env={**os.environ}
+        [sys.executable, __file__, "upstream"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+        preexec_fn=functools.partial(_pin, LOAD_CPU),
     )
     assert upstream.stdout is not None
     port = int(upstream.stdout.readline())
@@ -351,7 +368,7 @@ def main() -> int:
                     flooder = None
                     if flood is not None:
                         command = [sys.executable, __file__, "flood", "--url", gateway.url, "--model", flood]
-                        flooder = subprocess.Popen(command)
+                        flooder = subprocess.Popen(command, preexec_fn=functools.partial(_pin, LOAD_CPU))
                     try:
                         got = trio.run(measure_fairness, gateway, args.seconds)
                     finally:
