@@ -392,6 +392,9 @@ class RawUpstream:
         if scenario == "error200":
             await _send_json(stream, orjson.dumps(error_answer(protocol, "quota exhausted, try later")))
             return
+        if request.path.endswith("/count_tokens"):
+            await _send_json(stream, orjson.dumps({"input_tokens": 3}))
+            return
         if not streaming:
             await _send_json(stream, orjson.dumps(json_answer(protocol, "Hello from raw.")))
             return

@@ -6,6 +6,7 @@ Everything is immutable: a reload builds a new tree and swaps it whole.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Final, Literal, get_args
 
@@ -71,6 +72,18 @@ DEFAULT_WEB_SEARCH_TOOLS: Final[tuple[str, ...]] = ("web_search",)
 DEFAULT_FAILURE_THRESHOLD: Final = 3
 DEFAULT_COOLDOWN_S: Final = 30.0
 DEFAULT_FATAL_COOLDOWN_S: Final = 300.0
+# The longest any upstream's Retry-After may cool a target: a header saying "inf" or "1e308"
+# must not take a target out of service until the next restart.
+DEFAULT_MAX_COOLDOWN_S: Final = 300.0
+# 8 MiB: far above any real event (a whole tool call's arguments travel in many deltas, and
+# Anthropic's largest single events, image-free, are tens of KiB), far below what would hurt.
+DEFAULT_MAX_EVENT_BYTES: Final = 8 * 1024 * 1024
+# 64 MiB decompressed: twice the largest request body we accept (max_body); a non-stream answer
+# this large is not a chat completion.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 64 * 1024 * 1024
+# An upstream's error body is read this far, no further: enough for any real error message,
+# small enough that a 5 MB error page costs nothing (it is relayed and logged cut to this).
+DEFAULT_MAX_ERROR_BODY_BYTES: Final = 64 * 1024
 DEFAULT_SNAPSHOTS_DIR: Final = "~/.routecodex/codex-samples"
 # 256 MiB: thousands of captured requests, small enough never to fill a home directory.
 DEFAULT_SNAPSHOTS_MAX_BYTES: Final = 256 * 1024 * 1024
@@ -286,6 +299,26 @@ class HealthConfig:
     failure_threshold: int = attrs.field(default=DEFAULT_FAILURE_THRESHOLD, validator=attrs.validators.gt(0))
     cooldown: float = attrs.field(default=DEFAULT_COOLDOWN_S, validator=attrs.validators.ge(0))
     fatal_cooldown: float = attrs.field(default=DEFAULT_FATAL_COOLDOWN_S, validator=attrs.validators.ge(0))
+    # Upper bound of a cooldown taken from an upstream's Retry-After (whatever it says).
+    max_cooldown: float = attrs.field(
+        default=DEFAULT_MAX_COOLDOWN_S, validator=[attrs.validators.ge(0), attrs.validators.lt(math.inf)]
+    )
+
+
+@attrs.frozen(kw_only=True)
+class LimitsConfig:
+    """Caps on what an upstream may send (issue 13): past them the upstream is at fault (502)."""
+
+    # One server-sent event (pass-through and converted streams alike).
+    max_event_bytes: int = attrs.field(default=DEFAULT_MAX_EVENT_BYTES, validator=attrs.validators.gt(0))
+    # A non-stream answer's body, counted after decompression.
+    max_response_bytes: int = attrs.field(
+        default=DEFAULT_MAX_RESPONSE_BYTES, validator=attrs.validators.gt(0)
+    )
+    # How much of an upstream's error body is read, relayed and logged.
+    max_error_body_bytes: int = attrs.field(
+        default=DEFAULT_MAX_ERROR_BODY_BYTES, validator=attrs.validators.gt(0)
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -313,6 +346,7 @@ class GatewayConfig:
     classifier: ClassifierConfig = attrs.field(factory=ClassifierConfig)
     health: HealthConfig = attrs.field(factory=HealthConfig)
     retry: RetryConfig = attrs.field(factory=RetryConfig)
+    limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     engines: EnginesConfig = attrs.field(factory=EnginesConfig)
     snapshots: SnapshotsConfig = attrs.field(factory=SnapshotsConfig)
     source: str | None = None

@@ -15,7 +15,10 @@ byte has reached the client. After that, the stream ends with the protocol's ter
 from __future__ import annotations
 
 import contextlib
+import datetime
+import email.utils
 import logging
+import math
 import random
 from typing import TYPE_CHECKING, Any, Final
 
@@ -33,6 +36,7 @@ from .._errors import (
     UpstreamTimeout,
 )
 from .._scrub import Scrubber, scrub_then_cut, scrubber_for
+from ..config._model import DEFAULT_MAX_COOLDOWN_S
 from ..protocols import codec_for
 from ..protocols.base import extract_error_message
 from ..protocols.canonical import Usage, estimate_request_tokens
@@ -78,6 +82,9 @@ class Trace:
     stats: StreamStats = attrs.field(factory=StreamStats)
     usage: Usage | None = None
     target_ref: Target | None = None
+    # The last error already written to the log with its message (a failover warning), so the
+    # request's closing log line does not repeat a message that may be 64 KiB of upstream text.
+    logged_error: GatewayError | None = None
     # Snapshot stages collected during the request (None: snapshots are off); written at the end.
     snapshot: list[tuple[str, Any]] | None = None
 
@@ -184,24 +191,46 @@ def _client_status(upstream_status: int) -> int:
     return 502
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return float(value) / 1000.0
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return float(value)
-        except ValueError:
+def _retry_after(headers: Mapping[str, str], max_s: float) -> float | None:
+    """The upstream's Retry-After in seconds, within ``[0, max_s]``; None if absent or unusable.
+
+    Upstream text, so anything goes: ``inf`` or ``1e308`` are clamped to ``max_s`` (``[health]
+    max_cooldown``: a target is never cooled, nor a client told to wait, for longer), ``nan``
+    and negative values are ignored, and the HTTP-date form (RFC 9110 10.2.3) counts from now.
+    """
+    # retry-after-ms (OpenAI's) first; an unusable one leaves the standard header to say.
+    seconds = _seconds(headers.get("retry-after-ms"), 1000.0)
+    if seconds is None:
+        seconds = _seconds(headers.get("retry-after"), 1.0)
+    return None if seconds is None else min(seconds, max_s)
+
+
+def _seconds(value: str | None, per_second: float) -> float | None:
+    """A Retry-After value in seconds, ``>= 0``; None for no value or one that is no duration."""
+    if not value:
+        return None
+    try:
+        seconds = float(value) / per_second
+    except ValueError:
+        if per_second != 1.0:
             return None
-    return None
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
+    if math.isnan(seconds) or seconds < 0:
+        return None
+    return seconds
 
 
 def upstream_status_error(
-    provider: str, response: H1Response, secrets: tuple[str, ...]
+    provider: str,
+    response: H1Response,
+    secrets: tuple[str, ...],
+    max_retry_after_s: float = DEFAULT_MAX_COOLDOWN_S,
 ) -> UpstreamStatusError:
     """An ``UpstreamStatusError`` carrying the upstream's message, scrubbed of our keys."""
     message: str | None
@@ -215,7 +244,10 @@ def upstream_status_error(
     text = f"upstream {provider!r} answered {status}" + (f": {message}" if message else "")
     text = scrubber_for(secrets).text(text)
     error = UpstreamStatusError(
-        text, status=_client_status(status), provider=provider, retry_after_s=_retry_after(response.headers)
+        text,
+        status=_client_status(status),
+        provider=provider,
+        retry_after_s=_retry_after(response.headers, max_retry_after_s),
     )
     if status == 529 or status == 503:
         error.kind = "overloaded"
@@ -323,14 +355,21 @@ class ExchangeStage:
         assert call.protocol is not None
         provider = call.target.provider
         waited = trio.current_time()
+        limits = self.config.limits
         async with upstream.exchange(
-            call.path, call.body, headers, stream=call.stream, base_url=base_url
+            call.path,
+            call.body,
+            headers,
+            stream=call.stream,
+            base_url=base_url,
+            max_response_bytes=limits.max_response_bytes,
+            max_error_body_bytes=limits.max_error_body_bytes,
         ) as response:
             trace.upstream_wait_s += trio.current_time() - waited
             if not call.stream or response.status_code >= 400:
                 trace.snap("upstream-response", {"status": response.status_code, "body": response.content})
             if response.status_code >= 400:
-                raise upstream_status_error(provider, response, secrets)
+                raise upstream_status_error(provider, response, secrets, self.config.health.max_cooldown)
             upstream_codec = codec_for(call.protocol)
             if not call.stream:
                 await self._answer_json(call, request, response, upstream_codec, responder, trace)
@@ -341,6 +380,7 @@ class ExchangeStage:
                 # streaming support). Read it as a complete answer and stream that.
                 await response.aread()
                 quoted = extract_error_message(_loads(response.content)) or "not an event stream"
+                await upstream.read_body(response, limits.max_error_body_bytes, cut=True)
                 raise UpstreamProtocolError(
                     f"upstream {provider!r} answered a stream request with "
                     f"{content_type or 'no content type'}: " + scrub_then_cut(quoted, secrets),
@@ -353,7 +393,13 @@ class ExchangeStage:
                 trace.snap("upstream-frames", frames)
                 chunks = _capturing(chunks, frames)
             if call.passthrough and not call.repair:
-                tracker = PassthroughTracker(request.protocol, call.target.upstream_model, secrets)
+                tracker = PassthroughTracker(
+                    request.protocol,
+                    call.target.upstream_model,
+                    secrets,
+                    provider=provider,
+                    max_event_bytes=self.config.limits.max_event_bytes,
+                )
                 with reader.scope:
                     await relay_passthrough(chunks, responder, tracker, trace.stats)
                 reader.raise_if_idle()
@@ -367,7 +413,16 @@ class ExchangeStage:
                 decoder = upstream_codec.stream_decoder()
                 encoder = request.codec.stream_encoder(request.canonical())
                 with reader.scope:
-                    await relay_converted(chunks, decoder, encoder, responder, trace.stats, secrets)
+                    await relay_converted(
+                        chunks,
+                        decoder,
+                        encoder,
+                        responder,
+                        trace.stats,
+                        secrets,
+                        provider=provider,
+                        max_event_bytes=self.config.limits.max_event_bytes,
+                    )
                 reader.raise_if_idle()
                 trace.usage = trace.stats.usage
             await responder.end()
@@ -417,6 +472,14 @@ async def _capturing(chunks: AsyncIterator[bytes], sink: list[bytes]) -> AsyncIt
         async for chunk in chunks:
             sink.append(chunk)
             yield chunk
+
+
+def _is_token_count(body: Any) -> bool:
+    """An Anthropic count_tokens answer: an object with a whole, non-negative ``input_tokens``."""
+    if not isinstance(body, dict):
+        return False
+    count = body.get("input_tokens")
+    return isinstance(count, int) and not isinstance(count, bool) and count >= 0
 
 
 def _loads(content: bytes) -> Any:
@@ -521,6 +584,7 @@ class Pipeline:
                     exc.message,
                     "; trying again" if attempt + 1 < attempts else "",
                 )
+                trace.logged_error = exc
             else:
                 health.record_success(target)
                 return
@@ -539,13 +603,32 @@ class Pipeline:
             body = dict(request.body)
             body["model"] = target.upstream_model
             headers = upstream.headers("anthropic-messages", target.key_index, request.headers)
-            async with upstream.exchange(
-                "/v1/messages/count_tokens", orjson.dumps(body), headers, stream=False
-            ) as response:
-                if response.status_code < 400:
-                    await responder.send_bytes(200, response.content)
-                    return
-                if response.status_code not in (404, 405):
-                    secrets = tuple(k.reveal() for k in provider.all_keys())
-                    raise upstream_status_error(target.provider, response, secrets)
+            limits = self.config.limits
+            try:
+                async with upstream.exchange(
+                    "/v1/messages/count_tokens",
+                    orjson.dumps(body),
+                    headers,
+                    stream=False,
+                    max_response_bytes=limits.max_response_bytes,
+                    max_error_body_bytes=limits.max_error_body_bytes,
+                ) as response:
+                    if response.status_code < 400:
+                        if not _is_token_count(_loads(response.content)):
+                            raise UpstreamProtocolError(
+                                f"upstream {target.provider!r} answered count_tokens with a body "
+                                "that is not a token count",
+                                provider=target.provider,
+                            )
+                        await responder.send_bytes(200, response.content)
+                        return
+                    if response.status_code not in (404, 405):
+                        secrets = tuple(k.reveal() for k in provider.all_keys())
+                        raise upstream_status_error(
+                            target.provider, response, secrets, self.config.health.max_cooldown
+                        )
+            except UpstreamError as exc:
+                # The upstream is at fault (a 4xx blaming the request is not counted there).
+                self.router.health.record_failure(target, exc)
+                raise
         await responder.send_json(200, {"input_tokens": estimate_request_tokens(request.canonical())})

@@ -8,6 +8,7 @@ the protocol's own terminal event, produced by whoever owns the stream state
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -161,8 +162,9 @@ class Responder:
         if not self.started:
             status, body = codec.render_error(error)
             headers = {}
-            if error.retry_after_s is not None:
-                headers["retry-after"] = str(max(1, round(error.retry_after_s)))
+            wait = error.retry_after_s
+            if wait is not None and 0 <= wait < math.inf:  # nan compares false: left out too
+                headers["retry-after"] = str(max(1, round(wait)))
             await self.send_json(status, body, extra_headers=headers)
             return
         terminal_error = self.terminal_error or self.fallback_terminal_error

@@ -28,6 +28,8 @@ import trio
 from .._net import READ_SIZE, SocketStream
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+# Largest piece of a compressed body inflated at once (see H1Response._inflate).
+MAX_INFLATE_BYTES: Final = 64 * 1024
 
 
 class H1Error(Exception):
@@ -151,15 +153,22 @@ class H1Response:
         the garbage collector, outside any task.) Decompresses if the upstream ignored our
         ``accept-encoding: identity``.
         """
+        decoder = self._decoder
         while not self._done:
+            if decoder is not None and decoder.unconsumed_tail:
+                # What the last chunk still holds, inflated a bounded piece at a time.
+                tail = decoder.unconsumed_tail
+                data = self._inflate(decoder, tail)
+                if data:
+                    return data
+                if len(decoder.unconsumed_tail) >= len(tail):  # no progress: never loop on it
+                    raise H1Error("protocol", "undecodable compressed body")
+                continue
             event = await self._pool._next_event(self._conn)
             if type(event) is h11.Data:
                 data = event.data if type(event.data) is bytes else bytes(event.data)
-                if self._decoder is not None:
-                    try:
-                        data = self._decoder.decompress(data)
-                    except zlib.error:
-                        raise H1Error("protocol", "undecodable compressed body") from None
+                if decoder is not None:
+                    data = self._inflate(decoder, data)
                 if data:
                     return data
             elif type(event) is h11.EndOfMessage:
@@ -168,6 +177,15 @@ class H1Response:
                 if self._decoder is not None:
                     return self._decoder.flush()
         return b""
+
+    @staticmethod
+    def _inflate(decoder: zlib._Decompress, data: bytes) -> bytes:
+        # Bounded output per call: 64 KiB of gzip can inflate to 64 MiB in one call, and the
+        # reader above must see (and be able to refuse) a body before it is all in memory.
+        try:
+            return decoder.decompress(data, MAX_INFLATE_BYTES)
+        except zlib.error:
+            raise H1Error("protocol", "undecodable compressed body") from None
 
     def read_buffered(self) -> bool:
         """Take what of the body is already received, without I/O; True if that was all of it.

@@ -26,6 +26,7 @@ from .._errors import (
     UpstreamUnavailable,
 )
 from .._version import __version__
+from ..config._model import DEFAULT_MAX_ERROR_BODY_BYTES, DEFAULT_MAX_RESPONSE_BYTES
 from ._h1 import H1Error, H1Pool, H1Response, H1Timeout, Origin
 
 if TYPE_CHECKING:
@@ -37,6 +38,10 @@ LOGGER: Final = logging.getLogger("routecodex_trio.providers")
 
 ANTHROPIC_VERSION: Final = "2023-06-01"
 USER_AGENT: Final = f"routecodex-trio/{__version__}"
+
+# A body reader yields to the scheduler after handing out this many bytes without a pause:
+# about a millisecond of relaying or parsing (docs/reliability.md, "Hardening (issue 13)").
+YIELD_BYTES: Final = 128 * 1024
 
 # Client headers that may reach an upstream speaking the same protocol. Everything else
 # (notably the client's Authorization / x-api-key) stays at the gateway.
@@ -165,13 +170,26 @@ class HttpUpstream:
 
     @contextlib.asynccontextmanager
     async def exchange(
-        self, path: str, body: bytes, headers: Mapping[str, str], *, stream: bool, base_url: str | None = None
+        self,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        stream: bool,
+        base_url: str | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_error_body_bytes: int = DEFAULT_MAX_ERROR_BODY_BYTES,
     ) -> AsyncIterator[H1Response]:
         """POST ``body`` and yield the response once its headers are in.
+
+        A non-stream answer is read whole into ``content`` (at most ``max_response_bytes``,
+        decompressed); an error answer (4xx/5xx) is read up to ``max_error_body_bytes`` and
+        cut there, the rest never read.
 
         Raises:
             UpstreamTimeout: no response headers within ``first_byte`` seconds (or connect).
             UpstreamUnavailable / UpstreamProtocolError: transport failures.
+            UpstreamProtocolError: a non-stream body larger than ``max_response_bytes``.
 
         Cancellation: cancelling the caller closes the upstream socket at once.
         """
@@ -188,16 +206,51 @@ class HttpUpstream:
                     provider=provider,
                 )
         try:
-            if (not stream or response.status_code >= 400) and not response.read_buffered():
-                # The rest of the body, with the idle deadline applied to every chunk.
-                reader = ChunkReader(response, provider, self.timeouts.idle)
-                with reader.scope:
-                    parts = [response.content, *[chunk async for chunk in reader]]
-                reader.raise_if_idle()
-                response.content = b"".join(parts)
+            if response.status_code >= 400:
+                await self.read_body(response, max_error_body_bytes, cut=True)
+            elif not stream:
+                await self.read_body(response, max_response_bytes, cut=False)
             yield response
         finally:
             response.close()
+
+    async def read_body(self, response: H1Response, limit: int, *, cut: bool) -> None:
+        """Read the body into ``response.content``, at most ``limit`` bytes of it.
+
+        The idle deadline applies to every chunk. Past ``limit``, reading stops (the
+        connection is then closed, not reused): with ``cut`` the content is the first
+        ``limit`` bytes (an error body, for its message), without it the answer is refused.
+
+        Raises:
+            UpstreamProtocolError: more than ``limit`` bytes and not ``cut``.
+            UpstreamTimeout: the idle deadline passed between two chunks.
+        """
+        provider = self.config.name
+        if response.read_buffered() and len(response.content) <= limit:
+            return
+        parts = [response.content]
+        size = len(response.content)
+        reader = ChunkReader(response, provider, self.timeouts.idle)
+        with reader.scope:
+            # The reader never hands out b"", so b"" here means the end of the body.
+            while size <= limit and (chunk := await anext(reader, b"")):
+                parts.append(chunk)
+                size += len(chunk)
+        reader.raise_if_idle()
+        if size <= limit:
+            response.content = b"".join(parts)
+            return
+        if cut:
+            response.content = b"".join(parts)[:limit]
+            return
+        # Refused: never joined (a 64 MiB copy, and its page faults, would stall the loop).
+        parts.clear()
+        response.content = b""
+        raise UpstreamProtocolError(
+            f"upstream {provider!r} answered with a body larger than {limit} bytes "
+            "([limits] max_response_bytes)",
+            provider=provider,
+        )
 
     async def aclose(self) -> None:
         for pool in self._pools.values():
@@ -219,6 +272,8 @@ class ChunkReader:
     provider: str
     idle_s: float
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    # Bytes handed out since this reader last yielded to the scheduler (see __anext__).
+    _unyielded: int = 0
 
     def __aiter__(self) -> ChunkReader:
         return self
@@ -235,6 +290,13 @@ class ChunkReader:
             scope.deadline = math.inf
         if not chunk:
             raise StopAsyncIteration
+        # Fairness: an upstream that keeps its socket full (or a compressed body that inflates
+        # without any socket read) must not hold the event loop: yield every YIELD_BYTES, so
+        # one flooding upstream costs other requests at most that much work per turn.
+        self._unyielded += len(chunk)
+        if self._unyielded >= YIELD_BYTES:
+            self._unyielded = 0
+            await trio.lowlevel.checkpoint()
         return chunk
 
     async def aclose(self) -> None:

@@ -515,8 +515,12 @@ class GatewayApp:
         self.metrics.observe_request(record)
         log_request(record, trace.request_id)
         if error is not None and error.status >= 500:
+            # Each upstream message is logged once: a failover warning may have said it already.
             LOGGER.warning(
-                "request %s failed after %d attempt(s): %s", trace.request_id, trace.attempts, error.message
+                "request %s failed after %d attempt(s): %s",
+                trace.request_id,
+                trace.attempts,
+                "(logged above)" if error is trace.logged_error else error.message,
             )
 
 
