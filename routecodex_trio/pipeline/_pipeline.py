@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from ..engines import EngineManager
     from ..observability import SnapshotWriter
     from ..protocols.canonical import ProtocolName
-    from ..providers import H1Response, ProviderSet
+    from ..providers import ProviderSet, UpstreamResponse
     from ..router import RouteDecision, Router, Target
     from ._request import ClientRequest
     from ._responder import Responder
@@ -200,7 +200,7 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def upstream_status_error(
-    provider: str, response: H1Response, secrets: tuple[str, ...]
+    provider: str, response: UpstreamResponse, secrets: tuple[str, ...]
 ) -> UpstreamStatusError:
     """An ``UpstreamStatusError`` carrying the upstream's message, scrubbed of our keys."""
     message: str | None
@@ -375,7 +375,7 @@ class ExchangeStage:
         self,
         call: UpstreamCall,
         request: ClientRequest,
-        response: H1Response,
+        response: UpstreamResponse,
         upstream_codec: Any,
         responder: Responder,
         trace: Trace,
