@@ -114,7 +114,9 @@ async def test_a_finished_response_gives_its_connection_back(nursery: trio.Nurse
     assert pool.open_connections == 0  # closed with the pool
 
 
-async def test_an_idle_connection_the_server_closed_is_not_reused(nursery: trio.Nursery, transport: str) -> None:
+async def test_an_idle_connection_the_server_closed_is_not_reused(
+    nursery: trio.Nursery, transport: str
+) -> None:
     """A raw server that closes each connection right after its answer."""
     answered = 0
 
@@ -175,7 +177,9 @@ async def test_a_burst_keeps_only_max_idle_connections_the_most_recently_used(nu
         assert pool.open_connections == 3
 
 
-async def test_the_pool_limit_makes_requests_wait_then_time_out(nursery: trio.Nursery, transport: str) -> None:
+async def test_the_pool_limit_makes_requests_wait_then_time_out(
+    nursery: trio.Nursery, transport: str
+) -> None:
     async with _pool(transport, await _serve(nursery), limit=1, pool_timeout=0.3) as pool:
         held = await pool.send("/echo", b"{}", [])
         with pytest.raises(TransportTimeout) as caught:
@@ -199,7 +203,9 @@ async def test_a_compressed_body_is_decoded(nursery: trio.Nursery, transport: st
         assert await _get_body(pool, "/gzip") == b"hello " * 1000
 
 
-async def test_header_injection_is_refused_before_anything_is_sent(nursery: trio.Nursery, transport: str) -> None:
+async def test_header_injection_is_refused_before_anything_is_sent(
+    nursery: trio.Nursery, transport: str
+) -> None:
     async with _pool(transport, await _serve(nursery)) as pool:
         with pytest.raises(TransportError) as caught:
             await pool.send("/echo", b"{}", [("authorization", "Bearer a\r\nx-injected: 1")])

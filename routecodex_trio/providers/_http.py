@@ -78,9 +78,7 @@ def upstream_error(provider: str, exc: TransportError) -> UpstreamError:
     if exc.kind in ("proxy", "tls"):
         LOGGER.warning("upstream %r %s error: %s", provider, exc.kind, exc.detail)
     else:
-        LOGGER.info(
-            "upstream %r transport error: %s%s", provider, exc.detail, f" ({cause})" if cause else ""
-        )
+        LOGGER.info("upstream %r transport error: %s%s", provider, exc.detail, f" ({cause})" if cause else "")
     return UpstreamUnavailable(f"upstream {provider!r} unreachable ({exc.detail})", provider=provider)
 
 

@@ -27,6 +27,7 @@ DATA frames eat the connection's flow-control window until every stream on it st
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import re
@@ -44,10 +45,10 @@ import trio
 from httpcore._async.http2 import HTTP2ConnectionByteStream
 
 from .._net import SocketStream
-from ._h1 import Origin
 from ._transport import TransportError, TransportTimeout
 
 if TYPE_CHECKING:
+    from ._h1 import Origin
     from ._network import ProxyChoice
 
 LOGGER: Final = logging.getLogger("routecodex_trio.providers")
@@ -83,28 +84,51 @@ def _tls_reason(exc: BaseException) -> str:
     return str(cause) or type(cause).__name__
 
 
+# The ``timeout`` parameters below are httpcore's network interface (ASYNC109 does not apply).
+
+
 class _Stream(httpcore.AsyncNetworkStream):
     """One connection for httpcore: a trio stream (plain or TLS) over a non-blocking socket."""
 
-    def __init__(self, stream: trio.abc.Stream, sock: socket.socket, peer: str, *, h2: bool = False) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, sock: socket.socket, peer: str, *, h2: bool = False, tls: bool = False
+    ) -> None:
         self._stream = stream
+        # A TLS connection that never received a byte after its handshake.
+        self._unanswered_tls = tls
         self._socket = sock
         self._peer = peer
         self._h2 = h2
+        # Why TLS broke, kept for the next read: httpcore ignores a failed request write and
+        # reads the answer, which then finds the stream broken without a reason of its own.
+        self._tls_failure: str | None = None
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+    def _error(self, exc: BaseException, error: type[httpcore.NetworkError]) -> httpcore.NetworkError:
+        if isinstance(exc.__cause__, ssl.SSLError):
+            self._tls_failure = _tls_reason(exc)
+        if self._tls_failure is None and self._unanswered_tls:
+            # In TLS 1.3 a server checks our certificate after the handshake is complete on our
+            # side; refusing it, it closes the connection and the alert is usually lost.
+            self._tls_failure = (
+                "the server closed the connection right after the handshake "
+                "(as servers that require a client certificate do)"
+            )
+        if self._tls_failure is not None:
+            return error(f"TLS: {self._tls_failure}")
+        return error("connection broken")
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
         try:
             with trio.move_on_after(math.inf if timeout is None else timeout) as deadline:
                 data = await self._stream.receive_some(max_bytes)
+                self._unanswered_tls = False
                 return data if type(data) is bytes else bytes(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            if isinstance(exc.__cause__, ssl.SSLError):
-                raise httpcore.ReadError(f"TLS: {_tls_reason(exc)}") from exc
-            raise httpcore.ReadError("connection broken") from exc
+            raise self._error(exc, httpcore.ReadError) from exc
         assert deadline.cancelled_caught
         raise httpcore.ReadTimeout("read timeout")
 
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
         if not buffer:
             return
         limit = math.inf if timeout is None else timeout
@@ -118,7 +142,7 @@ class _Stream(httpcore.AsyncNetworkStream):
                 with trio.move_on_after(limit) as deadline:
                     await self._stream.send_all(buffer)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise httpcore.WriteError("connection broken") from exc
+            raise self._error(exc, httpcore.WriteError) from exc
         if deadline.cancelled_caught:
             raise httpcore.WriteTimeout("write timeout")
 
@@ -134,9 +158,14 @@ class _Stream(httpcore.AsyncNetworkStream):
         await trio.aclose_forcefully(self._stream)
 
     async def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
     ) -> _Stream:
-        tls = trio.SSLStream(self._stream, ssl_context, server_hostname=server_hostname, https_compatible=True)
+        tls = trio.SSLStream(
+            self._stream, ssl_context, server_hostname=server_hostname, https_compatible=True
+        )
         try:
             with trio.move_on_after(math.inf if timeout is None else timeout) as deadline:
                 await tls.do_handshake()
@@ -149,7 +178,7 @@ class _Stream(httpcore.AsyncNetworkStream):
         if deadline.cancelled_caught:
             await self.aclose()
             raise httpcore.ConnectTimeout("TLS handshake timeout")
-        return _Stream(tls, self._socket, self._peer, h2=tls.selected_alpn_protocol() == "h2")
+        return _Stream(tls, self._socket, self._peer, h2=tls.selected_alpn_protocol() == "h2", tls=True)
 
     def get_extra_info(self, info: str) -> Any:
         if info == "ssl_object":
@@ -174,12 +203,20 @@ class _Stream(httpcore.AsyncNetworkStream):
         return None
 
 
+# The connections a ``send`` opened in this task. httpcore's SOCKS connection leaves the socket
+# of a failed handshake to the garbage collector (a ResourceWarning and a late close); ``send``
+# closes them itself when connecting failed.
+_OPENED: Final[contextvars.ContextVar[list[_Stream] | None]] = contextvars.ContextVar(
+    "routecodex_hx_opened", default=None
+)
+
+
 class _Backend(httpcore.AsyncNetworkBackend):
     async def connect_tcp(
         self,
         host: str,
         port: int,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
         local_address: str | None = None,
         socket_options: Any = None,
     ) -> _Stream:
@@ -192,11 +229,18 @@ class _Backend(httpcore.AsyncNetworkBackend):
                 reason = exc.strerror or str(exc) or "connection failed"
                 raise _TCPFailure(peer, reason.lower()) from exc
             sock = socket.socket(fileno=tcp.socket.detach())
-            return _Stream(SocketStream(sock), sock, peer)
+            stream = _Stream(SocketStream(sock), sock, peer)
+            opened = _OPENED.get()
+            if opened is not None:
+                opened.append(stream)
+            return stream
         raise httpcore.ConnectTimeout("connect timeout")
 
     async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Any = None
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109
+        socket_options: Any = None,
     ) -> _Stream:  # pragma: no cover - never asked: upstreams are TCP
         raise httpcore.ConnectError("unix sockets are not supported")
 
@@ -205,6 +249,28 @@ class _Backend(httpcore.AsyncNetworkBackend):
 
 
 _BACKEND: Final = _Backend()
+
+
+class _Body:
+    """A request body for httpcore that is not an async generator (httpcore wraps ``bytes``
+    in one): a send that fails half-way would leave it to the garbage collector."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __aiter__(self) -> _BodyChunks:
+        return _BodyChunks(self._data)
+
+
+class _BodyChunks(AsyncIterator[bytes]):
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    async def __anext__(self) -> bytes:
+        data, self._data = self._data, None
+        if not data:
+            raise StopAsyncIteration
+        return data
 
 
 def _reset_h2_stream(stream: object) -> bool:
@@ -389,7 +455,7 @@ class HxPool:
                 b"POST",
                 self._url_prefix + path.encode("ascii"),
                 headers=[("host", self.origin.host_header), *headers, ("content-length", str(len(body)))],
-                content=body,
+                content=_Body(body),
                 extensions=self._extensions,
             )
         except (UnicodeEncodeError, httpcore.LocalProtocolError, TypeError) as exc:
@@ -401,10 +467,16 @@ class HxPool:
                 await self.limit.acquire()
             if waiting.cancelled_caught:
                 raise TransportTimeout("pool") from None
+        opened: list[_Stream] = []
+        token = _OPENED.set(opened)
         try:
             try:
                 response = await self._pool.handle_async_request(request)
-            except (httpcore.ProxyError, httpcore.NetworkError, httpcore.ProtocolError) as exc:
+            except (httpcore.ProxyError, httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                for stream in opened:  # no connection took them
+                    await stream.aclose()
+                raise self.translate(exc) from exc
+            except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
                 raise self.translate(exc) from exc
             except httpcore.TimeoutException as exc:
                 raise self.translate(exc) from exc
@@ -413,6 +485,8 @@ class HxPool:
         except BaseException:
             self.limit.release()
             raise
+        finally:
+            _OPENED.reset(token)
         result = HxResponse(
             response.status,
             {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in response.headers},
@@ -466,5 +540,7 @@ class HxPool:
             return TransportError("connect", "connection failed")
         if isinstance(exc, httpcore.ReadError | httpcore.WriteError):
             detail = str(exc)
-            return TransportError("broken", detail if detail.startswith("TLS") else "connection broken")
+            if detail.startswith("TLS"):
+                return TransportError("tls", detail)
+            return TransportError("broken", "connection broken")
         return TransportError("protocol", "connection closed or malformed response")

@@ -139,11 +139,13 @@ def no_proxy_matches(no_proxy: str, host: str, port: int) -> bool:
                 return True
             continue
         try:
-            if address is not None and ipaddress.ip_address(entry) == address:
-                return True
-            continue
+            entry_address = ipaddress.ip_address(entry)
         except ValueError:
             pass
+        else:  # an address matches itself only
+            if entry_address == address:
+                return True
+            continue
         name = entry.removeprefix("*").lstrip(".").rstrip(".")
         if name and (host == name or host.endswith("." + name)):
             return True
@@ -209,7 +211,9 @@ def choose_trust(
     capath = environ.get("SSL_CERT_DIR") or None
     if cafile or capath:
         named = " ".join(
-            f"{name}={value}" for name, value in (("SSL_CERT_FILE", cafile), ("SSL_CERT_DIR", capath)) if value
+            f"{name}={value}"
+            for name, value in (("SSL_CERT_FILE", cafile), ("SSL_CERT_DIR", capath))
+            if value
         )
         return TrustChoice(named, cafile=cafile, capath=capath)
     if network.trust == "system":
