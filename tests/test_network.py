@@ -523,6 +523,57 @@ async def test_an_untrusted_certificate_names_the_reason_and_host(
     assert "sk-upstream-secret-123" not in response.text + caplog.text
 
 
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A self-signed server certificate for 127.0.0.1, as ``openssl req -x509`` makes one."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gpu-box.lan")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "self-signed.pem", directory / "self-signed.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_file, key_file
+
+
+async def test_a_self_signed_local_server(nursery: trio.Nursery, tls_files: TLSFiles, tmp_path: Path) -> None:
+    """The docs' example: trusted through ca_bundle = its own certificate; else the reason."""
+    cert_file, key_file = _self_signed(tmp_path)
+    tls = attrs.evolve(tls_files, cert_file=cert_file, key_file=key_file)
+    url = await serve_upstream(nursery, FakeOpenAI(), tls)
+    with trio.fail_after(20):
+        trusted = await start(nursery, gateway_config(url, ca_bundle=str(cert_file)))
+        assert (await chat(trusted, stream=True)).status_code == 200
+        refused = await chat(await start(nursery, gateway_config(url)))
+    assert refused.status_code == 502
+    message = refused.json()["error"]["message"]
+    assert "certificate verify failed: self-signed certificate for 127.0.0.1" in message, message
+
+
 async def test_mutual_tls(nursery: trio.Nursery, tls_files: TLSFiles) -> None:
     url = await serve_upstream(nursery, FakeOpenAI(), tls_files, require_client_cert=True)
     with_cert = gateway_config(
