@@ -130,7 +130,7 @@ def _format_cattrs_error(exc: BaseException, type_: Any) -> str:
 
 def _dotted(path: str) -> str:
     """``$.providers['glm'].type`` -> ``providers.glm.type``."""
-    parts = []
+    parts: list[str] = []
     for quoted, index, plain in _PATH_PART.findall(path.removeprefix("$")):
         if index:
             parts[-1:] = [f"{parts[-1]}[{index}]"] if parts else [f"[{index}]"]

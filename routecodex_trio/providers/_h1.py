@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import socket
 import zlib
-from typing import Final
+from typing import Final, cast
 from urllib.parse import urlsplit
 
 import attrs
@@ -328,7 +328,7 @@ class H1Pool:
                 continue
             if type(event) is h11.ConnectionClosed:
                 raise H1Error("protocol", "connection closed or malformed response")
-            return event
+            return cast("h11.Event", event)  # not NEED_DATA; PAUSED only comes after a response
 
     def _finished(self, conn: _Connection) -> None:
         """The response is complete: keep the connection if both sides allow it."""

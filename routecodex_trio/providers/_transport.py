@@ -65,7 +65,12 @@ class UpstreamTransport(Protocol):
     """Connections to one origin of one provider."""
 
     @property
-    def open_connections(self) -> int: ...
+    def open_connections(self) -> int:
+        """Sockets held, idle or in use (for tests and metrics)."""
+        ...
+
+    @property
+    def idle_connections(self) -> int: ...
 
     async def send(self, path: str, body: bytes, headers: list[tuple[str, str]]) -> UpstreamResponse:
         """POST ``body`` to the origin's base path + ``path``; the response once its head is in.
