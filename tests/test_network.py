@@ -776,6 +776,29 @@ default = ["cloud.m"]
     assert f"trust SSL_CERT_FILE={tls_files.ca_file}" in capsys.readouterr().out
 
 
+def test_check_config_fails_on_unloadable_tls_files(
+    tmp_path: Path, tls_files: TLSFiles, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "routecodex.toml"
+    config.write_text(
+        f"""
+[server]
+listen = ["127.0.0.1:0"]
+[providers.corp]
+type = "openai-chat"
+base_url = "https://llm.internal.corp/v1"
+client_cert = "{tls_files.client_cert_file}"
+client_key = "{tls_files.key_file}"
+models = ["m"]
+[routing]
+default = ["corp.m"]
+""",
+        encoding="utf-8",
+    )
+    assert cli.main(["check-config", str(config)]) == 1  # the server's key, not the client's
+    assert "ERROR: corp: cannot load its TLS certificates or key" in capsys.readouterr().out
+
+
 def test_the_default_trust_is_the_system_store() -> None:
     config = config_from_mapping(gateway_config("https://api.example.com"), environ={})
     assert config.network.trust == "system"

@@ -45,6 +45,8 @@ async def _echo_port_app(scope: dict[str, Any], receive: Any, send: Any) -> None
         await trio.sleep(30)
     if scope["path"].endswith("/gzip"):
         body, headers = gzip.compress(b"hello " * 1000), [(b"content-encoding", b"gzip")]
+    elif scope["path"].endswith("/bomb"):  # 8 MiB of zeros in about 8 KiB
+        body, headers = gzip.compress(bytes(8 * 1024 * 1024)), [(b"content-encoding", b"gzip")]
     else:
         body, headers = str(scope["client"][1]).encode(), []
     await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -201,6 +203,21 @@ async def test_cancelling_a_request_closes_its_connection(nursery: trio.Nursery,
 async def test_a_compressed_body_is_decoded(nursery: trio.Nursery, transport: str) -> None:
     async with _pool(transport, await _serve(nursery)) as pool:
         assert await _get_body(pool, "/gzip") == b"hello " * 1000
+
+
+async def test_a_compressed_body_is_inflated_a_bounded_piece_at_a_time(nursery: trio.Nursery) -> None:
+    """A few KiB of gzip must not become megabytes in one step: the reader above must be able
+    to refuse a body before it is all in memory (issue 13's limits, on the httpcore path)."""
+    async with _pool("httpcore", await _serve(nursery)) as pool:
+        response = await pool.send("/bomb", b"{}", [])
+        sizes = []
+        try:
+            while chunk := await response.receive_chunk():
+                sizes.append(len(chunk))
+        finally:
+            await response.aclose()
+    assert sum(sizes) == 8 * 1024 * 1024
+    assert max(sizes) <= 64 * 1024
 
 
 async def test_header_injection_is_refused_before_anything_is_sent(

@@ -13,7 +13,7 @@ from ._h1 import H1Pool, H1Response
 from ._http import FORWARDED_HEADERS, ChunkReader, HttpUpstream, map_upstream_errors
 from ._hx import HxPool, HxResponse
 from ._mock import MockUpstream
-from ._network import ProxyChoice, TrustChoice, choose_proxy, choose_trust, describe_network
+from ._network import ProxyChoice, TrustChoice, choose_proxy, choose_trust, describe_network, load_tls
 from ._transport import TransportError, TransportTimeout, UpstreamResponse, UpstreamTransport
 
 if TYPE_CHECKING:
@@ -85,6 +85,7 @@ __all__ = [
     "choose_proxy",
     "choose_trust",
     "describe_network",
+    "load_tls",
     "map_upstream_errors",
     "open_providers",
 ]

@@ -297,6 +297,19 @@ async def _flush_h2(stream: object) -> None:
         await inner._connection._write_outgoing_data(inner._request)
 
 
+# Largest piece of a compressed body inflated at once: 64 KiB of gzip can inflate to 64 MiB
+# in one call, and the reader above must see (and be able to refuse) a body before it is all
+# in memory (the h11 path does the same).
+_MAX_INFLATE_BYTES: Final = 64 * 1024
+
+
+def _inflate(decoder: zlib._Decompress, data: bytes) -> bytes:
+    try:
+        return decoder.decompress(data, _MAX_INFLATE_BYTES)
+    except zlib.error:
+        raise TransportError("protocol", "undecodable compressed body") from None
+
+
 @attrs.define(eq=False)
 class HxResponse:
     """An httpcore response behind the transport interface (``_transport.UpstreamResponse``)."""
@@ -316,21 +329,26 @@ class HxResponse:
             stream = self._response.stream
             assert isinstance(stream, AsyncIterable)
             self._chunks = aiter(stream)
+        decoder = self._decoder
         while not self._done:
+            if decoder is not None and decoder.unconsumed_tail:
+                # What the last chunk still holds, inflated a bounded piece at a time.
+                tail = decoder.unconsumed_tail
+                data = _inflate(decoder, tail)
+                if data:
+                    return data
+                if len(decoder.unconsumed_tail) >= len(tail):  # no progress: never loop on it
+                    raise TransportError("protocol", "undecodable compressed body")
+                continue
             try:
                 data = await self._chunks.__anext__()
             except StopAsyncIteration:
                 self._done = True
-                return self._decoder.flush() if self._decoder is not None else b""
-            except httpcore.ProxyError as exc:  # pragma: no cover - only raised while connecting
-                raise self._pool.translate(exc) from exc
+                return decoder.flush() if decoder is not None else b""
             except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.TimeoutException) as exc:
                 raise self._pool.translate(exc) from exc
-            if self._decoder is not None:
-                try:
-                    data = self._decoder.decompress(data)
-                except zlib.error:
-                    raise TransportError("protocol", "undecodable compressed body") from None
+            if decoder is not None:
+                data = _inflate(decoder, data)
             if data:
                 return data
         return b""

@@ -276,3 +276,21 @@ def describe_network(
     else:
         trust = choose_trust(provider, network, environ).source
     return proxy, trust
+
+
+def load_tls(
+    provider: ProviderConfig, network: NetworkConfig, environ: Mapping[str, str] | None = None
+) -> str:
+    """Load the provider's TLS files as a connection would; the problem, or "" (check-config)."""
+    if provider.type == "mock" or provider.engine is not None:
+        return ""
+    if (
+        not (provider.ca_bundle or provider.client_cert)
+        and urlsplit(provider.base_url or "").scheme != "https"
+    ):
+        return ""
+    try:
+        ssl_context(provider, choose_trust(provider, network, environ), http2=provider.http2)
+    except (OSError, ssl.SSLError) as exc:
+        return f"cannot load its TLS certificates or key: {exc}"
+    return ""
