@@ -491,6 +491,29 @@ async def test_empty_provider_proxy_turns_the_environment_off(
     assert not proxy.relayed(_port(url)), proxy.log
 
 
+async def test_a_local_engine_is_reached_directly_whatever_the_environment(
+    nursery: trio.Nursery, start_proxy: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from .test_engines import engine_cmd
+
+    proxy = await start_proxy()
+    for variable in ("HTTP_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(variable, proxy.url(credentials=False))
+    raw = {
+        "server": {"listen": ["127.0.0.1:0"], "graceful_timeout": 2},
+        "providers": {"local": {"type": "openai-chat", "models": ["m"], "engine": {"cmd": engine_cmd()}}},
+        "routing": {"default": ["local.m"]},
+        "engines": {"log_dir": str(tmp_path / "logs")},
+    }
+    gateway = await start(nursery, raw)
+    with trio.fail_after(30):
+        response = await chat(gateway)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "engine says hi"
+    await proxy.settle()
+    assert [line for line in proxy.log if "->" in line] == [], proxy.log
+
+
 # ---------------------------------------------------------------------------------------------
 # Trust
 
@@ -699,6 +722,26 @@ async def test_http2_multiplexes_and_a_cancelled_stream_is_reset_upstream(
     assert len(upstream.recording.versions) == 20
     assert set(upstream.recording.versions) == {"2"}
     assert len(set(upstream.recording.clients)) == 1
+
+
+async def test_http2_through_a_connect_tunnel(
+    nursery: trio.Nursery, start_proxy: Any, tls_files: TLSFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = await start_proxy(auth=True)
+    recording = Recording(FakeOpenAI())
+    url = await serve_upstream(nursery, recording, tls_files)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url())
+    gateway = await start(nursery, gateway_config(url, http2=True, ca_bundle=str(tls_files.ca_file)))
+    with trio.fail_after(20):
+        # httpcore opens a tunnel per request until one is up (it cannot know before that the
+        # upstream speaks HTTP/2): the first request alone, then five at once on its tunnel.
+        assert (await chat(gateway)).status_code == 200
+        async with trio.open_nursery() as clients:
+            for _ in range(5):
+                clients.start_soon(functools.partial(chat, gateway, stream=True))
+    assert recording.versions == ["2"] * 6 and len(set(recording.clients)) == 1
+    await proxy.settle()
+    assert len(proxy.relayed(_port(url))) == 1, proxy.log  # one tunnel, six streams
 
 
 async def test_http2_falls_back_to_http11_when_not_offered(
