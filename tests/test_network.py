@@ -303,6 +303,25 @@ def test_proxy_variables_follow_curl_precedence() -> None:
     assert off.url is None
 
 
+def test_trust_source_order(tmp_path: Path) -> None:
+    from routecodex_trio.config import NetworkConfig
+    from routecodex_trio.providers import choose_trust
+
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    system, certifi = NetworkConfig(trust="system"), NetworkConfig(trust="certifi")
+    env = {"SSL_CERT_FILE": "/etc/corp-ca.pem", "SSL_CERT_DIR": "/etc/corp-certs"}
+    assert choose_trust(_provider(), system, {}).system
+    assert choose_trust(_provider(), certifi, {}).source == "certifi bundle"
+    from_env = choose_trust(_provider(), certifi, env)
+    assert (from_env.cafile, from_env.capath) == ("/etc/corp-ca.pem", "/etc/corp-certs")
+    assert from_env.source == "SSL_CERT_FILE=/etc/corp-ca.pem SSL_CERT_DIR=/etc/corp-certs"
+    own = choose_trust(_provider(ca_bundle=str(bundle)), system, env)
+    assert own.cafile == str(bundle) and "ca_bundle" in own.source
+    off = choose_trust(_provider(verify=False), system, env)
+    assert not off.verify and "NOT VERIFIED" in off.source
+
+
 def test_proxy_credentials_are_secrets() -> None:
     raw = gateway_config("https://api.example.com", proxy=f"http://{PROXY_USER}:{PROXY_PASSWORD}@proxy:3128")
     config = config_from_mapping(raw, environ={})
