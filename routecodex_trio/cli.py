@@ -201,7 +201,25 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     targets = sum(len(p.models) for p in config.providers.values())
     listen = ", ".join(config.server.listen)
     print(f"{path}: OK ({len(config.providers)} providers, {targets} models, listen {listen})")
-    return 0
+    from .providers import describe_network, load_tls
+
+    # Which proxy and trust source each provider's connections will use, from this
+    # environment (issue 15): the first thing to check when an upstream is unreachable.
+    failed = False
+    for name, provider in config.providers.items():
+        proxy, trust = describe_network(provider, config.network)
+        http2 = "; http2 offered (ALPN)" if provider.http2 else ""
+        print(f"  {name}: proxy {proxy}; trust {trust}{http2}")
+        problem = load_tls(provider, config.network)
+        if problem:
+            print(f"  ERROR: {name}: {problem}")
+            failed = True
+        if not provider.verify and provider.type != "mock":
+            print(
+                f"  WARNING: {name}: TLS verification is OFF (verify = false): anyone on the path "
+                "can read and change its traffic, API key included"
+            )
+    return 1 if failed else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:

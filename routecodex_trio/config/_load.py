@@ -41,6 +41,8 @@ _ENGINE_CMD_PATH: Final = re.compile(r"(^|\.)engine\.(variants\.[^.]+\.)?cmd$")
 _PATH_PART: Final = re.compile(r"\['([^']*)'\]|\[(\d+)\]|\.([A-Za-z0-9_-]+)")
 
 CONFIG_CONVERTER: Final = cattrs.Converter(forbid_extra_keys=True)
+# The proxy schemes httpcore speaks (providers/_network.py).
+_PROXY_SCHEMES: Final = ("http", "https", "socks5", "socks5h")
 
 
 def _structure_secret(value: object, _: type) -> Secret:
@@ -233,6 +235,46 @@ def _check_provider(provider: ProviderConfig, problems: list[str]) -> None:
     for header, value in provider.headers.items():
         if "\r" in header or "\n" in header or "\r" in value or "\n" in value:
             problems.append(f"{where}.headers.{header}: CR/LF not allowed in headers")
+    _check_network(provider, problems)
+
+
+def _check_network(provider: ProviderConfig, problems: list[str]) -> None:
+    """Proxy and TLS keys (issue 15): bad URLs and missing files are reported at load time."""
+    where = f"providers.{provider.name}"
+    network_keys = ("proxy", "ca_bundle", "client_cert", "client_key")
+    if provider.type == "mock":
+        for key in network_keys:
+            if getattr(provider, key) is not None:
+                problems.append(f"{where}.{key}: a mock provider makes no network calls")
+        return
+    if provider.engine is not None:
+        if provider.proxy:
+            problems.append(f"{where}.proxy: a local engine is reached on loopback, never through a proxy")
+        if provider.http2:
+            problems.append(f"{where}.http2: a local engine is plain http (HTTP/2 is negotiated over TLS)")
+    elif provider.http2 and provider.base_url and urlsplit(provider.base_url).scheme != "https":
+        problems.append(f"{where}.http2: HTTP/2 is negotiated over TLS (ALPN); base_url must be https://")
+    if provider.proxy:
+        # The message never repeats the URL: it may hold a password.
+        try:
+            proxy = urlsplit(provider.proxy.reveal().strip())
+            proxy.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            problems.append(f"{where}.proxy: not a valid proxy URL (bad host or port)")
+        else:
+            if proxy.scheme.lower() not in _PROXY_SCHEMES or not proxy.hostname:
+                problems.append(
+                    f"{where}.proxy: expected http://, https://, socks5:// or socks5h:// with a host "
+                    '(or "" for no proxy)'
+                )
+    for key in ("ca_bundle", "client_cert", "client_key"):
+        path = getattr(provider, key)
+        if path is not None and not os.path.exists(os.path.expanduser(path)):
+            problems.append(f"{where}.{key}: {path} does not exist")
+    if provider.client_key and not provider.client_cert:
+        problems.append(f"{where}.client_key: needs client_cert (the certificate the key belongs to)")
+    if not provider.verify and provider.ca_bundle:
+        problems.append(f"{where}.verify: verify = false ignores ca_bundle; set one or the other")
 
 
 def _check_routing(config: GatewayConfig, problems: list[str]) -> None:

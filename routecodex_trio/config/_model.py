@@ -45,6 +45,9 @@ DEFAULT_IDLE_TIMEOUT_S: Final = 120.0
 DEFAULT_TOTAL_TIMEOUT_S: Final = 900.0
 # Sized to expected concurrency: httpcore scans every pooled connection per acquire (PLATFORM B.3).
 DEFAULT_MAX_CONNECTIONS: Final = 100
+# "system": the OS store (truststore) holds a company's TLS-inspection CA once IT installed it,
+# so HTTPS through a corporate proxy works out of the box; certifi's bundle would refuse it.
+DEFAULT_TRUST: Final = "system"
 # RouteCodex's own default (llmswitch-core DEFAULT_CLASSIFIER.longContextThresholdTokens).
 DEFAULT_LONGCONTEXT_THRESHOLD: Final = 180_000
 # Claude Code sends its background work (titles, summaries) to a Haiku model.
@@ -229,6 +232,14 @@ class ProviderConfig:
     compat: CompatName = "passthrough"
     # A local engine started on demand; its address replaces base_url (engines/).
     engine: EngineConfig | None = None
+    # Networks (issue 15). proxy: None follows HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY,
+    # "" turns proxying off, else an http(s):// or socks5(h):// URL (credentials allowed).
+    proxy: Secret | None = None
+    ca_bundle: str | None = None  # PEM file (or c_rehash directory) trusted instead of the default
+    client_cert: str | None = None  # mutual TLS: PEM certificate (chain), key inside or client_key
+    client_key: str | None = None
+    verify: bool = True
+    http2: bool = False  # offer h2 in ALPN; streams share one connection
 
     def all_keys(self) -> tuple[Secret, ...]:
         """Every configured key, ``api_key`` first."""
@@ -336,6 +347,13 @@ class RetryConfig:
 
 
 @attrs.frozen(kw_only=True)
+class NetworkConfig:
+    """``[network]``: where upstream certificates are checked (providers/_network.py)."""
+
+    trust: Literal["system", "certifi"] = DEFAULT_TRUST
+
+
+@attrs.frozen(kw_only=True)
 class GatewayConfig:
     """The whole configuration. ``source`` is the file it came from, for messages only."""
 
@@ -349,6 +367,7 @@ class GatewayConfig:
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     engines: EnginesConfig = attrs.field(factory=EnginesConfig)
     snapshots: SnapshotsConfig = attrs.field(factory=SnapshotsConfig)
+    network: NetworkConfig = attrs.field(factory=NetworkConfig)
     source: str | None = None
 
     def provider_timeouts(self, provider: ProviderConfig) -> TimeoutsConfig:

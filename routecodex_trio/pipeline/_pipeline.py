@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from ..engines import EngineManager
     from ..observability import SnapshotWriter
     from ..protocols.canonical import ProtocolName
-    from ..providers import H1Response, ProviderSet
+    from ..providers import ProviderSet, UpstreamResponse
     from ..router import RouteDecision, Router, Target
     from ._request import ClientRequest
     from ._responder import Responder
@@ -228,7 +228,7 @@ def _seconds(value: str | None, per_second: float) -> float | None:
 
 def upstream_status_error(
     provider: str,
-    response: H1Response,
+    response: UpstreamResponse,
     secrets: tuple[str, ...],
     max_retry_after_s: float = DEFAULT_MAX_COOLDOWN_S,
 ) -> UpstreamStatusError:
@@ -431,7 +431,7 @@ class ExchangeStage:
         self,
         call: UpstreamCall,
         request: ClientRequest,
-        response: H1Response,
+        response: UpstreamResponse,
         upstream_codec: Any,
         responder: Responder,
         trace: Trace,
