@@ -374,8 +374,13 @@ class GatewayApp:
                 receive, headers, pipeline.config.server.max_body, pipeline.config.server.keep_alive_timeout
             )
             trace.snap("client-request", client_request_payload(scope["path"], headers, body))
-            request = self.decode.decode(
-                endpoint, body, request_id=responder.request_id, headers=headers, codec=codec
+            request = await self.decode.decode(
+                endpoint,
+                body,
+                request_id=responder.request_id,
+                headers=headers,
+                codec=codec,
+                max_containers=pipeline.config.server.max_json_containers,
             )
         except GatewayError as exc:
             # The body was not read to its end: the connection cannot carry another request.
