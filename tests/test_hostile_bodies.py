@@ -3,10 +3,10 @@ check cost"): millions of empty objects, bracket-heavy strings, nesting at the d
 
 The decode stage used to walk every parsed body in Python whenever it held more than 128
 brackets: a body of 4 million ``{}`` took seconds of CPU during which no other client was
-served, and parsing it took ~64 bytes of memory per byte received. Now the depth limit is
+served, and parsing it took ~25 bytes of memory per byte received. Now the depth limit is
 enforced by orjson inside the one parse, and a body with more than ``[server]
-max_json_containers`` objects and arrays is refused before it is parsed, by a slice-by-slice
-scan that lets other clients in between slices.
+max_json_values`` values (objects, arrays, strings, numbers) is refused before it is parsed,
+by a slice-by-slice scan that lets other clients in between slices.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from routecodex_trio.pipeline._request import MAX_DEPTH, _containers_in, _slices
+from routecodex_trio.pipeline._request import MAX_DEPTH, _slices, _values_in
 
 from .test_upstream_faults import CLIENT_PATHS, error_shape
 
@@ -60,21 +60,22 @@ def _empty_objects(size: int) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
-# The container count: slice-by-slice, string-aware, exact
+# The value count: slice-by-slice, string-aware, exact
 
 
 def _walk_count(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + sum(_walk_count(v) for v in value.values())
-    if isinstance(value, list):
-        return 1 + sum(_walk_count(v) for v in value)
+    """What the scan counts, from the parsed tree: each object or array, and each value in one
+    after the first (one comma each)."""
+    if isinstance(value, dict | list):
+        children = list(value.values()) if isinstance(value, dict) else value
+        return 1 + max(len(children) - 1, 0) + sum(_walk_count(v) for v in children)
     return 0
 
 
 def _sliced_count(raw: bytes, size: int) -> int:
     total, in_string = 0, False
     for piece in _slices(raw, size):
-        found, in_string = _containers_in(piece, in_string)
+        found, in_string = _values_in(piece, in_string)
         total += found
     assert not in_string
     return total
@@ -91,12 +92,12 @@ _JSON: Final = st.recursive(
 
 @settings(max_examples=300, deadline=None)
 @given(value=_JSON, size=st.integers(min_value=1, max_value=64), ascii_only=st.booleans())
-def test_container_scan_matches_the_parsed_tree(value: Any, size: int, ascii_only: bool) -> None:
-    """Whatever the strings hold and wherever the slices cut, the scan counts exactly the
-    objects and arrays the parser builds."""
+def test_value_scan_matches_the_parsed_tree(value: Any, size: int, ascii_only: bool) -> None:
+    """Whatever the strings hold and wherever the slices cut, the scan counts exactly what the
+    parser builds."""
     raw = json.dumps({"v": value}, ensure_ascii=ascii_only).encode()
     expected = _walk_count(orjson.loads(raw))
-    assert _containers_in(raw, False) == (expected, False)
+    assert _values_in(raw, False) == (expected, False)
     assert _sliced_count(raw, size) == expected
 
 
@@ -153,21 +154,21 @@ async def test_bodies_of_millions_of_empty_objects_are_413_and_stall_no_one(
     for endpoint, answer in answers:
         assert answer.status_code == 413, answer.text[:300]
         error = error_shape(endpoint, answer)
-        assert "objects and arrays" in error["message"]
+        assert "values" in error["message"]
     assert latencies
     assert max(latencies) < 1.0, f"slowest /health took {max(latencies) * 1000:.0f} ms"
     assert gateway.statistics().in_flight == 0
 
 
-async def test_max_json_containers_counts_structure_not_strings(start_gateway: GatewayFactory) -> None:
-    """The limit is on objects and arrays the parser would build: brackets inside strings
+async def test_max_json_values_counts_structure_not_strings(start_gateway: GatewayFactory) -> None:
+    """The limit is on values the parser would build: brackets and commas inside strings
     (code, escaped quotes) do not count, and the limit itself is allowed."""
     limit = 1000
-    gateway = await start_gateway(_config(max_json_containers=limit))
-    # The body's own containers: the root object, metadata, messages, one message.
-    own = 4
-    at_limit = _body("chat", b"[" + b",".join([b"{}"] * (limit - own - 1)) + b"]")
-    over = _body("chat", b"[" + b",".join([b"{}"] * (limit - own)) + b"]")
+    gateway = await start_gateway(_config(max_json_values=limit))
+    own = _walk_count(orjson.loads(_body("chat", b"0")))
+    at_limit = _body("chat", b"[" + b",".join([b"1"] * (limit - own)) + b"]")
+    over = _body("chat", b"[" + b",".join([b"1"] * (limit - own + 1)) + b"]")
+    assert _walk_count(orjson.loads(at_limit)) == limit
     code = json.dumps('x = {"a": [1, {"b": "\\"{["}]}\n' * 2000).encode()
     in_strings = _body("chat", code)
     assert in_strings.count(b"{") + in_strings.count(b"[") > 2 * limit

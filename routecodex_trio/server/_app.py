@@ -380,7 +380,7 @@ class GatewayApp:
                 request_id=responder.request_id,
                 headers=headers,
                 codec=codec,
-                max_containers=pipeline.config.server.max_json_containers,
+                max_values=pipeline.config.server.max_json_values,
             )
         except GatewayError as exc:
             # The body was not read to its end: the connection cannot carry another request.
