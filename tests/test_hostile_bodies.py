@@ -205,3 +205,29 @@ async def test_nesting_at_the_limit_passes_one_more_is_400(
     assert f"nested deeper than {MAX_DEPTH} levels" in error_shape(endpoint, refused)["message"]
     assert invalid.status_code == 400
     assert "not valid JSON" in error_shape(endpoint, invalid)["message"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pass-through bodies go on as the client's bytes, only the model swapped (issue 22)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"model":"p.m","x":[1, 2]}', b'{"model":"up","x":[1, 2]}'),
+        (b'{ "x": "say \\"model\\"",  "model" :  "p.m" }', b'{ "x": "say \\"model\\"",  "model" :  "up" }'),
+        # Not certain on the bytes: None, and the caller re-encodes the parsed body.
+        (b'{"model":"p.m","tools":[{"model":"p.m"}]}', None),  # a nested "model" key
+        (b'{"model":"p.m","model":"p.m"}', None),  # duplicate keys
+        (b'{"model":"p\\u002em"}', None),  # the value written with escapes
+        (b'{"mode\\u006c":"p.m"}', None),  # the key written with escapes
+        (b'{"x":"model","m":"p.m"}', None),  # "model" as a value (but then no model key)
+    ],
+)
+def test_with_model_swaps_only_a_certain_top_level_model(raw: bytes, expected: bytes | None) -> None:
+    from routecodex_trio.pipeline._pipeline import with_model
+
+    result = with_model(raw, "p.m", "up")
+    assert result == expected
+    if result is not None:
+        assert orjson.loads(result) == {**orjson.loads(raw), "model": "up"}

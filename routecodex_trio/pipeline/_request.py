@@ -190,6 +190,8 @@ class ClientRequest:
     request_id: str
     headers: Mapping[str, str]
     codec: Codec
+    #: The body's bytes as received: a same-protocol request is sent on as them (PrepareStage).
+    raw: bytes = b""
     _canonical: Request | None = None
 
     @property
@@ -303,4 +305,5 @@ class DecodeStage:
             request_id=request_id,
             headers=headers,
             codec=codec,
+            raw=raw,
         )
