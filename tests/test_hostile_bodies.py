@@ -182,15 +182,28 @@ async def test_max_json_values_counts_structure_not_strings(start_gateway: Gatew
     assert error_shape("chat", refused)["code"] == "request_too_large"
 
 
+# How the depth is checked depends on the body: walked (small, few brackets), or encoded by
+# orjson inside 126 lists (over 32 KiB, or over 400 brackets); an integer beyond 64 bits, which
+# orjson cannot encode, sends a large body back to the walk.
+_SHAPES: Final = {
+    "walked": b"0",
+    "many-brackets": b'"' + b"[{" * 300 + b'"',  # counted by the gate, no deeper
+    "large": b'"' + b"x" * 40_000 + b'"',
+    "large-bigint": b"1" * 30 + b', "' + b"x" * 40_000 + b'"',
+}
+
+
+@pytest.mark.parametrize("shape", sorted(_SHAPES))
 @pytest.mark.parametrize("endpoint", ["chat", "messages", "responses"])
 async def test_nesting_at_the_limit_passes_one_more_is_400(
-    endpoint: str, start_gateway: GatewayFactory
+    endpoint: str, shape: str, start_gateway: GatewayFactory
 ) -> None:
     """MAX_DEPTH counts the root object; ``metadata`` is the second level, the pad the rest."""
     gateway = await start_gateway(_config())
 
     def nest(levels: int) -> bytes:
-        return b"[" * levels + b"]" * levels
+        # [[...[[], extra]...]]: the innermost array is as deep as asked, next to the extra value
+        return b"[" * (levels - 1) + b"[]," + _SHAPES[shape] + b"]" * (levels - 1)
 
     ok = _body(endpoint, nest(MAX_DEPTH - 2))
     deep = _body(endpoint, nest(MAX_DEPTH - 1))
