@@ -25,6 +25,10 @@ DEFAULT_LISTEN: Final = ("127.0.0.1:5520", "[::1]:5520")
 DEFAULT_GRACEFUL_TIMEOUT_S: Final = 30.0
 # 32 MiB: Anthropic's own Messages limit, and larger than any real prompt with images.
 DEFAULT_MAX_BODY_BYTES: Final = 32 * 1024 * 1024
+# JSON values in one request body. A 32 MiB agent body holds ~230,000 (one per 150-200 bytes);
+# a body of bare ``{},`` holds 11 million, and parsing it would cost ~25 bytes of RSS per byte
+# received. Bodies past this are refused before they are parsed (issue 13).
+DEFAULT_MAX_JSON_VALUES: Final = 1_000_000
 DEFAULT_KEEP_ALIVE_TIMEOUT_S: Final = 75.0
 DEFAULT_KEEPALIVE_INTERVAL_S: Final = 15.0
 # A response write that makes no progress for this long ends the request (issue 13).
@@ -156,6 +160,7 @@ class ServerConfig:
         default=DEFAULT_GRACEFUL_TIMEOUT_S, validator=attrs.validators.ge(0)
     )
     max_body: int = attrs.field(default=DEFAULT_MAX_BODY_BYTES, validator=attrs.validators.gt(0))
+    max_json_values: int = attrs.field(default=DEFAULT_MAX_JSON_VALUES, validator=attrs.validators.gt(0))
     keep_alive_timeout: float = attrs.field(
         default=DEFAULT_KEEP_ALIVE_TIMEOUT_S, validator=attrs.validators.gt(0)
     )

@@ -138,28 +138,36 @@ class PrepareStage:
             )
         protocol = upstream_protocol(provider.type, request.protocol, provider.completions)
         codec = codec_for(protocol)
-        if protocol == request.protocol:
-            # Same protocol: the body goes through untouched but for the model name.
-            body = dict(request.body)
-            body["model"] = target.upstream_model
-            passthrough = True
-        else:
-            canonical = attrs.evolve(request.canonical(), model=target.upstream_model, stream=request.stream)
-            body = codec.encode_request(canonical)
-            passthrough = False
-        repair = False
+        profile = "passthrough"
+        model = None
         if provider.type == "openai-chat":
             profile = profile_name_for(provider, target.model)
             model = provider.model(target.model)
-            if profile != "passthrough" or (model is not None and model.max_tokens is not None):
+        compat = profile != "passthrough" or (model is not None and model.max_tokens is not None)
+        repair = profile != "passthrough"
+        passthrough = protocol == request.protocol
+        encoded = None
+        if passthrough and not compat:
+            # The client's own bytes with only the model swapped: no re-encoding (issue 22).
+            encoded = with_model(request.raw, request.model, target.upstream_model)
+        if encoded is None:
+            if passthrough:
+                # Same protocol: the body goes through untouched but for the model name.
+                body = dict(request.body)
+                body["model"] = target.upstream_model
+            else:
+                canonical = attrs.evolve(
+                    request.canonical(), model=target.upstream_model, stream=request.stream
+                )
+                body = codec.encode_request(canonical)
+            if compat:
                 body = apply_compat(profile, body, model)
-            repair = profile != "passthrough"
-        try:
-            encoded = orjson.dumps(body)
-        except orjson.JSONEncodeError as exc:
-            # Tool-call arguments arrive as JSON *strings*, out of the decoder's depth limit;
-            # converted into objects they can nest past what the encoder accepts.
-            raise InvalidRequest(f"the request cannot be converted for this upstream: {exc}") from None
+            try:
+                encoded = orjson.dumps(body)
+            except orjson.JSONEncodeError as exc:
+                # Tool-call arguments arrive as JSON *strings*, out of the decoder's depth limit;
+                # converted into objects they can nest past what the encoder accepts.
+                raise InvalidRequest(f"the request cannot be converted for this upstream: {exc}") from None
         return UpstreamCall(
             target=target,
             protocol=protocol,
@@ -169,6 +177,36 @@ class PrepareStage:
             passthrough=passthrough,
             repair=repair,
         )
+
+
+_MODEL_KEY: Final = b'"model"'
+
+
+def with_model(raw: bytes, model: str, upstream_model: str) -> bytes | None:
+    """``raw`` (a JSON object whose ``model`` is ``model``) with ``upstream_model`` instead;
+    ``None`` when that cannot be done on the bytes with certainty.
+
+    Only when ``"model"`` occurs once in the body: then it is the top-level key (a nested
+    ``"model"`` key or a second top-level one makes two; inside a string its quotes would be
+    escaped), and its value must be ``model`` exactly as orjson writes it.
+    """
+    if raw.count(_MODEL_KEY) != 1:
+        return None
+    at = raw.find(_MODEL_KEY) + len(_MODEL_KEY)
+    end = len(raw)
+    while at < end and raw[at] in b" \t\r\n":
+        at += 1
+    if at == end or raw[at] != 0x3A:  # ":" (the key is a key, not a value)
+        return None
+    at += 1
+    while at < end and raw[at] in b" \t\r\n":
+        at += 1
+    value = orjson.dumps(model)
+    if raw[at : at + len(value)] != value:
+        return None
+    if model == upstream_model:
+        return raw
+    return b"".join((raw[:at], orjson.dumps(upstream_model), raw[at + len(value) :]))
 
 
 # Wire protocol spoken to an engine -> the endpoint name engines declare in `endpoints`.

@@ -441,8 +441,13 @@ class GatewayApp:
                 receive, headers, server.max_body, server.keep_alive_timeout, server.body_timeout
             )
             trace.snap("client-request", client_request_payload(scope["path"], headers, body))
-            request = self.decode.decode(
-                endpoint, body, request_id=responder.request_id, headers=headers, codec=codec
+            request = await self.decode.decode(
+                endpoint,
+                body,
+                request_id=responder.request_id,
+                headers=headers,
+                codec=codec,
+                max_values=pipeline.config.server.max_json_values,
             )
         except GatewayError as exc:
             # The body was not read to its end: the connection cannot carry another request.
