@@ -33,6 +33,7 @@ from .._errors import (
     UpstreamTimeout,
 )
 from ..protocols import codec_for
+from ..protocols.anthropic_messages import apply_prompt_cache
 from ..protocols.base import extract_error_message
 from ..protocols.canonical import Usage, estimate_request_tokens
 from ..providers import ChunkReader, HttpUpstream, MockUpstream
@@ -49,7 +50,7 @@ from ._relay import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
-    from ..config import GatewayConfig, TimeoutsConfig
+    from ..config import GatewayConfig, ProviderConfig, TimeoutsConfig
     from ..engines import EngineManager
     from ..observability import SnapshotWriter
     from ..protocols.canonical import ProtocolName
@@ -118,34 +119,46 @@ def upstream_protocol(
 
 @attrs.frozen
 class PrepareStage:
-    """Builds the upstream request body: the client's own bytes, or a converted body."""
+    """Builds the upstream request body: the client's own bytes, or a converted body.
+
+    It is also where a provider's settings meet the request: the compatibility profile of an
+    OpenAI-chat provider, the ``prompt_cache`` breakpoints of an Anthropic one, and the check
+    that the target can honour every parameter the client asked for.
+    """
 
     config: GatewayConfig
 
     def prepare(self, request: ClientRequest, target: Target) -> UpstreamCall:
         provider = self.config.providers[target.provider]
         if provider.type == "mock":
+            _refuse_passthrough_params(request, provider, "it answers from the canonical model")
             return UpstreamCall(
                 target=target, protocol=None, path="", body=b"", stream=request.stream, passthrough=False
             )
         protocol = upstream_protocol(provider.type, request.protocol, provider.completions)
         codec = codec_for(protocol)
+        profile = profile_name_for(provider, target.model) if provider.type == "openai-chat" else None
+        repair = profile is not None and profile != "passthrough"
         if protocol == request.protocol:
             # Same protocol: the body goes through untouched but for the model name.
+            if repair:
+                _refuse_passthrough_params(
+                    request, provider, f"its compatibility profile {profile!r} re-encodes every answer"
+                )
             body = dict(request.body)
             body["model"] = target.upstream_model
             passthrough = True
         else:
+            _refuse_passthrough_params(request, provider, f"answers are converted from {protocol}")
             canonical = attrs.evolve(request.canonical(), model=target.upstream_model, stream=request.stream)
             body = codec.encode_request(canonical)
             passthrough = False
-        repair = False
-        if provider.type == "openai-chat":
-            profile = profile_name_for(provider, target.model)
+        if protocol == "anthropic-messages":
+            body = apply_prompt_cache(body, provider.prompt_cache, converted=not passthrough)
+        if profile is not None:
             model = provider.model(target.model)
-            if profile != "passthrough" or (model is not None and model.max_tokens is not None):
+            if repair or (model is not None and model.max_tokens is not None):
                 body = apply_compat(profile, body, model)
-            repair = profile != "passthrough"
         try:
             encoded = orjson.dumps(body)
         except orjson.JSONEncodeError as exc:
@@ -160,6 +173,29 @@ class PrepareStage:
             stream=request.stream,
             passthrough=passthrough,
             repair=repair,
+        )
+
+
+def _refuse_passthrough_params(request: ClientRequest, provider: ProviderConfig, why: str) -> None:
+    """A 400 naming the first parameter only a verbatim same-protocol upstream honours.
+
+    Log probabilities, several choices, echo, suffix, best_of and audio output have no
+    canonical form; sending the request anyway would answer without them, which the client
+    cannot tell from an upstream that ignored them.
+
+    Raises:
+        InvalidRequest: the request has such a parameter (``param`` names it).
+    """
+    for item in request.canonical().passthrough_params:
+        where = (
+            'an openai-chat provider with completions = "native"'
+            if request.protocol == "openai-completions"
+            else f"an {request.protocol} provider"
+        )
+        raise InvalidRequest(
+            f"'{item.param}' ({item.feature}) cannot be honoured by provider {provider.name!r} "
+            f"({provider.type}): {why}; send it to {where} or leave it out",
+            param=item.param,
         )
 
 
