@@ -174,6 +174,30 @@ async def test_responses_client_gets_auto_breakpoints_on_anthropic(
         assert cache_breakpoints(sent) == 0
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_unmarked_chat_client_gets_auto_breakpoints_on_anthropic(
+    stream: bool, cache_hub: tuple[Gateway, FakeUpstream]
+) -> None:
+    gateway, fake = cache_hub
+    client = openai_client(gateway)
+    kwargs: dict[str, Any] = {
+        "model": "am.text",
+        "messages": [
+            {"role": "system", "content": "sys"},
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "second"},
+        ],
+        "tools": _tools_cc(marked=False),
+    }
+    with trio.fail_after(15):
+        if stream:
+            await _drain(await client.chat.completions.create(**kwargs, stream=True))
+        else:
+            await client.chat.completions.create(**kwargs)
+    assert _markers(fake.requests[-1].body) == ["tool:get_time", "system:sys", "user:first", "user:second"]
+
+
 async def test_anthropic_client_markers_pass_through_or_are_stripped(
     cache_hub: tuple[Gateway, FakeUpstream],
 ) -> None:
@@ -181,14 +205,18 @@ async def test_anthropic_client_markers_pass_through_or_are_stripped(
     without any); ``off`` strips them for servers that reject ``cache_control``."""
     gateway, fake = cache_hub
     client = anthropic_client(gateway)
-    marked = {
+    marked: dict[str, Any] = {
         "max_tokens": 50,
         "system": [{"type": "text", "text": "sys", "cache_control": EPHEMERAL}],
         "messages": [
             {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": EPHEMERAL}]}
         ],
     }
-    plain = {"max_tokens": 50, "system": "sys", "messages": [{"role": "user", "content": "hi"}]}
+    plain: dict[str, Any] = {
+        "max_tokens": 50,
+        "system": "sys",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
     seen: dict[str, list[str]] = {}
     with trio.fail_after(15):
         for provider, body in (("am", marked), ("am", plain), ("amclient", marked), ("amoff", marked)):
