@@ -37,106 +37,116 @@ AUTO_CACHE_CONTROL: Final[Mapping[str, str]] = {"type": "ephemeral"}
 AUTO_USER_TURNS: Final = 2
 
 
-def _blocks(value: Any) -> list[Any] | None:
-    """A copy of a block list with every block dict copied, so markers can change freely.
+_Path = tuple[str | int, ...]
 
-    None for anything else: a string system prompt or content carries no marker.
+
+def _sites(body: Mapping[str, Any]) -> list[tuple[_Path, Mapping[str, Any]]]:
+    """Every dict that may carry a marker, with its path, in prompt order (read only).
+
+    Prompt order is Anthropic's: tools, then system, then messages; the parts of a tool
+    result come before the tool result itself. A string system prompt or string content
+    carries no marker and is skipped.
     """
-    if not isinstance(value, list):
-        return None
-    return [dict(block) if isinstance(block, Mapping) else block for block in value]
-
-
-def _copy_body(body: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The body with its markable dicts copied, and those dicts in prompt order.
-
-    Prompt order is Anthropic's: tools, then system, then messages; the parts of a
-    tool result come before the tool result itself.
-    """
-    out = dict(body)
-    sites: list[dict[str, Any]] = []
-    tools = _blocks(body.get("tools"))
-    if tools is not None:
-        out["tools"] = tools
-        sites.extend(tool for tool in tools if isinstance(tool, dict))
-    if "system" in body:
-        system = _blocks(body["system"])
-        if system is not None:
-            out["system"] = system
-            sites.extend(block for block in system if isinstance(block, dict))
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        copied: list[Any] = []
-        for message in messages:
-            if not isinstance(message, Mapping):
-                copied.append(message)
-                continue
-            message = dict(message)
-            content = _blocks(message.get("content"))
-            if content is not None:
-                message["content"] = content
-                for block in content:
-                    if not isinstance(block, dict):
-                        continue
-                    nested = block.get("content")
-                    if block.get("type") == "tool_result" and isinstance(nested, list):
-                        parts = _blocks(nested) or []
-                        block["content"] = parts
-                        sites.extend(part for part in parts if isinstance(part, dict))
-                    sites.append(block)
-            copied.append(message)
-        out["messages"] = copied
-    return out, sites
-
-
-def _auto_sites(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """Where ``auto`` places breakpoints: last tool, last system block, last two user turns."""
-    chosen: list[dict[str, Any]] = []
+    sites: list[tuple[_Path, Mapping[str, Any]]] = []
     tools = body.get("tools")
-    if isinstance(tools, list) and tools and isinstance(tools[-1], dict):
-        chosen.append(tools[-1])
+    if isinstance(tools, list):
+        sites.extend((("tools", i), tool) for i, tool in enumerate(tools) if isinstance(tool, Mapping))
     system = body.get("system")
-    if isinstance(system, list) and system and isinstance(system[-1], dict):
-        chosen.append(system[-1])
-    users: list[dict[str, Any]] = []
-    for message in reversed(body.get("messages") or []):
-        if len(users) == AUTO_USER_TURNS:
-            break
-        if not isinstance(message, dict) or message.get("role") != "user":
+    if isinstance(system, list):
+        sites.extend((("system", i), block) for i, block in enumerate(system) if isinstance(block, Mapping))
+    messages = body.get("messages")
+    for k, message in enumerate(messages if isinstance(messages, list) else ()):
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if not isinstance(content, list):
             continue
-        content = message.get("content")
-        if isinstance(content, list) and content and isinstance(content[-1], dict):
-            users.append(content[-1])
-    chosen.extend(reversed(users))
-    return chosen
+        for j, block in enumerate(content):
+            if not isinstance(block, Mapping):
+                continue
+            nested = block.get("content")
+            if block.get("type") == "tool_result" and isinstance(nested, list):
+                sites.extend(
+                    (("messages", k, "content", j, "content", m), part)
+                    for m, part in enumerate(nested)
+                    if isinstance(part, Mapping)
+                )
+            sites.append((("messages", k, "content", j), block))
+    return sites
+
+
+class _CopyOnWrite:
+    """Changes markers in a copy of a body, copying only the containers on the way to them.
+
+    Agent bodies hold hundreds of blocks; copying all of them to touch four would cost a
+    fair share of the whole conversion (bench/prompt_cache.py).
+    """
+
+    def __init__(self, body: Mapping[str, Any]) -> None:
+        self.body: dict[str, Any] = dict(body)
+        self._copied: set[int] = {id(self.body)}
+
+    def block(self, path: _Path) -> dict[str, Any]:
+        node: Any = self.body
+        for key in path:
+            child = node[key]
+            if id(child) not in self._copied:
+                child = list(child) if isinstance(child, list) else dict(child)
+                self._copied.add(id(child))
+                node[key] = child
+            node = child
+        block: dict[str, Any] = node
+        return block
 
 
 def apply_prompt_cache(body: Mapping[str, Any], mode: PromptCacheMode, *, converted: bool) -> dict[str, Any]:
     """The Anthropic ``body`` with its breakpoints as ``mode`` wants them (module docstring).
 
     ``converted`` is False for an Anthropic client's own body passed through, which only
-    ``off`` touches. The given body is never modified.
+    ``off`` touches. The given body and everything in it are left unmodified.
     """
-    if mode == "off":
-        out, sites = _copy_body(body)
-        for site in sites:
-            site.pop("cache_control", None)
-        return out
-    if not converted:
+    if mode != "off" and not converted:
         return dict(body)
-    out, sites = _copy_body(body)
-    marked = [site for site in sites if site.get("cache_control") is not None]
-    if marked:
-        for site in marked[:-MAX_CACHE_BREAKPOINTS]:
-            del site["cache_control"]
-        return out
-    if mode == "auto":
-        for site in _auto_sites(out)[-MAX_CACHE_BREAKPOINTS:]:
-            site["cache_control"] = dict(AUTO_CACHE_CONTROL)
-    return out
+    sites = _sites(body)
+    marked = [path for path, site in sites if site.get("cache_control") is not None]
+    out = _CopyOnWrite(body)
+    if mode == "off":
+        drop = marked
+    elif marked:
+        drop = marked[:-MAX_CACHE_BREAKPOINTS]
+    else:
+        drop = []
+        if mode == "auto":
+            for path in _auto_sites(body)[-MAX_CACHE_BREAKPOINTS:]:
+                out.block(path)["cache_control"] = dict(AUTO_CACHE_CONTROL)
+    for path in drop:
+        del out.block(path)["cache_control"]
+    return out.body
+
+
+def _auto_sites(body: Mapping[str, Any]) -> list[_Path]:
+    """Where ``auto`` places breakpoints: last tool, last system block, last two user turns."""
+    chosen: list[_Path] = []
+    tools = body.get("tools")
+    if isinstance(tools, list) and tools and isinstance(tools[-1], Mapping):
+        chosen.append(("tools", len(tools) - 1))
+    system = body.get("system")
+    if isinstance(system, list) and system and isinstance(system[-1], Mapping):
+        chosen.append(("system", len(system) - 1))
+    users: list[_Path] = []
+    messages = body.get("messages")
+    messages = messages if isinstance(messages, list) else []
+    for k in range(len(messages) - 1, -1, -1):
+        if len(users) == AUTO_USER_TURNS:
+            break
+        message = messages[k]
+        if not isinstance(message, Mapping) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, list) and content and isinstance(content[-1], Mapping):
+            users.append(("messages", k, "content", len(content) - 1))
+    chosen.extend(reversed(users))
+    return chosen
 
 
 def cache_breakpoints(body: Mapping[str, Any]) -> int:
     """How many blocks of an Anthropic body carry ``cache_control`` (for tests and logs)."""
-    _, sites = _copy_body(body)
-    return sum(1 for site in sites if site.get("cache_control") is not None)
+    return sum(1 for _, site in _sites(body) if site.get("cache_control") is not None)
