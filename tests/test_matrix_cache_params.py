@@ -386,3 +386,25 @@ async def test_anthropic_client_is_refused_nothing(cache_hub: tuple[Gateway, Fak
             )
             assert message.content, upstream
     assert all(status("logprobs_n_audio", "am", u) == "—" for u in PROTOCOLS)
+
+
+@pytest.mark.parametrize("compat", ["passthrough", "vllm"])
+async def test_a_repairing_compat_profile_cannot_honour_them_either(
+    compat: str, fake_openai: tuple[FakeOpenAI, str], start_gateway: GatewayFactory
+) -> None:
+    """A Chat upstream with a compatibility profile gets the client's body, but the answer is
+    decoded and re-encoded to repair it, which keeps no log probabilities."""
+    fake, url = fake_openai
+    gateway = await start_gateway(openai_provider_config(url, ["gpt-test"], compat=compat))
+    sdk = openai_client(gateway)
+    kwargs: dict[str, Any] = {"model": "x", "messages": [{"role": "user", "content": "hi"}], "logprobs": True}
+    with trio.fail_after(15):
+        if compat == "passthrough":
+            await sdk.chat.completions.create(**kwargs)
+            assert fake.requests[-1].body["logprobs"] is True
+            return
+        with pytest.raises(openai.BadRequestError) as caught:
+            await sdk.chat.completions.create(**kwargs)
+    assert caught.value.param == "logprobs"
+    assert "compatibility profile 'vllm'" in caught.value.message
+    assert fake.requests == []
