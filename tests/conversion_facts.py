@@ -35,7 +35,7 @@ FEATURES: Final = {
     ),
     "cache_markers": (
         'Prompt-cache breakpoints (`cache_control`; `prompt_cache = "auto"` for clients without them)',
-        "test_chat_cache_markers_reach_upstream, test_responses_client_gets_auto_breakpoints_on_anthropic",
+        "test_matrix_cache_params.py (Chat markers, auto breakpoints, Anthropic clients' markers)",
     ),
     "prompt_cache_key": ("`prompt_cache_key`", "test_prompt_cache_key_reaches_openai_upstreams"),
     "logprobs_n_audio": (

@@ -230,6 +230,12 @@ async def test_anthropic_client_markers_pass_through_or_are_stripped(
         "amclient": ["system:sys", "user:hi"],
         "amoff": [],
     }
+    for upstream in ("cc", "rs"):
+        assert status("cache_markers", "am", upstream) == "dropped"
+        with trio.fail_after(15):
+            async with client.messages.stream(model=f"{upstream}.text", **marked) as events:
+                await _drain(events)
+        assert "cache_control" not in str(fake.requests[-1].body), upstream
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
