@@ -29,7 +29,19 @@ FEATURES: Final = {
     ),
     "stop_sequence": ("Which stop sequence ended the turn", "test_matrix[...-stop]"),
     "max_tokens": ("Output-cap stop", "test_matrix[...-length]"),
-    "usage": ("Usage with cached input tokens", "every test_matrix case"),
+    "usage": (
+        "Usage with prompt-cache reads and writes, in the client's own fields",
+        "every test_matrix case",
+    ),
+    "cache_markers": (
+        'Prompt-cache breakpoints (`cache_control`; `prompt_cache = "auto"` for clients without them)',
+        "test_matrix_cache_params.py (Chat markers, auto breakpoints, Anthropic clients' markers)",
+    ),
+    "prompt_cache_key": ("`prompt_cache_key`", "test_prompt_cache_key_reaches_openai_upstreams"),
+    "logprobs_n_audio": (
+        "Log probabilities, `n` > 1, audio output",
+        "test_parameters_only_a_verbatim_upstream_honours",
+    ),
     "stream_error": (
         "Upstream failure mid-stream -> the client's own terminal error event",
         "test_mid_stream_failure",
@@ -39,7 +51,26 @@ FEATURES: Final = {
 
 def status(feature: str, client: str, upstream: str) -> str:
     """``kept`` (same information, same form), ``mapped`` (same information, another form),
-    ``approximated`` (the nearest thing the client protocol has) or ``dropped``."""
+    ``approximated`` (the nearest thing the client protocol has), ``dropped``, ``refused``
+    (a 400 naming the parameter) or ``—`` (the client's protocol has no such thing)."""
+    if feature == "cache_markers":
+        if client == upstream and client != "rs":
+            return "kept"
+        if upstream == "am":
+            # Chat markers become Anthropic's; Responses has none, so "auto" places them.
+            return "mapped" if client == "cc" else "approximated"
+        # OpenAI upstreams cache prefixes by themselves and take no markers.
+        return "—" if client == "rs" else "dropped"
+    if feature == "prompt_cache_key":
+        if client == "am":
+            return "—"
+        if upstream == "am":
+            return "dropped"  # Anthropic caches by breakpoints, placed as above
+        return "kept" if client == upstream else "mapped"
+    if feature == "logprobs_n_audio":
+        if client == "am":
+            return "—"
+        return "kept" if client == upstream else "refused"
     if feature == "proof":
         if client == upstream and client != "cc":
             return "kept"

@@ -2,7 +2,8 @@
 
 The answer is chosen by the ``model`` the gateway sends (the scenario name):
 
-* ``text``: "Hello from the fake upstream." with usage 12 in (2 of them cached) / 5 out;
+* ``text``: "Hello from the fake upstream." with usage 12 in (2 of them read from the prompt
+  cache, 3 written to it) / 5 out -- every scenario reports this usage;
 * ``tools``: two parallel calls, get_weather {"city": "Paris"} and get_time {"tz": "CET"};
 * ``thinking``: reasoning "Let me think." (with the protocol's proof: Anthropic signature
   ``sig-abc``, Responses ``encrypted_content`` ``enc-xyz``, Chat ``reasoning_content``) then "Answer.";
@@ -311,7 +312,7 @@ class FakeUpstream:
             "prompt_tokens": 12,
             "completion_tokens": 5,
             "total_tokens": 17,
-            "prompt_tokens_details": {"cached_tokens": 2},
+            "prompt_tokens_details": {"cached_tokens": 2, "cache_write_tokens": 3},
         }
         base = {"id": "chatcmpl-up1", "created": 1700000000, "model": scenario}
         if not stream:
@@ -447,9 +448,9 @@ class FakeUpstream:
             )
             return
         usage = {
-            "input_tokens": 10,
+            "input_tokens": 7,
             "cache_read_input_tokens": 2,
-            "cache_creation_input_tokens": 0,
+            "cache_creation_input_tokens": 3,
             "output_tokens": 5,
         }
         content: list[dict[str, Any]] = [{"type": "text", "text": TEXT}]
@@ -585,7 +586,7 @@ class FakeUpstream:
             return
         usage = {
             "input_tokens": 12,
-            "input_tokens_details": {"cached_tokens": 2},
+            "input_tokens_details": {"cached_tokens": 2, "cache_write_tokens": 3},
             "output_tokens": 5,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": 17,

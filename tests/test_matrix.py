@@ -43,6 +43,8 @@ class Outcome:
     stop: str  # end | tool_use | max_tokens | stop_sequence
     input_tokens: int  # including cached
     output_tokens: int
+    cached_tokens: int  # read from the prompt cache, in the client protocol's own field
+    cache_write_tokens: int  # written to it (Anthropic cache_creation_input_tokens)
 
 
 @pytest.fixture
@@ -96,6 +98,7 @@ async def run_cc(gateway: Gateway, model: str, scenario: str, stream: bool) -> O
             ),
             input_tokens=reply.usage.prompt_tokens,
             output_tokens=reply.usage.completion_tokens,
+            **_cc_cache(reply.usage),
         )
     text, thinking, finish, usage, matched = [], [], None, None, None
     calls: dict[int, list[str]] = {}
@@ -124,6 +127,7 @@ async def run_cc(gateway: Gateway, model: str, scenario: str, stream: bool) -> O
         stop=_cc_stop(finish, matched),
         input_tokens=usage.prompt_tokens,
         output_tokens=usage.completion_tokens,
+        **_cc_cache(usage),
     )
 
 
@@ -161,6 +165,8 @@ async def run_am(gateway: Gateway, model: str, scenario: str, stream: bool) -> O
         + (usage.cache_read_input_tokens or 0)
         + (usage.cache_creation_input_tokens or 0),
         output_tokens=usage.output_tokens,
+        cached_tokens=usage.cache_read_input_tokens or 0,
+        cache_write_tokens=usage.cache_creation_input_tokens or 0,
     )
 
 
@@ -208,10 +214,21 @@ async def run_rs(gateway: Gateway, model: str, scenario: str, stream: bool) -> O
         stop=stop,
         input_tokens=response.usage.input_tokens,
         output_tokens=response.usage.output_tokens,
+        cached_tokens=response.usage.input_tokens_details.cached_tokens,
+        cache_write_tokens=response.usage.input_tokens_details.cache_write_tokens,
     )
 
 
 RUNNERS = {"cc": run_cc, "am": run_am, "rs": run_rs}
+
+
+def _cc_cache(usage: Any) -> dict[str, int]:
+    details = usage.prompt_tokens_details
+    assert details is not None, "no prompt_tokens_details: cached tokens cannot be told"
+    return {
+        "cached_tokens": details.cached_tokens or 0,
+        "cache_write_tokens": details.cache_write_tokens or 0,
+    }
 
 
 def _obj(arguments: str) -> Any:
@@ -252,6 +269,8 @@ async def test_matrix(
     with trio.fail_after(15):
         outcome = await RUNNERS[client](gateway, f"{upstream}.{scenario}", scenario, stream)
     assert outcome.input_tokens == 12 and outcome.output_tokens == 5, outcome
+    # Prompt-cache reads and writes, each in the client protocol's own usage fields.
+    assert (outcome.cached_tokens, outcome.cache_write_tokens) == (2, 3), outcome
     if scenario == "text":
         assert (outcome.text, outcome.stop, outcome.tools) == ("Hello from the fake upstream.", "end", ())
     elif scenario == "tools":

@@ -311,10 +311,15 @@ def _check_routing(config: GatewayConfig, problems: list[str]) -> None:
 
 
 def _check_compat(provider: ProviderConfig, problems: list[str]) -> None:
-    """Profiles fix OpenAI-chat bodies; on another protocol they would silently do nothing."""
+    """Profiles fix OpenAI-chat bodies; on another protocol they would silently do nothing.
+
+    The same holds for ``prompt_cache``, which places Anthropic ``cache_control`` markers.
+    """
+    where = f"providers.{provider.name}"
+    if provider.type != "anthropic-messages" and provider.prompt_cache != "auto":
+        problems.append(f"{where}.prompt_cache: applies to anthropic-messages providers only")
     if provider.type == "openai-chat":
         return
-    where = f"providers.{provider.name}"
     if provider.compat != "passthrough":
         problems.append(f"{where}.compat: profiles apply to openai-chat providers only")
     for model in provider.models:

@@ -21,6 +21,10 @@ PROVIDER_TYPES: Final[tuple[str, ...]] = ("openai-chat", "anthropic-messages", "
 CompatName = Literal["passthrough", "glm", "qwen", "deepseek", "lmstudio", "ollama", "vllm"]
 COMPAT_PROFILES: Final[tuple[str, ...]] = get_args(CompatName)
 
+# Prompt-cache breakpoints for anthropic-messages providers (protocols/anthropic_messages/cache.py).
+PromptCacheName = Literal["auto", "client", "off"]
+DEFAULT_PROMPT_CACHE: Final[PromptCacheName] = "auto"
+
 DEFAULT_LISTEN: Final = ("127.0.0.1:5520", "[::1]:5520")
 DEFAULT_GRACEFUL_TIMEOUT_S: Final = 30.0
 # 32 MiB: Anthropic's own Messages limit, and larger than any real prompt with images.
@@ -235,6 +239,8 @@ class ProviderConfig:
     mock: MockConfig = attrs.field(factory=MockConfig)
     # Quirk fixes for OpenAI-chat upstream bodies (providers/compat.py); a model's own wins.
     compat: CompatName = "passthrough"
+    # Where cache_control breakpoints go on bodies for an anthropic-messages upstream.
+    prompt_cache: PromptCacheName = DEFAULT_PROMPT_CACHE
     # A local engine started on demand; its address replaces base_url (engines/).
     engine: EngineConfig | None = None
     # Networks (issue 15). proxy: None follows HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY,

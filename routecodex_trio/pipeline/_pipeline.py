@@ -38,6 +38,7 @@ from .._errors import (
 from .._scrub import Scrubber, scrub_then_cut, scrubber_for
 from ..config._model import DEFAULT_MAX_COOLDOWN_S
 from ..protocols import codec_for
+from ..protocols.anthropic_messages import apply_prompt_cache
 from ..protocols.base import extract_error_message
 from ..protocols.canonical import Usage, estimate_request_tokens
 from ..providers import ChunkReader, HttpUpstream, MockUpstream
@@ -54,7 +55,7 @@ from ._relay import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
-    from ..config import GatewayConfig, TimeoutsConfig
+    from ..config import GatewayConfig, ProviderConfig, TimeoutsConfig
     from ..engines import EngineManager
     from ..observability import SnapshotWriter
     from ..protocols.canonical import ProtocolName
@@ -126,28 +127,38 @@ def upstream_protocol(
 
 @attrs.frozen
 class PrepareStage:
-    """Builds the upstream request body: the client's own bytes, or a converted body."""
+    """Builds the upstream request body: the client's own bytes, or a converted body.
+
+    It is also where a provider's settings meet the request: the compatibility profile of an
+    OpenAI-chat provider, the ``prompt_cache`` breakpoints of an Anthropic one, and the check
+    that the target can honour every parameter the client asked for.
+    """
 
     config: GatewayConfig
 
     def prepare(self, request: ClientRequest, target: Target) -> UpstreamCall:
         provider = self.config.providers[target.provider]
         if provider.type == "mock":
+            _refuse_passthrough_params(request, provider, "it answers from the canonical model")
             return UpstreamCall(
                 target=target, protocol=None, path="", body=b"", stream=request.stream, passthrough=False
             )
         protocol = upstream_protocol(provider.type, request.protocol, provider.completions)
         codec = codec_for(protocol)
-        profile = "passthrough"
-        model = None
-        if provider.type == "openai-chat":
-            profile = profile_name_for(provider, target.model)
-            model = provider.model(target.model)
-        compat = profile != "passthrough" or (model is not None and model.max_tokens is not None)
-        repair = profile != "passthrough"
+        profile = profile_name_for(provider, target.model) if provider.type == "openai-chat" else None
+        repair = profile is not None and profile != "passthrough"
+        model = provider.model(target.model) if profile is not None else None
+        compat = repair or (model is not None and model.max_tokens is not None)
         passthrough = protocol == request.protocol
+        if not passthrough:
+            _refuse_passthrough_params(request, provider, f"answers are converted from {protocol}")
+        elif repair:
+            _refuse_passthrough_params(
+                request, provider, f"its compatibility profile {profile!r} re-encodes every answer"
+            )
         encoded = None
-        if passthrough and not compat:
+        strip_cache = protocol == "anthropic-messages" and provider.prompt_cache == "off"
+        if passthrough and not compat and not strip_cache:
             # The client's own bytes with only the model swapped: no re-encoding (issue 22).
             encoded = with_model(request.raw, request.model, target.upstream_model)
         if encoded is None:
@@ -160,7 +171,9 @@ class PrepareStage:
                     request.canonical(), model=target.upstream_model, stream=request.stream
                 )
                 body = codec.encode_request(canonical)
-            if compat:
+            if protocol == "anthropic-messages":
+                body = apply_prompt_cache(body, provider.prompt_cache, converted=not passthrough)
+            if compat and profile is not None:
                 body = apply_compat(profile, body, model)
             try:
                 encoded = orjson.dumps(body)
@@ -207,6 +220,29 @@ def with_model(raw: bytes, model: str, upstream_model: str) -> bytes | None:
     if model == upstream_model:
         return raw
     return b"".join((raw[:at], orjson.dumps(upstream_model), raw[at + len(value) :]))
+
+
+def _refuse_passthrough_params(request: ClientRequest, provider: ProviderConfig, why: str) -> None:
+    """A 400 naming the first parameter only a verbatim same-protocol upstream honours.
+
+    Log probabilities, several choices, echo, suffix, best_of and audio output have no
+    canonical form; sending the request anyway would answer without them, which the client
+    cannot tell from an upstream that ignored them.
+
+    Raises:
+        InvalidRequest: the request has such a parameter (``param`` names it).
+    """
+    for item in request.canonical().passthrough_params:
+        where = (
+            'an openai-chat provider with completions = "native"'
+            if request.protocol == "openai-completions"
+            else f"an {request.protocol} provider"
+        )
+        raise InvalidRequest(
+            f"'{item.param}' ({item.feature}) cannot be honoured by provider {provider.name!r} "
+            f"({provider.type}): {why}; send it to {where} or leave it out",
+            param=item.param,
+        )
 
 
 # Wire protocol spoken to an engine -> the endpoint name engines declare in `endpoints`.

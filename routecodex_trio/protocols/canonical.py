@@ -191,6 +191,20 @@ class ResponseFormat:
 
 
 @attrs.frozen(kw_only=True)
+class PassthroughParam:
+    """A client parameter only a same-protocol upstream, answering verbatim, can honour.
+
+    Log probabilities, several choices, echoed prompts, suffixes, ``best_of`` and audio output
+    have no canonical form: converted answers, the compatibility repair and the mock provider
+    would all silently lose them, so the pipeline refuses such a request anywhere else
+    (``PrepareStage``), naming ``param``.
+    """
+
+    param: str  # JSON path as the client wrote it ("logprobs", "include")
+    feature: str  # what it asks for, in words, for the error message
+
+
+@attrs.frozen(kw_only=True)
 class Request:
     model: str
     messages: tuple[Message, ...]
@@ -217,6 +231,12 @@ class Request:
     n: int | None = None
     # Legacy Completions: the raw prompt, kept so an LC-to-LC path can use it verbatim.
     prompt: str | None = None
+    # OpenAI's prompt-cache routing hint (Chat and Responses), forwarded to either OpenAI
+    # protocol; Anthropic caches by breakpoints instead (``cache_control``).
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    # Parameters that need a verbatim same-protocol upstream (see PassthroughParam).
+    passthrough_params: tuple[PassthroughParam, ...] = ()
     # Fields of the source protocol with no canonical meaning, by name. Encoders of the *same*
     # protocol may put them back; others ignore them.
     extras: Mapping[str, Any] = attrs.field(factory=dict)

@@ -25,6 +25,7 @@ from .canonical import (
     Message,
     MessageStart,
     MessageStop,
+    PassthroughParam,
     Refusal,
     RefusalDelta,
     Request,
@@ -118,12 +119,27 @@ def _decode_prompt(body: Mapping[str, Any]) -> str:
     return str(prompt[0])
 
 
-def _validate_extras(body: Mapping[str, Any]) -> None:
-    """Type-check the Completions-only fields that are forwarded verbatim."""
-    opt_str(body, "suffix")
-    opt_bool(body, "echo")
-    opt_int(body, "best_of", minimum=1)
-    opt_int(body, "logprobs", minimum=0)
+def _passthrough_params(body: Mapping[str, Any]) -> tuple[PassthroughParam, ...]:
+    """Type-check the Completions-only fields, which only a Completions upstream honours.
+
+    They go to the upstream verbatim (``completions = "native"``); anywhere else the answer
+    would silently lack what they ask for, so they are listed as ``PassthroughParam``.
+    ``logprobs: 0`` still asks for the sampled token's log probability.
+    """
+    found: list[PassthroughParam] = []
+    n = opt_int(body, "n", minimum=1)
+    if n is not None and n > 1:
+        found.append(PassthroughParam(param="n", feature="several choices"))
+    if opt_int(body, "logprobs", minimum=0) is not None:
+        found.append(PassthroughParam(param="logprobs", feature="log probabilities"))
+    if opt_bool(body, "echo"):
+        found.append(PassthroughParam(param="echo", feature="the prompt echoed in the answer"))
+    if opt_str(body, "suffix"):
+        found.append(PassthroughParam(param="suffix", feature="insertion before a suffix"))
+    best_of = opt_int(body, "best_of", minimum=1)
+    if best_of is not None and best_of > 1:
+        found.append(PassthroughParam(param="best_of", feature="server-side best-of sampling"))
+    return tuple(found)
 
 
 def _block_text(block: Block) -> str:
@@ -340,7 +356,7 @@ class OpenAICompletionsCodec(Codec):
             invalid("the request body must be a JSON object", "body")
         model = require_model(body)
         prompt = _decode_prompt(body)
-        _validate_extras(body)
+        passthrough_params = _passthrough_params(body)
         max_tokens = opt_int(body, "max_tokens", minimum=1)
         content = (Text(text=prompt),) if prompt else ()
         return Request(
@@ -359,6 +375,7 @@ class OpenAICompletionsCodec(Codec):
             frequency_penalty=opt_number(body, "frequency_penalty"),
             n=opt_int(body, "n", minimum=1),
             prompt=prompt,
+            passthrough_params=passthrough_params,
             extras=extras_of(body, _KNOWN_FIELDS),
             source="openai-completions",
         )

@@ -25,7 +25,8 @@ Choices that are not in any specification, and the numbers behind them:
   thinking...) as long as the pipeline did not change the reasoning they mean.
 
 Layout: ``request`` (client bodies -> canonical), ``request_encode`` (canonical -> upstream
-bodies, incl. the repairs above and ``count_tokens``), ``response`` (non-streamed bodies),
+bodies, incl. the repairs above and ``count_tokens``), ``cache`` (prompt-cache breakpoints per
+the provider's ``prompt_cache``), ``response`` (non-streamed bodies),
 ``stream`` (event decoder and encoder), ``codec`` (``AnthropicMessagesCodec`` and ``CODEC``)
 and ``_common`` (constants and field accessors). Every public name of the former flat module is
 re-exported here, so ``from routecodex_trio.protocols.anthropic_messages import X`` keeps working.
@@ -36,6 +37,13 @@ from __future__ import annotations
 from ._common import (
     PROTOCOL,
     anthropic_tool_name,
+)
+from .cache import (
+    AUTO_CACHE_CONTROL,
+    MAX_CACHE_BREAKPOINTS,
+    PromptCacheMode,
+    apply_prompt_cache,
+    cache_breakpoints,
 )
 from .codec import (
     CODEC,
@@ -58,10 +66,12 @@ from .stream import (
 )
 
 __all__ = [
+    "AUTO_CACHE_CONTROL",
     "CODEC",
     "DEFAULT_MAX_TOKENS",
     "EFFORT_BUDGETS",
     "IMAGE_MEDIA_TYPES",
+    "MAX_CACHE_BREAKPOINTS",
     "MIN_THINKING_BUDGET",
     "MISSING_RESULT_TEXT",
     "PING_FRAME",
@@ -70,7 +80,10 @@ __all__ = [
     "AnthropicMessagesCodec",
     "AnthropicStreamDecoder",
     "AnthropicStreamEncoder",
+    "PromptCacheMode",
     "anthropic_tool_name",
+    "apply_prompt_cache",
+    "cache_breakpoints",
     "count_tokens_body",
     "count_tokens_request_body",
 ]

@@ -180,7 +180,12 @@ def usage_to_openai(usage: Usage, *, details: bool = True) -> dict[str, Any]:
         "total_tokens": usage.total_tokens,
     }
     if details:
-        body["prompt_tokens_details"] = {"cached_tokens": usage.cache_read_tokens}
+        prompt_details: dict[str, int] = {"cached_tokens": usage.cache_read_tokens}
+        if usage.cache_write_tokens:
+            # Anthropic's cache writes (cache_creation_input_tokens), under the name the
+            # OpenAI SDK's PromptTokensDetails gives them; left out when there are none.
+            prompt_details["cache_write_tokens"] = usage.cache_write_tokens
+        body["prompt_tokens_details"] = prompt_details
         body["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
     return body
 

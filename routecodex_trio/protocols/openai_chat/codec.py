@@ -42,6 +42,7 @@ from ._common import (
 )
 from .request import (
     _decode_messages,
+    _decode_passthrough_params,
     _decode_reasoning,
     _decode_response_format,
     _decode_tool_choice,
@@ -85,6 +86,8 @@ _KNOWN_FIELDS: Final = frozenset(
         "n",
         "presence_penalty",
         "frequency_penalty",
+        "prompt_cache_key",
+        "prompt_cache_retention",
     }
 )
 
@@ -128,6 +131,9 @@ class OpenAIChatCodec(Codec):
             presence_penalty=opt_number(body, "presence_penalty"),
             frequency_penalty=opt_number(body, "frequency_penalty"),
             n=opt_int(body, "n", minimum=1),
+            prompt_cache_key=opt_str(body, "prompt_cache_key"),
+            prompt_cache_retention=opt_str(body, "prompt_cache_retention"),
+            passthrough_params=_decode_passthrough_params(body),
             extras=extras_of(body, _KNOWN_FIELDS),
             source="openai-chat",
         )
@@ -155,6 +161,8 @@ class OpenAIChatCodec(Codec):
             "frequency_penalty": request.frequency_penalty,
             "user": request.user,
             "reasoning_effort": _effort_for(request.reasoning),
+            "prompt_cache_key": request.prompt_cache_key,
+            "prompt_cache_retention": request.prompt_cache_retention,
         }
         if request.source == "openai-chat":
             # top_k is a vLLM/SGLang extension: forwarded only when a Chat client chose to send it.

@@ -18,6 +18,7 @@ from ..canonical import (
     HostedTool,
     Image,
     Message,
+    PassthroughParam,
     Reasoning,
     Refusal,
     Request,
@@ -77,6 +78,52 @@ def _arguments_text(value: Any, param: str | None) -> str:
 
 
 # --------------------------------------------------------------------------- request decoding
+
+
+def _cache_control(obj: Mapping[str, Any], param: str) -> Mapping[str, Any] | None:
+    """An Anthropic prompt-caching marker written the way Anthropic-bound OpenAI clients do
+    (LiteLLM, OpenRouter): ``cache_control`` on a content part, a message or a tool."""
+    value = obj.get("cache_control")
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        invalid(f"'{param}.cache_control' must be an object", f"{param}.cache_control")
+    return dict(value)
+
+
+_Markable = Text | Image | Document | ToolUse
+
+
+def _mark_last(blocks: list[Block], cache_control: Mapping[str, Any] | None) -> None:
+    """A message-level marker belongs on the message's last block (where Anthropic reads it)."""
+    if cache_control is None:
+        return
+    for k in range(len(blocks) - 1, -1, -1):
+        block = blocks[k]
+        if isinstance(block, _Markable):
+            blocks[k] = attrs.evolve(block, cache_control=cache_control)
+            return
+
+
+def _system_texts(message: Mapping[str, Any], param: str) -> list[Text]:
+    """A system/developer message as text blocks: one joined block, or one block per part
+    when cache markers are present so that each marker stays where the client put it."""
+    content = message.get("content")
+    marker = _cache_control(message, param)
+    if isinstance(content, list) and any(
+        isinstance(part, Mapping) and part.get("cache_control") is not None for part in content
+    ):
+        _text_of(content, f"{param}.content")  # type checks, naming the bad part
+        texts: list[Block] = [
+            Text(text=part["text"], cache_control=_cache_control(part, f"{param}.content[{i}]"))
+            for i, part in enumerate(content)
+            if part["text"]
+        ]
+    else:
+        text = _text_of(content, f"{param}.content")
+        texts = [Text(text=text)] if text else []
+    _mark_last(texts, marker)
+    return [block for block in texts if isinstance(block, Text)]
 
 
 def _text_of(content: Any, param: str) -> str:
@@ -150,11 +197,13 @@ def _decode_user_parts(content: Any, param: str) -> tuple[Text | Image | Documen
             if not isinstance(text, str):
                 invalid(f"'{part_param}.text' must be a string", f"{part_param}.text")
             if text:
-                blocks.append(Text(text=text))
+                blocks.append(Text(text=text, cache_control=_cache_control(part, part_param)))
         elif kind == "image_url":
-            blocks.append(_decode_image_part(part, part_param))
+            image = _decode_image_part(part, part_param)
+            blocks.append(attrs.evolve(image, cache_control=_cache_control(part, part_param)))
         elif kind == "file":
-            blocks.append(_decode_file_part(part, part_param))
+            document = _decode_file_part(part, part_param)
+            blocks.append(attrs.evolve(document, cache_control=_cache_control(part, part_param)))
         elif kind == "input_audio":
             invalid("audio input is not supported by this gateway", f"{part_param}.type")
         else:
@@ -189,7 +238,11 @@ def _decode_assistant(
             if not isinstance(value, str):
                 invalid(f"'{part_param}.{field}' must be a string", f"{part_param}.{field}")
             if value:
-                blocks.append(Text(text=value) if field == "text" else Refusal(text=value))
+                blocks.append(
+                    Text(text=value, cache_control=_cache_control(part, part_param))
+                    if field == "text"
+                    else Refusal(text=value)
+                )
     elif content is not None:
         invalid(f"'{param}.content' must be a string, a list of parts or null", f"{param}.content")
     refusal = opt_str(message, "refusal", f"{param}.refusal")
@@ -226,6 +279,7 @@ def _decode_assistant(
         call_id = f"call_fn{position}"
         legacy_ids[name] = call_id
         blocks.append(ToolUse(id=call_id, name=name, arguments=arguments))
+    _mark_last(blocks, _cache_control(message, param))
     return blocks
 
 
@@ -251,17 +305,18 @@ def _decode_messages(raw: Any) -> tuple[tuple[Text, ...], tuple[Message, ...]]:
             )
         name = opt_str(message, "name", f"{param}.name")
         if role in ("system", "developer"):
-            text = _text_of(message.get("content"), f"{param}.content")
+            texts = _system_texts(message, param)
             if leading:
-                if text:
-                    system.append(Text(text=text))
-            elif text:
-                messages.append(Message(role="system", content=(Text(text=text),)))
+                system.extend(texts)
+            elif texts:
+                messages.append(Message(role="system", content=tuple(texts)))
                 tool_turn = False
             continue
         leading = False
         if role == "user":
-            content = _decode_user_parts(message.get("content"), f"{param}.content")
+            parts: list[Block] = list(_decode_user_parts(message.get("content"), f"{param}.content"))
+            _mark_last(parts, _cache_control(message, param))
+            content = tuple(parts)
             if tool_turn and name is None:
                 previous = messages[-1]
                 messages[-1] = attrs.evolve(previous, content=previous.content + content)
@@ -281,8 +336,11 @@ def _decode_messages(raw: Any) -> tuple[tuple[Text, ...], tuple[Message, ...]]:
                 if name is None:
                     invalid(f"'{param}.name' is required for function messages", f"{param}.name")
                 call_id = legacy_ids.get(name, f"call_fn{i}")
-            parts = _decode_user_parts(message.get("content"), f"{param}.content")
-            result = ToolResult(tool_use_id=call_id, content=parts)
+            result = ToolResult(
+                tool_use_id=call_id,
+                content=_decode_user_parts(message.get("content"), f"{param}.content"),
+                cache_control=_cache_control(message, param),
+            )
             if tool_turn:
                 previous = messages[-1]
                 messages[-1] = attrs.evolve(previous, content=(*previous.content, result))
@@ -324,7 +382,10 @@ def _decode_tools(body: Mapping[str, Any]) -> tuple[tuple[Tool, ...], tuple[Host
                 invalid(f"'{param}' must be an object", param)
             kind = tool.get("type", "function")
             if kind == "function":
-                tools.append(_decode_function_tool(tool.get("function"), f"{param}.function"))
+                decoded = _decode_function_tool(tool.get("function"), f"{param}.function")
+                # LiteLLM puts the marker beside "function", some clients inside it.
+                marker = _cache_control(tool, param) or _cache_control(tool["function"], f"{param}.function")
+                tools.append(attrs.evolve(decoded, cache_control=marker))
             elif isinstance(kind, str) and kind:
                 # custom/grammar tools and whatever comes next: only a Chat upstream understands them.
                 hosted.append(HostedTool(type=kind, raw=dict(tool), origin="openai-chat"))
@@ -393,6 +454,35 @@ def _decode_response_format(body: Mapping[str, Any]) -> ResponseFormat | None:
         strict=opt_bool(spec, "strict", "response_format.json_schema.strict"),
         description=opt_str(spec, "description", "response_format.json_schema.description"),
     )
+
+
+def _decode_passthrough_params(body: Mapping[str, Any]) -> tuple[PassthroughParam, ...]:
+    """Chat parameters whose answer has no canonical form (see ``PassthroughParam``).
+
+    Only values that ask for something count: ``n: 1``, ``logprobs: false`` and
+    ``modalities: ["text"]`` are what every upstream does anyway.
+    """
+    found: list[PassthroughParam] = []
+    n = body.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and n > 1:
+        found.append(PassthroughParam(param="n", feature="several choices"))
+    if opt_bool(body, "logprobs"):
+        found.append(PassthroughParam(param="logprobs", feature="log probabilities"))
+    top = body.get("top_logprobs")
+    if top is not None:
+        if isinstance(top, bool) or not isinstance(top, int):
+            invalid("'top_logprobs' must be an integer", "top_logprobs")
+        if top > 0:
+            found.append(PassthroughParam(param="top_logprobs", feature="log probabilities"))
+    modalities = body.get("modalities")
+    if modalities is not None:
+        if not isinstance(modalities, list) or not all(isinstance(m, str) for m in modalities):
+            invalid("'modalities' must be a list of strings", "modalities")
+        if "audio" in modalities:
+            found.append(PassthroughParam(param="modalities", feature="audio output"))
+    if body.get("audio") is not None:
+        found.append(PassthroughParam(param="audio", feature="audio output"))
+    return tuple(found)
 
 
 def _decode_reasoning(body: Mapping[str, Any]) -> Reasoning | None:

@@ -19,6 +19,7 @@ from ..canonical import (
     HostedTool,
     Image,
     Message,
+    PassthroughParam,
     Reasoning,
     Refusal,
     Request,
@@ -78,8 +79,13 @@ _KNOWN_FIELDS: Final = frozenset(
         "safety_identifier",
         "previous_response_id",
         "conversation",
+        "prompt_cache_key",
+        "prompt_cache_retention",
     }
 )
+
+# ``include`` entries that ask for output with no canonical form (see PassthroughParam).
+_PASSTHROUGH_INCLUDES: Final[Mapping[str, str]] = {"message.output_text.logprobs": "log probabilities"}
 
 
 # =========================================================================== request: decode
@@ -404,6 +410,22 @@ def _decode_text_config(value: object) -> tuple[ResponseFormat | None, bool]:
     _fail(f"'text.format.type' must be text, json_object or json_schema; got {kind!r}", "text.format.type")
 
 
+def _decode_passthrough_params(body: Mapping[str, Any]) -> tuple[PassthroughParam, ...]:
+    found: list[PassthroughParam] = []
+    top = body.get("top_logprobs")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int)):
+        _fail(f"'top_logprobs' must be an integer, got {_type_name(top)}", "top_logprobs")
+    if top is not None and top > 0:
+        found.append(PassthroughParam(param="top_logprobs", feature="log probabilities"))
+    include = body.get("include")
+    if include is not None:
+        for i, entry in enumerate(_expect_list(include, "include")):
+            entry = _expect_str(entry, f"include[{i}]")
+            if entry in _PASSTHROUGH_INCLUDES:
+                found.append(PassthroughParam(param=f"include[{i}]", feature=_PASSTHROUGH_INCLUDES[entry]))
+    return tuple(found)
+
+
 def _decode_request(body: object) -> Request:
     if not isinstance(body, Mapping):
         raise InvalidRequest(f"request body must be a JSON object, got {_type_name(body)}")
@@ -451,6 +473,9 @@ def _decode_request(body: object) -> Request:
         reasoning=_decode_reasoning_config(body.get("reasoning")),
         response_format=response_format,
         user=user,
+        prompt_cache_key=_opt_str(body, "prompt_cache_key", "prompt_cache_key"),
+        prompt_cache_retention=_opt_str(body, "prompt_cache_retention", "prompt_cache_retention"),
+        passthrough_params=_decode_passthrough_params(body),
         extras=extras,
         source=PROTOCOL,
     )

@@ -258,6 +258,10 @@ def _encode_request(request: Request) -> dict[str, Any]:
         body["text"] = {"format": fmt}
     if request.user:
         body["safety_identifier"] = _safety_identifier(request.user)
+    if request.prompt_cache_key is not None:
+        body["prompt_cache_key"] = request.prompt_cache_key
+    if request.prompt_cache_retention is not None:
+        body["prompt_cache_retention"] = request.prompt_cache_retention
     # The gateway replays history itself and never uses previous_response_id.
     body["store"] = False
     if request.source == PROTOCOL:
