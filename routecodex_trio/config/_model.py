@@ -281,6 +281,18 @@ class RetryConfig:
 
 
 @attrs.frozen(kw_only=True)
+class ConversionConfig:
+    """What happens to request parts a converted request cannot carry (protocols/fit.py).
+
+    ``unknown = "error"`` (default) answers 400 naming the part and the target protocol;
+    ``"drop"`` leaves it out, names it in the ``x-routecodex-dropped`` response header and
+    logs it. Hosted tools offered beside client tools are left out (and named) either way.
+    """
+
+    unknown: Literal["error", "drop"] = "error"
+
+
+@attrs.frozen(kw_only=True)
 class GatewayConfig:
     """The whole configuration. ``source`` is the file it came from, for messages only."""
 
@@ -291,6 +303,7 @@ class GatewayConfig:
     classifier: ClassifierConfig = attrs.field(factory=ClassifierConfig)
     health: HealthConfig = attrs.field(factory=HealthConfig)
     retry: RetryConfig = attrs.field(factory=RetryConfig)
+    conversion: ConversionConfig = attrs.field(factory=ConversionConfig)
     engines: EnginesConfig = attrs.field(factory=EnginesConfig)
     snapshots: SnapshotsConfig = attrs.field(factory=SnapshotsConfig)
     source: str | None = None

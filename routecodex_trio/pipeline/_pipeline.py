@@ -26,6 +26,7 @@ import trio
 from .._errors import (
     GatewayError,
     InvalidRequest,
+    UnsupportedConversion,
     UnsupportedEndpoint,
     UpstreamError,
     UpstreamProtocolError,
@@ -35,6 +36,7 @@ from .._errors import (
 from ..protocols import codec_for
 from ..protocols.base import extract_error_message
 from ..protocols.canonical import Usage, estimate_request_tokens
+from ..protocols.fit import Dropped, fit_request
 from ..providers import ChunkReader, HttpUpstream, MockUpstream
 from ..providers.compat import apply_compat, profile_name_for
 from ._relay import (
@@ -59,6 +61,8 @@ if TYPE_CHECKING:
     from ._responder import Responder
 
 LOGGER: Final = logging.getLogger("routecodex_trio.pipeline")
+# Names what a converted request left out (protocols/fit.py); docs/conversion.md.
+DROPPED_HEADER: Final = "x-routecodex-dropped"
 
 
 @attrs.define(eq=False)
@@ -99,6 +103,15 @@ class UpstreamCall:
     # A compatibility profile is active: the answer goes through the codecs (decode, re-encode)
     # so the upstream's quirks (tool indexes, reasoning fields...) are repaired.
     repair: bool = False
+    # What the conversion left out (hosted tools the target cannot run...): logged, and named
+    # to the client in the ``x-routecodex-dropped`` header.
+    dropped: tuple[Dropped, ...] = ()
+
+    def answer_headers(self) -> dict[str, str]:
+        """Headers the client's answer carries because of this call."""
+        if not self.dropped:
+            return {}
+        return {DROPPED_HEADER: ", ".join(entry.header_entry() for entry in self.dropped)}
 
 
 def upstream_protocol(
@@ -130,6 +143,7 @@ class PrepareStage:
             )
         protocol = upstream_protocol(provider.type, request.protocol, provider.completions)
         codec = codec_for(protocol)
+        dropped: tuple[Dropped, ...] = ()
         if protocol == request.protocol:
             # Same protocol: the body goes through untouched but for the model name.
             body = dict(request.body)
@@ -137,7 +151,9 @@ class PrepareStage:
             passthrough = True
         else:
             canonical = attrs.evolve(request.canonical(), model=target.upstream_model, stream=request.stream)
-            body = codec.encode_request(canonical)
+            fitted = fit_request(canonical, protocol, unknown=self.config.conversion.unknown)
+            body = codec.encode_request(fitted.request)
+            dropped = fitted.dropped
             passthrough = False
         repair = False
         if provider.type == "openai-chat":
@@ -160,6 +176,7 @@ class PrepareStage:
             stream=request.stream,
             passthrough=passthrough,
             repair=repair,
+            dropped=dropped,
         )
 
 
@@ -495,6 +512,8 @@ class Pipeline:
         candidates = decision.candidates
         attempts = max(retry.attempts, len(candidates))
         last_error: GatewayError | None = None
+        refused = 0
+        logged_drops: tuple[Dropped, ...] = ()
         for attempt in range(attempts):
             target = candidates[attempt % len(candidates)]
             if attempt and attempt % len(candidates) == 0:
@@ -510,6 +529,25 @@ class Pipeline:
             trace.target_ref = target
             try:
                 call = self.prepare.prepare(request, target)
+            except UnsupportedConversion as exc:
+                # This target's protocol cannot carry the request; another candidate may.
+                last_error = exc
+                refused += 1
+                if refused >= len(candidates):
+                    break
+                continue
+            if call.dropped and call.dropped != logged_drops:
+                logged_drops = call.dropped
+                trace.snap("dropped", [attrs.asdict(entry) for entry in call.dropped])
+                LOGGER.warning(
+                    "request %s: left out for the %s upstream %s: %s",
+                    request.request_id,
+                    call.protocol,
+                    target.health_key,
+                    "; ".join(f"{entry.what} at {entry.path}" for entry in call.dropped),
+                )
+            responder.answer_headers = call.answer_headers()
+            try:
                 await self.exchange.run(call, request, self.providers.get(target.provider), responder, trace)
             except UpstreamError as exc:
                 health.record_failure(target, exc)

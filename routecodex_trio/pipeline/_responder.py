@@ -50,6 +50,9 @@ class Responder:
     # Upstream keys never reach a client, even when an upstream quotes them in its own error
     # text (relayed byte for byte on the passthrough path).
     secrets: tuple[bytes, ...] = ()
+    # Headers the current attempt adds to a successful answer (``x-routecodex-dropped``);
+    # replaced by each attempt, so a failed-over answer names only what its own target lost.
+    answer_headers: Mapping[str, str] = attrs.field(factory=dict)
 
     def _scrub(self, chunk: bytes) -> bytes:
         for secret in self.secrets:
@@ -85,6 +88,7 @@ class Responder:
         headers = [*base, (b"x-request-id", self.request_id.encode())]
         if self.close_connection:
             headers.append((b"connection", b"close"))
+        headers.extend((k.encode(), v.encode()) for k, v in self.answer_headers.items())
         if extra:
             headers.extend((k.encode(), v.encode()) for k, v in extra.items())
         return headers
