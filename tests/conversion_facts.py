@@ -34,12 +34,36 @@ FEATURES: Final = {
         "Upstream failure mid-stream -> the client's own terminal error event",
         "test_mid_stream_failure",
     ),
+    "client_tools": (
+        "Responses client-run tools (`custom` apply_patch, `tool_search`, `local_shell`): offer, call, "
+        "streamed input, history",
+        "test_matrix_agents: test_codex_client_tools_*, test_codex_history_*",
+    ),
+    "hosted_tools": (
+        "Hosted tool (web search) offered beside client tools; dropped = left out and named in "
+        "`x-routecodex-dropped`",
+        "test_matrix_agents: test_codex_client_tools_*, test_claude_code_web_search_*",
+    ),
+    "server_tool_history": (
+        "Server-tool history (`web_search_call`, `server_tool_use`, `web_search_tool_result`)",
+        "test_matrix_agents: test_codex_history_*, test_claude_code_server_tool_history_*",
+    ),
 }
+
+# Features that exist only in some client protocols: the other clients cannot send them.
+_CLIENTS: Final = {"client_tools": ("rs",), "hosted_tools": ("rs", "am"), "server_tool_history": ("rs", "am")}
 
 
 def status(feature: str, client: str, upstream: str) -> str:
     """``kept`` (same information, same form), ``mapped`` (same information, another form),
-    ``approximated`` (the nearest thing the client protocol has) or ``dropped``."""
+    ``approximated`` (the nearest thing the client protocol has), ``dropped`` or ``n/a`` (the
+    client's protocol cannot send it)."""
+    if client not in _CLIENTS.get(feature, PROTOCOLS):
+        return "n/a"
+    if feature == "hosted_tools":
+        return "kept" if client == upstream else "dropped"
+    if feature == "server_tool_history":
+        return "kept" if client == upstream else "approximated"  # as text the model can read
     if feature == "proof":
         if client == upstream and client != "cc":
             return "kept"
