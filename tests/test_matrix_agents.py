@@ -140,7 +140,8 @@ def _check_upstream_tools(upstream: str, body: dict[str, Any]) -> None:
     }
     assert patch[schema_key]["required"] == ["input"]
     assert patch["description"].startswith("Use the `apply_patch` tool to edit files.")
-    assert "lark grammar" in patch["description"]
+    assert "follow this lark grammar" in patch["description"]
+    assert "`input`" in patch["description"]
     assert LARK in patch["description"]
     assert tools["tool_search"][schema_key] == CODEX_TOOLS[2]["parameters"]
     assert "web_search" not in str(body["tools"])

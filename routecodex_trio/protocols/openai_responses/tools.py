@@ -56,19 +56,24 @@ def custom_input_schema() -> dict[str, Any]:
     }
 
 
+# Custom tools' descriptions tell the model to send raw text, "not JSON" (Codex's apply_patch
+# does); as a function it must send that text as one JSON string, which this line says.
+_CUSTOM_INPUT_NOTE: Final = (
+    "Call this tool with one argument, `input`: the whole freeform text as a string (the tool "
+    "receives it unwrapped)."
+)
+
+
 def _grammar_summary(fmt: Mapping[str, Any] | None) -> str:
     if not isinstance(fmt, Mapping) or fmt.get("type") != "grammar":
-        return ""
+        return _CUSTOM_INPUT_NOTE
     syntax = fmt.get("syntax") if isinstance(fmt.get("syntax"), str) else "grammar"
     definition = fmt.get("definition")
     if not isinstance(definition, str) or not definition:
-        return ""
+        return _CUSTOM_INPUT_NOTE
     if len(definition) > GRAMMAR_SUMMARY_MAX_CHARS:
         definition = definition[:GRAMMAR_SUMMARY_MAX_CHARS] + "\n... (grammar cut short)"
-    return (
-        f"The `input` string must follow this {syntax} grammar (put the raw text in `input`, "
-        f"not JSON-escaped twice):\n{definition}"
-    )
+    return f"{_CUSTOM_INPUT_NOTE} The text must follow this {syntax} grammar:\n{definition}"
 
 
 def decode_custom_tool(tool: Mapping[str, Any], name: str, description: str | None) -> Tool:
