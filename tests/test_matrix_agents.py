@@ -232,7 +232,14 @@ def _codex_history() -> list[dict[str, Any]]:
             "call_id": "call_s3",
             "status": "completed",
             "execution": "client",
-            "tools": [{"type": "function", "name": "calendar_add", "parameters": {"type": "object"}}],
+            "tools": [
+                {
+                    "type": "namespace",
+                    "name": "calendar",
+                    "description": "Calendar tools.",
+                    "tools": [{"type": "function", "name": "add", "parameters": {"type": "object"}}],
+                }
+            ],
         },
         {"type": "function_call", "call_id": "call_e4", "name": "exec_command", "arguments": '{"cmd":"ls"}'},
         {"type": "function_call_output", "call_id": "call_e4", "output": "hello.txt"},
@@ -285,7 +292,10 @@ async def test_codex_history_reaches_each_upstream_in_its_shape(
     assert [r[0] for r in results] == [c[0] for c in decoded]  # ids stay paired
     assert results[0][1] == "Done!"
     assert results[1][1] == "héllo"
-    assert "calendar_add" in results[2][1]
+    assert "calendar" in results[2][1]
+    # What the client's tool search loaded is offered to the upstream from now on.
+    offered = [t["function"]["name"] if upstream == "cc" else t["name"] for t in sent["tools"]]
+    assert offered[-1] == "calendar__add"
     # Server-tool history as text, not dropped.
     assert status("server_tool_history", "rs", upstream) == "approximated"
     assert texts[0] == "[web search: lark]"

@@ -174,6 +174,8 @@ class Tool:
     # Anthropic/Responses tool search: the definition is loaded on demand. Only sent to an
     # upstream of the client's own protocol, where the client paired it with a search tool.
     defer_loading: bool | None = None
+    # Responses namespace the tool belongs to (``name`` is then ``<namespace>__<own name>``).
+    namespace: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -352,3 +352,51 @@ def test_defer_loading_reaches_only_an_anthropic_upstream_from_an_anthropic_clie
     assert AM.encode_request(request)["tools"][0]["defer_loading"] is True
     assert "defer_loading" not in str(CC.encode_request(request)["tools"])
     assert "defer_loading" not in str(RS.encode_request(request)["tools"])
+
+
+# --------------------------------------------------------------------------- namespaces, loaded tools
+
+
+NAMESPACE_TOOL: dict[str, Any] = {
+    "type": "namespace",
+    "name": "cal",
+    "description": "Calendar tools.",
+    "tools": [{"type": "function", "name": "add", "parameters": {"type": "object", "properties": {}}}],
+}
+
+
+def test_tools_loaded_by_a_client_tool_search_are_offered_to_other_upstreams() -> None:
+    items: list[dict[str, Any]] = [
+        {"type": "tool_search_call", "call_id": "c1", "execution": "client", "arguments": {"query": "cal"}},
+        {"type": "tool_search_output", "call_id": "c1", "execution": "client", "tools": [NAMESPACE_TOOL]},
+        {"type": "function_call", "call_id": "c2", "name": "add", "namespace": "cal", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c2", "output": "added"},
+    ]
+    request = codex_request(input=items)
+    loaded = request.tools[-1]
+    assert (loaded.name, loaded.namespace) == ("cal__add", "cal")
+    chat = CC.encode_request(request)
+    assert [t["function"]["name"] for t in chat["tools"]][-1] == "cal__add"
+    # The history call to it uses the same flat name, so the upstream sees a consistent story.
+    assert chat["messages"][-2]["tool_calls"][0]["function"]["name"] == "cal__add"
+    # The upstream calling the flat name: the client gets its own name and namespace back.
+    response = Response(
+        id="r1",
+        model="m",
+        content=(ToolUse(id="c3", name="cal__add", arguments="{}"),),
+        stop_reason="tool_use",
+    )
+    body = RS.encode_response(response, request)
+    parsed = SDKResponse.model_validate(body)
+    call = parsed.output[0]
+    assert call.type == "function_call"
+    assert (call.name, call.namespace) == ("add", "cal")
+    payloads = _stream(request, _call_events(["{}"], name="cal__add"))
+    done = next(p for p in payloads if p["type"] == "response.output_item.done")["item"]
+    assert (done["type"], done["name"], done["namespace"]) == ("function_call", "add", "cal")
+
+
+def test_namespace_tools_in_the_request_are_offered_flat() -> None:
+    request = RS.decode_request({"model": "m", "input": "hi", "tools": [NAMESPACE_TOOL]})
+    assert [(t.name, t.namespace) for t in request.tools] == [("cal__add", "cal")]
+    assert [t["name"] for t in AM.encode_request(request)["tools"]] == ["cal__add"]

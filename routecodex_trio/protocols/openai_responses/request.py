@@ -51,9 +51,12 @@ from ._common import (
 from .tools import (
     CUSTOM,
     LOCAL_SHELL,
+    NAMESPACE,
     decode_client_tool,
     decode_custom_tool,
     decode_local_shell_tool,
+    flat_name,
+    in_namespace,
     is_client_tool,
     local_shell_arguments,
     wrap_custom_input,
@@ -94,6 +97,8 @@ class _Turns:
     messages: list[tuple[str, list[Block]]] = attrs.field(factory=list)
     # Input with no canonical form, by path (see Request.unconvertible).
     unconvertible: list[Unconvertible] = attrs.field(factory=list)
+    # Tools a client-run tool search loaded in this history (see _loaded_tools).
+    loaded: list[Tool] = attrs.field(factory=list)
     # kind of the last turn: "assistant", "tool_results", "user" or "system"; only assistant
     # turns and tool-result turns absorb the items that follow them.
     last_kind: str | None = None
@@ -263,6 +268,9 @@ def _web_search_text(item: Mapping[str, Any]) -> Text:
 def _decode_tool_call(item: Mapping[str, Any], param: str) -> ToolUse:
     call_id = _expect_str(item.get("call_id"), f"{param}.call_id")
     name = _expect_str(item.get("name"), f"{param}.name")
+    namespace = _opt_str(item, "namespace", f"{param}.namespace")
+    if namespace:
+        name = flat_name(namespace, name)
     arguments = item.get("arguments")
     if arguments is None:
         arguments = "{}"
@@ -372,6 +380,7 @@ def _decode_input(value: object, turns: _Turns, client_tools: Mapping[str, str])
             turns.add_assistant([_decode_client_call(item, param, tool_kind, client_tools[tool_kind])])
         elif isinstance(kind, str) and kind.endswith("_output") and kind[:-7] in client_tools:
             turns.add_tool_result(_decode_tool_output(item, param, sink, kind=kind[: -len("_output")]))
+            turns.loaded.extend(_loaded_tools(item, param))
         elif isinstance(kind, str):
             lossy = True
             sink.append(Unconvertible(path=param, what=f"input item type {kind!r}"))
@@ -391,52 +400,76 @@ def _passthrough_input(value: list[Any]) -> list[Any]:
     return kept
 
 
-def _decode_tools(value: object) -> tuple[tuple[Tool, ...], tuple[HostedTool, ...]]:
+def _decode_tools(value: object, where: str = "tools") -> tuple[tuple[Tool, ...], tuple[HostedTool, ...]]:
     tools: list[Tool] = []
     hosted: list[HostedTool] = []
-    for i, raw in enumerate(_expect_list(value, "tools")):
-        param = f"tools[{i}]"
+    for i, raw in enumerate(_expect_list(value, where)):
+        param = f"{where}[{i}]"
         tool = _expect_mapping(raw, param)
-        kind = tool.get("type")
-        if not isinstance(kind, str):
-            _fail(f"'{param}.type' must be a string, got {_type_name(kind)}", f"{param}.type")
-        if kind == CUSTOM:
-            name = _expect_str(tool.get("name"), f"{param}.name")
-            if not name:
-                _fail("custom tool name must not be empty", f"{param}.name")
-            if tool.get("format") is not None:
-                _expect_mapping(tool["format"], f"{param}.format")
-            description = _opt_str(tool, "description", f"{param}.description")
-            tools.append(decode_custom_tool(tool, name, description))
+        if tool.get("type") == NAMESPACE:
+            tools.extend(_decode_namespace(tool, param))
             continue
-        if kind == LOCAL_SHELL:
-            tools.append(decode_local_shell_tool(tool))
-            continue
-        if kind != "function":
-            if is_client_tool(tool):
-                tools.append(decode_client_tool(tool, kind, tool["parameters"]))
-            else:
-                hosted.append(HostedTool(type=kind, raw=dict(tool), origin=PROTOCOL, path=param))
-            continue
+        decoded = _decode_tool(tool, param)
+        if isinstance(decoded, HostedTool):
+            hosted.append(decoded)
+        else:
+            tools.append(decoded)
+    return tuple(tools), tuple(hosted)
+
+
+def _decode_namespace(tool: Mapping[str, Any], param: str) -> list[Tool]:
+    """A namespace's functions, each offered flat as ``<namespace>__<name>`` (see tools.py)."""
+    namespace = _expect_str(tool.get("name"), f"{param}.name")
+    inner, _ = _decode_tools(tool.get("tools") or [], f"{param}.tools")
+    return [in_namespace(namespace, member) for member in inner]
+
+
+def _decode_tool(tool: Mapping[str, Any], param: str) -> Tool | HostedTool:
+    kind = tool.get("type")
+    if not isinstance(kind, str):
+        _fail(f"'{param}.type' must be a string, got {_type_name(kind)}", f"{param}.type")
+    if kind == CUSTOM:
         name = _expect_str(tool.get("name"), f"{param}.name")
         if not name:
-            _fail("function tool name must not be empty", f"{param}.name")
-        parameters = tool.get("parameters")
-        if parameters is None:
-            parameters = {"type": "object", "properties": {}}
-        else:
-            parameters = dict(_expect_mapping(parameters, f"{param}.parameters"))
-        defer = _opt_bool(tool, "defer_loading", f"{param}.defer_loading")
-        tools.append(
-            Tool(
-                name=name,
-                description=_opt_str(tool, "description", f"{param}.description"),
-                parameters=parameters,
-                strict=_opt_bool(tool, "strict", f"{param}.strict"),
-                defer_loading=defer,
-            )
-        )
-    return tuple(tools), tuple(hosted)
+            _fail("custom tool name must not be empty", f"{param}.name")
+        if tool.get("format") is not None:
+            _expect_mapping(tool["format"], f"{param}.format")
+        description = _opt_str(tool, "description", f"{param}.description")
+        return decode_custom_tool(tool, name, description)
+    if kind == LOCAL_SHELL:
+        return decode_local_shell_tool(tool)
+    if kind != "function":
+        if is_client_tool(tool):
+            return decode_client_tool(tool, kind, tool["parameters"])
+        return HostedTool(type=kind, raw=dict(tool), origin=PROTOCOL, path=param)
+    name = _expect_str(tool.get("name"), f"{param}.name")
+    if not name:
+        _fail("function tool name must not be empty", f"{param}.name")
+    parameters = tool.get("parameters")
+    if parameters is None:
+        parameters = {"type": "object", "properties": {}}
+    else:
+        parameters = dict(_expect_mapping(parameters, f"{param}.parameters"))
+    return Tool(
+        name=name,
+        description=_opt_str(tool, "description", f"{param}.description"),
+        parameters=parameters,
+        strict=_opt_bool(tool, "strict", f"{param}.strict"),
+        defer_loading=_opt_bool(tool, "defer_loading", f"{param}.defer_loading"),
+    )
+
+
+def _loaded_tools(item: Mapping[str, Any], param: str) -> tuple[Tool, ...]:
+    """Tools a client-run tool search loaded (``tool_search_output.tools``): offered from now on.
+
+    A Responses server makes them callable itself; a Chat or Anthropic upstream only calls
+    what is in its tool list, so they are added to it.
+    """
+    loaded = item.get("tools")
+    if not isinstance(loaded, list | tuple):
+        return ()
+    tools, _ = _decode_tools(loaded, f"{param}.tools")
+    return tools
 
 
 def _decode_tool_choice(value: object) -> tuple[ToolChoice | None, bool]:
@@ -527,6 +560,11 @@ def _decode_request(body: object) -> Request:
     client_tools = {t.kind: t.name for t in tools if t.kind not in (FUNCTION, CUSTOM, LOCAL_SHELL)}
     if _decode_input(body["input"], turns, client_tools):
         extras["input"] = _passthrough_input(body["input"])
+    offered = {tool.name for tool in tools}
+    for tool in turns.loaded:
+        if tool.name not in offered:
+            offered.add(tool.name)
+            tools = (*tools, tool)
     tool_choice, raw_choice = _decode_tool_choice(body.get("tool_choice"))
     if raw_choice:
         extras["tool_choice"] = body["tool_choice"]

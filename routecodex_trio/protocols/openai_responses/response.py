@@ -31,7 +31,7 @@ from ._common import (
 )
 from .request import _summary_text, _thinking_from_reasoning
 from .request_encode import _encode_format, _encode_tool_choice, _encode_tools
-from .tools import call_item, call_item_id, tool_kind
+from .tools import call_item, call_item_id, find_tool
 
 # =========================================================================== response: decode
 
@@ -193,8 +193,9 @@ def _output_items(content: tuple[Block, ...], request: Request) -> list[dict[str
         elif isinstance(block, ToolUse):
             flush()
             # The upstream saw functions only; the client gets its own kind of call back.
-            kind = tool_kind(request, block.name, block.kind)
-            items.append(call_item(kind, call_item_id(kind), block, "completed"))
+            tool = find_tool(request, block.name)
+            kind = tool.kind if tool is not None else block.kind
+            items.append(call_item(kind, call_item_id(kind), block, "completed", tool))
         elif isinstance(block, Thinking):
             flush()
             item_id = block.item_id if block.origin == PROTOCOL else None

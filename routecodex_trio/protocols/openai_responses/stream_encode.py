@@ -23,6 +23,7 @@ from ..canonical import (
     TextDelta,
     Thinking,
     ThinkingDelta,
+    Tool,
     ToolArgsDelta,
     ToolUse,
     Usage,
@@ -41,7 +42,7 @@ from .response import (
     _text_part,
 )
 from .stream import _error_code, _merge_usage
-from .tools import CUSTOM, CustomInputStream, call_item, call_item_id, empty_call_item, tool_kind
+from .tools import CUSTOM, CustomInputStream, call_item, call_item_id, client_name, empty_call_item, find_tool
 
 
 @attrs.define(eq=False)
@@ -76,6 +77,7 @@ class ResponsesStreamEncoder(StreamEncoder):
     _call_id: str = ""
     _call_args: list[str] = attrs.field(factory=list)
     _custom: CustomInputStream | None = None
+    _call_tool: Tool | None = None
 
     def keepalive(self) -> bytes:
         # Sequence numbers must stay contiguous, so Responses has no keep-alive event (3.5).
@@ -186,15 +188,18 @@ class ResponsesStreamEncoder(StreamEncoder):
             )
         elif event.kind == "tool_use":
             name = event.tool_name or ""
-            kind = self._call_kind = tool_kind(self.request, name)
+            tool = self._call_tool = find_tool(self.request, name)
+            kind = self._call_kind = tool.kind if tool is not None else FUNCTION
             if kind == FUNCTION:
                 call_id = to_responses_call_id(event.tool_id or "")
-                self._add_item(out, _call_item(new_id("fc_"), call_id, name, "", "in_progress"))
+                item = _call_item(new_id("fc_"), call_id, name, "", "in_progress")
+                item.update(client_name(tool, name))
+                self._add_item(out, item)
             else:
                 self._call_id = event.tool_id or ""
                 self._call_args = []
                 self._custom = CustomInputStream() if kind == CUSTOM else None
-                item = empty_call_item(kind, call_item_id(kind), self._call_id, name)
+                item = empty_call_item(kind, call_item_id(kind), self._call_id, name, tool)
                 self._add_item(out, item)
         else:
             encrypted = AM_REDACTED_PREFIX + event.redacted_data if event.redacted_data is not None else None
@@ -288,8 +293,10 @@ class ResponsesStreamEncoder(StreamEncoder):
     def _close_client_call(self, out: list[bytes]) -> None:
         """The call is whole: its item gets its final form (custom input, shell action...)."""
         assert self._item is not None
-        block = ToolUse(id=self._call_id, name=self._item.get("name", ""), arguments="".join(self._call_args))
-        final = call_item(self._call_kind, self._item["id"], block, "completed")
+        tool = self._call_tool
+        name = tool.name if tool is not None else self._item.get("name", "")
+        block = ToolUse(id=self._call_id, name=name, arguments="".join(self._call_args))
+        final = call_item(self._call_kind, self._item["id"], block, "completed", tool)
         if self._custom is not None:
             text = final["input"]
             emitted = "".join(self._custom.emitted)

@@ -28,6 +28,10 @@ from ..ids import new_id, to_responses_call_id
 
 CUSTOM: Final = "custom"
 LOCAL_SHELL: Final = "local_shell"
+NAMESPACE: Final = "namespace"
+# Joins a namespace and a member's name into one function name (``multi_agent_v1__spawn``):
+# the characters every upstream accepts in tool names, and Codex's own MCP naming style.
+NAMESPACE_SEPARATOR: Final = "__"
 
 # A grammar longer than this is cut in the description: descriptions count against the
 # prompt on every turn, and Codex's apply_patch grammar (about 1 KB) fits well within it.
@@ -114,6 +118,16 @@ def decode_client_tool(tool: Mapping[str, Any], kind: str, parameters: Mapping[s
     )
 
 
+def flat_name(namespace: str, name: str) -> str:
+    return f"{namespace}{NAMESPACE_SEPARATOR}{name}"
+
+
+def in_namespace(namespace: str, tool: Tool) -> Tool:
+    """A namespace member as a flat tool; its call goes back with ``namespace`` and its own name."""
+    raw = dict(tool.raw) if tool.raw is not None else {"type": FUNCTION, "name": tool.name}
+    return attrs.evolve(tool, name=flat_name(namespace, tool.name), namespace=namespace, raw=raw)
+
+
 def is_client_tool(tool: Mapping[str, Any]) -> bool:
     """A non-function tool the client runs and describes with a schema (mapped, not dropped)."""
     return tool.get("execution") == "client" and isinstance(tool.get("parameters"), Mapping)
@@ -121,6 +135,8 @@ def is_client_tool(tool: Mapping[str, Any]) -> bool:
 
 def encode_tool(tool: Tool) -> dict[str, Any]:
     """A tool as a Responses upstream or client sees it: its own definition when it had one."""
+    if tool.namespace is not None and tool.raw is not None:
+        return {"type": NAMESPACE, "name": tool.namespace, "description": "", "tools": [dict(tool.raw)]}
     if tool.kind != FUNCTION and tool.raw is not None:
         return dict(tool.raw)
     encoded: dict[str, Any] = {"type": "function", "name": tool.name}
@@ -135,12 +151,19 @@ def encode_tool(tool: Tool) -> dict[str, Any]:
 # --------------------------------------------------------------------------- calls
 
 
-def tool_kind(request: Request, name: str, fallback: str = FUNCTION) -> str:
-    """The client's kind for a call to ``name`` (the upstream only ever saw functions)."""
+def find_tool(request: Request, name: str) -> Tool | None:
+    """The client's tool behind a function name the upstream called."""
     for tool in request.tools:
         if tool.name == name:
-            return tool.kind
-    return fallback
+            return tool
+    return None
+
+
+def client_name(tool: Tool | None, name: str) -> dict[str, Any]:
+    """``name`` (and ``namespace``) of a call item as the client knows the tool."""
+    if tool is None or tool.namespace is None or tool.raw is None:
+        return {"name": name}
+    return {"name": tool.raw.get("name", name), "namespace": tool.namespace}
 
 
 def custom_input(arguments: str) -> str:
@@ -196,7 +219,9 @@ def call_item_id(kind: str) -> str:
     return new_id("tsc_" if kind == "tool_search" else "call_")
 
 
-def call_item(kind: str, item_id: str, block: ToolUse, status: str) -> dict[str, Any]:
+def call_item(
+    kind: str, item_id: str, block: ToolUse, status: str, tool: Tool | None = None
+) -> dict[str, Any]:
     """The client's own output item for a finished call to a tool of ``kind``."""
     call_id = to_responses_call_id(block.id)
     if kind == CUSTOM:
@@ -205,7 +230,7 @@ def call_item(kind: str, item_id: str, block: ToolUse, status: str) -> dict[str,
             "type": "custom_tool_call",
             "status": status,
             "call_id": call_id,
-            "name": block.name,
+            **client_name(tool, block.name),
             "input": custom_input(block.arguments),
         }
     if kind == LOCAL_SHELL:
@@ -223,7 +248,7 @@ def call_item(kind: str, item_id: str, block: ToolUse, status: str) -> dict[str,
             "status": status,
             "arguments": block.arguments or "{}",
             "call_id": call_id,
-            "name": block.name,
+            **client_name(tool, block.name),
         }
     return {
         "id": item_id,
@@ -235,9 +260,9 @@ def call_item(kind: str, item_id: str, block: ToolUse, status: str) -> dict[str,
     }
 
 
-def empty_call_item(kind: str, item_id: str, call_id: str, name: str) -> dict[str, Any]:
+def empty_call_item(kind: str, item_id: str, call_id: str, name: str, tool: Tool | None) -> dict[str, Any]:
     """The ``output_item.added`` form of a call whose input is still streaming."""
-    return call_item(kind, item_id, ToolUse(id=call_id, name=name, arguments=""), "in_progress")
+    return call_item(kind, item_id, ToolUse(id=call_id, name=name, arguments=""), "in_progress", tool)
 
 
 # --------------------------------------------------------------------------- streaming custom input
