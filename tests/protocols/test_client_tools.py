@@ -400,3 +400,40 @@ def test_namespace_tools_in_the_request_are_offered_flat() -> None:
     request = RS.decode_request({"model": "m", "input": "hi", "tools": [NAMESPACE_TOOL]})
     assert [(t.name, t.namespace) for t in request.tools] == [("cal__add", "cal")]
     assert [t["name"] for t in AM.encode_request(request)["tools"]] == ["cal__add"]
+
+
+def test_anthropic_tool_references_and_compaction_reach_other_protocols_as_text() -> None:
+    request = AM.decode_request(
+        {
+            "model": "m",
+            "max_tokens": 10,
+            "messages": [
+                {"role": "user", "content": "find a tool"},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "compaction", "content": "Earlier: we read a.py."}],
+                },
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "t1", "name": "ToolSearch", "input": {}}],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "t1",
+                            "content": [{"type": "tool_reference", "tool_name": "Cron"}],
+                        },
+                        {"type": "container_upload", "file_id": "f1"},
+                    ],
+                },
+            ],
+        }
+    )
+    chat = CC.encode_request(request)["messages"]
+    assert chat[1]["content"] == "Earlier: we read a.py."
+    assert chat[-1] == {"role": "tool", "tool_call_id": "t1", "content": "[tool loaded: Cron]"}
+    assert [(u.path, u.what) for u in request.unconvertible] == [
+        ("messages[3].content[1]", "content block type 'container_upload'")
+    ]

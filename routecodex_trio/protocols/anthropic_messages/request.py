@@ -210,6 +210,16 @@ def _decode_block(raw: Any, where: str) -> Block | None:
         return Text(text=f"[{name}: {shown}]" if shown else f"[{name}]")
     if type_.endswith("_tool_result") and type_ != "tool_result":
         return Text(text=_server_result_text(type_, raw.get("content")))
+    if type_ == "tool_reference":
+        # Tool search (Claude Code's ToolSearch) loaded a deferred tool. Other upstreams are
+        # offered every tool from the start, so telling the model its name is enough.
+        name = _str_field(raw, "tool_name", where, required=True)
+        return Text(text=f"[tool loaded: {name}]")
+    if type_ == "compaction":
+        # Context compaction: the summary stands for the turns before it. A failed compaction
+        # (no content) is a no-op for Anthropic too.
+        summary = _str_field(raw, "content", where)
+        return Text(text=summary) if summary else None
     if type_ == "text":
         text = _str_field(raw, "text", where, required=True)
         assert text is not None
@@ -250,7 +260,18 @@ def _decode_block(raw: Any, where: str) -> Block | None:
 
 # Known Anthropic input blocks: whatever else a client sends has no canonical form.
 _KNOWN_BLOCK_TYPES: Final = frozenset(
-    {"text", "image", "document", "search_result", "tool_use", "tool_result", "thinking", "redacted_thinking"}
+    {
+        "text",
+        "image",
+        "document",
+        "search_result",
+        "tool_use",
+        "tool_result",
+        "thinking",
+        "redacted_thinking",
+        "tool_reference",
+        "compaction",
+    }
 )
 _SERVER_TOOL_USE_TYPES: Final = frozenset({"server_tool_use", "mcp_tool_use"})
 # Server-tool results quoted as text are cut here: a fetched page can be megabytes.
