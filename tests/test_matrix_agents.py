@@ -492,3 +492,39 @@ async def test_unknown_input_is_refused_naming_its_path_or_dropped_with_the_head
             raw = await am.messages.with_raw_response.create(model="cc.text", **body)
         assert raw.headers[DROPPED] == f"{path} {what}"
         assert fake.requests[-1].body["messages"][-1]["content"] == "hi"
+
+
+async def test_a_request_needing_web_search_goes_to_the_websearch_route(
+    nursery: trio.Nursery, start_gateway: GatewayFactory
+) -> None:
+    fake = FakeUpstream()
+    url = await start_app(nursery, fake)
+    gateway = await start_gateway(
+        {
+            "server": {"listen": ["127.0.0.1:0"]},
+            "providers": {
+                "am": {
+                    "type": "anthropic-messages",
+                    "base_url": url,
+                    "api_key": "sk-am",
+                    "models": SCENARIOS,
+                },
+                # A search model behind a Chat API: the route made for web search requests.
+                "cc": {
+                    "type": "openai-chat",
+                    "base_url": url + "/v1",
+                    "api_key": "sk-cc",
+                    "models": SCENARIOS,
+                },
+            },
+            "routing": {"default": ["am.text"], "websearch": ["cc.text"]},
+        }
+    )
+    client = openai_client(gateway)
+    raw = await client.responses.with_raw_response.create(
+        model="gpt-5.5", input="news?", tools=[{"type": "web_search"}]
+    )
+    assert raw.parse().output_text == "Hello from the fake upstream."
+    assert fake.requests[-1].path.endswith("/chat/completions")
+    assert "tools" not in fake.requests[-1].body
+    assert raw.headers[DROPPED] == "tools[0] hosted tool 'web_search'"

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from ..config import GatewayConfig, TimeoutsConfig
     from ..engines import EngineManager
     from ..observability import SnapshotWriter
-    from ..protocols.canonical import ProtocolName
+    from ..protocols.canonical import HostedTool, ProtocolName
     from ..providers import H1Response, ProviderSet
     from ..router import RouteDecision, Router, Target
     from ._request import ClientRequest
@@ -135,7 +135,8 @@ class PrepareStage:
 
     config: GatewayConfig
 
-    def prepare(self, request: ClientRequest, target: Target) -> UpstreamCall:
+    def prepare(self, request: ClientRequest, target: Target, *, category: str = "default") -> UpstreamCall:
+        """Raises: UnsupportedConversion when this target's protocol cannot carry the request."""
         provider = self.config.providers[target.provider]
         if provider.type == "mock":
             return UpstreamCall(
@@ -151,7 +152,12 @@ class PrepareStage:
             passthrough = True
         else:
             canonical = attrs.evolve(request.canonical(), model=target.upstream_model, stream=request.stream)
-            fitted = fit_request(canonical, protocol, unknown=self.config.conversion.unknown)
+            fitted = fit_request(
+                canonical,
+                protocol,
+                unknown=self.config.conversion.unknown,
+                routed=category == "websearch" and self._is_web_search(canonical.required_hosted_tool()),
+            )
             body = codec.encode_request(fitted.request)
             dropped = fitted.dropped
             passthrough = False
@@ -178,6 +184,12 @@ class PrepareStage:
             repair=repair,
             dropped=dropped,
         )
+
+    def _is_web_search(self, tool: HostedTool | None) -> bool:
+        if tool is None:
+            return False
+        kind = tool.type.lower()
+        return any(pattern.lower() in kind for pattern in self.config.classifier.web_search_tools)
 
 
 # Wire protocol spoken to an engine -> the endpoint name engines declare in `endpoints`.
@@ -528,7 +540,7 @@ class Pipeline:
             trace.target = target.id
             trace.target_ref = target
             try:
-                call = self.prepare.prepare(request, target)
+                call = self.prepare.prepare(request, target, category=decision.category)
             except UnsupportedConversion as exc:
                 # This target's protocol cannot carry the request; another candidate may.
                 last_error = exc

@@ -62,8 +62,14 @@ def _runs(tool: HostedTool, target: ProtocolName) -> bool:
     return tool.origin == target
 
 
-def fit_request(request: Request, target: ProtocolName, *, unknown: UnknownPolicy) -> Fitted:
+def fit_request(
+    request: Request, target: ProtocolName, *, unknown: UnknownPolicy, routed: bool = False
+) -> Fitted:
     """The request without what ``target`` cannot take.
+
+    ``routed``: the router sent the request to the category made for its required hosted
+    tool (``websearch``), so that route's target is the one meant to serve it (a search
+    model, say): the tool is left out and named instead of refused.
 
     Raises:
         UnsupportedConversion: something the request needs, or unconvertible input, cannot reach
@@ -76,7 +82,7 @@ def fit_request(request: Request, target: ProtocolName, *, unknown: UnknownPolic
         if _runs(tool, target):
             kept.append(tool)
             continue
-        if tool is required and unknown == "error":
+        if tool is required and unknown == "error" and not routed:
             raise UnsupportedConversion(
                 f"the hosted tool {tool.type!r} ({tool.path or 'tools'}) cannot run at this "
                 f"route's {target} upstream and the request cannot be served without it; route it "
@@ -98,7 +104,7 @@ def fit_request(request: Request, target: ProtocolName, *, unknown: UnknownPolic
     if not dropped:
         return Fitted(request=request)
     choice = request.tool_choice
-    if required is not None and required not in kept:
+    if required is not None and not any(tool is required for tool in kept):
         # The forced tool is gone (drop policy): let the model answer without it.
         choice = None
     fitted = attrs.evolve(request, hosted_tools=tuple(kept), unconvertible=(), tool_choice=choice)
