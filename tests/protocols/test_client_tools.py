@@ -437,3 +437,13 @@ def test_anthropic_tool_references_and_compaction_reach_other_protocols_as_text(
     assert [(u.path, u.what) for u in request.unconvertible] == [
         ("messages[3].content[1]", "content block type 'container_upload'")
     ]
+
+
+def test_tool_choice_naming_a_mapped_client_tool_forces_its_function() -> None:
+    request = codex_request(tool_choice={"type": "tool_search"})
+    assert CC.encode_request(request)["tool_choice"] == {
+        "type": "function",
+        "function": {"name": "tool_search"},
+    }
+    request = codex_request(tool_choice={"type": "custom", "name": "apply_patch"})
+    assert AM.encode_request(request)["tool_choice"] == {"type": "tool", "name": "apply_patch"}

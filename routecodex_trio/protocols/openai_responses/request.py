@@ -566,6 +566,11 @@ def _decode_request(body: object) -> Request:
             offered.add(tool.name)
             tools = (*tools, tool)
     tool_choice, raw_choice = _decode_tool_choice(body.get("tool_choice"))
+    if tool_choice is not None and tool_choice.hosted is not None:
+        # ``{"type": "tool_search"}`` names a client tool mapped to a function: force that one.
+        mapped = next((t for t in tools if t.kind == tool_choice.hosted), None)
+        if mapped is not None:
+            tool_choice = ToolChoice(mode="tool", name=mapped.name)
     if raw_choice:
         extras["tool_choice"] = body["tool_choice"]
     response_format, raw_text = _decode_text_config(body.get("text"))
