@@ -35,9 +35,9 @@ FEATURES: Final = {
         "test_mid_stream_failure",
     ),
     "client_tools": (
-        "Responses client-run tools (`custom` apply_patch, `tool_search`, `local_shell`): offer, call, "
-        "streamed input, history",
-        "test_matrix_agents: test_codex_client_tools_*, test_codex_history_*",
+        "Client-run tools that are not functions (Responses `custom` apply_patch, `tool_search`, "
+        "`local_shell`; Chat `custom`): offer, call, streamed input, history",
+        "test_matrix_agents: test_codex_client_tools_*, test_codex_history_*, test_chat_custom_tool_*",
     ),
     "hosted_tools": (
         "Hosted tool (web search) offered beside client tools; dropped = left out and named in "
@@ -51,7 +51,11 @@ FEATURES: Final = {
 }
 
 # Features that exist only in some client protocols: the other clients cannot send them.
-_CLIENTS: Final = {"client_tools": ("rs",), "hosted_tools": ("rs", "am"), "server_tool_history": ("rs", "am")}
+_CLIENTS: Final = {
+    "client_tools": ("rs", "cc"),
+    "hosted_tools": ("rs", "am"),
+    "server_tool_history": ("rs", "am"),
+}
 
 
 def status(feature: str, client: str, upstream: str) -> str:

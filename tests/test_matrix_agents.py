@@ -528,3 +528,56 @@ async def test_a_request_needing_web_search_goes_to_the_websearch_route(
     assert fake.requests[-1].path.endswith("/chat/completions")
     assert "tools" not in fake.requests[-1].body
     assert raw.headers[DROPPED] == "tools[0] hosted tool 'web_search'"
+
+
+CHAT_APPLY_PATCH: dict[str, Any] = {
+    "type": "custom",
+    "custom": {
+        "name": "apply_patch",
+        "description": "Edit files.",
+        "format": {"type": "grammar", "grammar": {"syntax": "lark", "definition": LARK}},
+    },
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("upstream", ["am", "rs"])
+async def test_chat_custom_tool_survives_other_upstreams(
+    upstream: str, stream: bool, hub: tuple[Gateway, FakeUpstream]
+) -> None:
+    gateway, fake = hub
+    assert status("client_tools", "cc", upstream) == "mapped"
+    client = openai_client(gateway)
+    kwargs: dict[str, Any] = {
+        "model": f"{upstream}.agent",
+        "messages": [{"role": "user", "content": "add a file"}],
+        "tools": [CHAT_APPLY_PATCH],
+        "max_tokens": 100,
+    }
+    if stream:
+        inputs: dict[int, str] = {}
+        kinds: dict[int, str] = {}
+        async for chunk in await client.chat.completions.create(**kwargs, stream=True):
+            for choice in chunk.choices:
+                for call in choice.delta.tool_calls or []:
+                    raw = call.model_dump()
+                    kinds[call.index] = raw.get("type") or kinds.get(call.index, "")
+                    inputs[call.index] = inputs.get(call.index, "") + (
+                        (raw.get("custom") or {}).get("input") or ""
+                    )
+        assert kinds[0] == "custom"
+        assert inputs[0] == PATCH
+    else:
+        reply = await client.chat.completions.create(**kwargs)
+        calls = reply.choices[0].message.tool_calls or []
+        assert calls[0].type == "custom"
+        assert (calls[0].custom.name, calls[0].custom.input) == ("apply_patch", PATCH)  # type: ignore[union-attr]
+        # Tools the client did not offer stay function calls.
+        assert [c.type for c in calls[1:]] == ["function", "function"]
+    sent = fake.requests[-1].body
+    if upstream == "am":
+        assert sent["tools"][0]["input_schema"]["required"] == ["input"]
+    else:
+        assert sent["tools"][0]["type"] == "function"
+        assert sent["tools"][0]["parameters"]["required"] == ["input"]
+    assert LARK in sent["tools"][0]["description"]

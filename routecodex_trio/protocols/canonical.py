@@ -259,6 +259,13 @@ class Request:
     # take it; for any other the pipeline refuses or drops it, saying so (protocols/fit.py).
     unconvertible: tuple[Unconvertible, ...] = ()
 
+    def tool_named(self, name: str) -> Tool | None:
+        """The client's tool behind a function name an upstream called (see Tool.kind)."""
+        for tool in self.tools:
+            if tool.name == name:
+                return tool
+        return None
+
     def required_hosted_tool(self) -> HostedTool | None:
         """The hosted tool without which the request cannot be served, if any.
 

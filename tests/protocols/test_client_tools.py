@@ -30,7 +30,7 @@ from routecodex_trio.protocols.canonical import (
     ToolUse,
 )
 from routecodex_trio.protocols.fit import fit_request
-from routecodex_trio.protocols.openai_responses.tools import CustomInputStream, custom_input
+from routecodex_trio.protocols.freeform import CustomInputStream, custom_input
 from routecodex_trio.protocols.sse import SSEParser
 
 RS = codec_for("openai-responses")
@@ -447,3 +447,78 @@ def test_tool_choice_naming_a_mapped_client_tool_forces_its_function() -> None:
     }
     request = codex_request(tool_choice={"type": "custom", "name": "apply_patch"})
     assert AM.encode_request(request)["tool_choice"] == {"type": "tool", "name": "apply_patch"}
+
+
+# --------------------------------------------------------------------------- Chat custom tools
+
+CHAT_CUSTOM: dict[str, Any] = {
+    "type": "custom",
+    "custom": {
+        "name": "apply_patch",
+        "description": "Edit files.",
+        "format": {"type": "grammar", "grammar": {"syntax": "lark", "definition": GRAMMAR}},
+    },
+}
+
+
+def chat_request(**extra: Any) -> Request:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [CHAT_CUSTOM], **extra}
+    return CC.decode_request(body)
+
+
+def test_chat_custom_tool_reaches_anthropic_and_responses_as_a_function() -> None:
+    request = chat_request()
+    assert request.hosted_tools == ()
+    (tool,) = request.tools
+    assert (tool.name, tool.kind) == ("apply_patch", "custom")
+    assert GRAMMAR in (tool.description or "")
+    assert AM.encode_request(request)["tools"][0]["input_schema"]["required"] == ["input"]
+    # To a Responses upstream too: its call comes back as a function call the Chat codec maps back.
+    assert RS.encode_request(request)["tools"][0]["parameters"]["required"] == ["input"]
+
+
+def test_chat_custom_call_history_and_answers_map_both_ways() -> None:
+    history = [
+        {"role": "user", "content": "hi"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "custom", "custom": {"name": "apply_patch", "input": "P\n"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "done"},
+    ]
+    request = chat_request(messages=history)
+    blocks = AM.encode_request(request)["messages"][1]["content"]
+    assert blocks == [{"type": "tool_use", "id": "call_1", "name": "apply_patch", "input": {"input": "P\n"}}]
+    response = Response(
+        id="r", model="m", content=(ToolUse(id="call_2", name="apply_patch", arguments='{"input":"Q\\n"}'),)
+    )
+    body = CC.encode_response(response, request)
+    from openai.types.chat import ChatCompletion
+
+    call = ChatCompletion.model_validate(body).choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert call.type == "custom"
+    assert (call.custom.name, call.custom.input) == ("apply_patch", "Q\n")
+    # A Chat upstream's custom call (compatibility repair path) reads back the same way.
+    assert CC.decode_response(body).content[0] == ToolUse(
+        id="call_2", name="apply_patch", arguments='{"input":"Q\\n"}', kind="custom"
+    )
+
+
+def test_chat_stream_sends_custom_input_deltas() -> None:
+    encoder = CC.stream_encoder(chat_request())
+    fragments = ['{"input": "li', "ne\\", "n", ' two"}']
+    data = b"".join(encoder.encode(e) for e in _call_events(fragments))
+    parser = SSEParser()
+    chunks = [orjson.loads(f.data) for f in parser.feed(data) + parser.close() if f.data != "[DONE]"]
+    calls = [
+        c for chunk in chunks for choice in chunk["choices"] for c in choice["delta"].get("tool_calls") or []
+    ]
+    assert calls[0]["type"] == "custom"
+    assert calls[0]["custom"]["name"] == "apply_patch"
+    assert "function" not in calls[0]
+    assert "".join(c["custom"]["input"] for c in calls) == "line\n two"
+    assert len(calls) > 2
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"

@@ -32,6 +32,7 @@ from ..canonical import (
     ToolUse,
     Unconvertible,
 )
+from ..freeform import wrap_custom_input
 from ._common import (
     AM_REDACTED_PREFIX,
     AM_SIGNATURE_PREFIX,
@@ -59,7 +60,6 @@ from .tools import (
     in_namespace,
     is_client_tool,
     local_shell_arguments,
-    wrap_custom_input,
 )
 
 # Top-level request fields this codec gives a canonical meaning; anything else is kept in

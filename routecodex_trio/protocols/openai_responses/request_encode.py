@@ -177,7 +177,7 @@ def _encode_items(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
 
 
 def _encode_tools(request: Request) -> list[dict[str, Any]]:
-    tools = [encode_tool(tool) for tool in request.tools]
+    tools = [encode_tool(tool, own=request.source == PROTOCOL) for tool in request.tools]
     tools.extend(dict(tool.raw) for tool in request.hosted_tools if tool.origin == PROTOCOL)
     return tools
 

@@ -31,7 +31,7 @@ from ._common import (
 )
 from .request import _summary_text, _thinking_from_reasoning
 from .request_encode import _encode_format, _encode_tool_choice, _encode_tools
-from .tools import call_item, call_item_id, find_tool
+from .tools import NATIVE_CALL_TYPES, call_item, call_item_id, find_tool, native_call
 
 # =========================================================================== response: decode
 
@@ -73,6 +73,9 @@ def _output_blocks(item: Mapping[str, Any]) -> list[Block]:
             raise UpstreamProtocolError("function_call output item without call_id or name")
         arguments = item.get("arguments")
         return [ToolUse(id=call_id, name=name, arguments=arguments if isinstance(arguments, str) else "")]
+    if kind in NATIVE_CALL_TYPES:
+        call = native_call(item)
+        return [call] if call is not None else []
     if kind == "reasoning":
         return [
             _thinking_from_reasoning(

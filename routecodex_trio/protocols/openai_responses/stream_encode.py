@@ -29,6 +29,7 @@ from ..canonical import (
     Usage,
     UsageUpdate,
 )
+from ..freeform import CustomInputStream
 from ..ids import new_id, to_responses_call_id
 from ..sse import encode_frame
 from ._common import AM_REDACTED_PREFIX, _response_id
@@ -42,7 +43,7 @@ from .response import (
     _text_part,
 )
 from .stream import _error_code, _merge_usage
-from .tools import CUSTOM, CustomInputStream, call_item, call_item_id, client_name, empty_call_item, find_tool
+from .tools import CUSTOM, call_item, call_item_id, client_name, empty_call_item, find_tool
 
 
 @attrs.define(eq=False)

@@ -24,6 +24,12 @@ import attrs
 import orjson
 
 from ..canonical import FUNCTION, Request, Tool, ToolUse, parse_arguments
+from ..freeform import (
+    custom_input,
+    custom_input_schema,
+    grammar_summary,
+    wrap_custom_input,
+)
 from ..ids import new_id, to_responses_call_id
 
 CUSTOM: Final = "custom"
@@ -32,10 +38,6 @@ NAMESPACE: Final = "namespace"
 # Joins a namespace and a member's name into one function name (``multi_agent_v1__spawn``):
 # the characters every upstream accepts in tool names, and Codex's own MCP naming style.
 NAMESPACE_SEPARATOR: Final = "__"
-
-# A grammar longer than this is cut in the description: descriptions count against the
-# prompt on every turn, and Codex's apply_patch grammar (about 1 KB) fits well within it.
-GRAMMAR_SUMMARY_MAX_CHARS: Final = 4000
 
 _LOCAL_SHELL_SCHEMA: Final[Mapping[str, Any]] = {
     "type": "object",
@@ -51,39 +53,10 @@ _LOCAL_SHELL_SCHEMA: Final[Mapping[str, Any]] = {
 _LOCAL_SHELL_DESCRIPTION: Final = "Run a command on the user's machine (argv list) and get its output."
 
 
-def custom_input_schema() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {"input": {"type": "string", "description": "The tool's freeform input text."}},
-        "required": ["input"],
-        "additionalProperties": False,
-    }
-
-
-# Custom tools' descriptions tell the model to send raw text, "not JSON" (Codex's apply_patch
-# does); as a function it must send that text as one JSON string, which this line says.
-_CUSTOM_INPUT_NOTE: Final = (
-    "Call this tool with one argument, `input`: the whole freeform text as a string (the tool "
-    "receives it unwrapped)."
-)
-
-
-def _grammar_summary(fmt: Mapping[str, Any] | None) -> str:
-    if not isinstance(fmt, Mapping) or fmt.get("type") != "grammar":
-        return _CUSTOM_INPUT_NOTE
-    syntax = fmt.get("syntax") if isinstance(fmt.get("syntax"), str) else "grammar"
-    definition = fmt.get("definition")
-    if not isinstance(definition, str) or not definition:
-        return _CUSTOM_INPUT_NOTE
-    if len(definition) > GRAMMAR_SUMMARY_MAX_CHARS:
-        definition = definition[:GRAMMAR_SUMMARY_MAX_CHARS] + "\n... (grammar cut short)"
-    return f"{_CUSTOM_INPUT_NOTE} The text must follow this {syntax} grammar:\n{definition}"
-
-
 def decode_custom_tool(tool: Mapping[str, Any], name: str, description: str | None) -> Tool:
     fmt = tool.get("format")
     fmt = dict(fmt) if isinstance(fmt, Mapping) else None
-    summary = _grammar_summary(fmt)
+    summary = grammar_summary(fmt)
     text = "\n\n".join(part for part in (description, summary) if part) or None
     return Tool(
         name=name,
@@ -133,12 +106,23 @@ def is_client_tool(tool: Mapping[str, Any]) -> bool:
     return tool.get("execution") == "client" and isinstance(tool.get("parameters"), Mapping)
 
 
-def encode_tool(tool: Tool) -> dict[str, Any]:
-    """A tool as a Responses upstream or client sees it: its own definition when it had one."""
+def encode_tool(tool: Tool, *, own: bool) -> dict[str, Any]:
+    """A tool as a Responses upstream or client sees it.
+
+    ``own``: the tool came from a Responses client, whose definition goes back verbatim. A
+    tool of another protocol's client (a Chat ``custom`` tool) is offered as its function form,
+    so its call comes back as a function call the client's codec knows how to turn back.
+    """
+    if not own:
+        return _function_tool(tool)
     if tool.namespace is not None and tool.raw is not None:
         return {"type": NAMESPACE, "name": tool.namespace, "description": "", "tools": [dict(tool.raw)]}
     if tool.kind != FUNCTION and tool.raw is not None:
         return dict(tool.raw)
+    return _function_tool(tool)
+
+
+def _function_tool(tool: Tool) -> dict[str, Any]:
     encoded: dict[str, Any] = {"type": "function", "name": tool.name}
     if tool.description is not None:
         encoded["description"] = tool.description
@@ -153,10 +137,7 @@ def encode_tool(tool: Tool) -> dict[str, Any]:
 
 def find_tool(request: Request, name: str) -> Tool | None:
     """The client's tool behind a function name the upstream called."""
-    for tool in request.tools:
-        if tool.name == name:
-            return tool
-    return None
+    return request.tool_named(name)
 
 
 def client_name(tool: Tool | None, name: str) -> dict[str, Any]:
@@ -164,29 +145,6 @@ def client_name(tool: Tool | None, name: str) -> dict[str, Any]:
     if tool is None or tool.namespace is None or tool.raw is None:
         return {"name": name}
     return {"name": tool.raw.get("name", name), "namespace": tool.namespace}
-
-
-def custom_input(arguments: str) -> str:
-    """The freeform text out of the ``{"input": ...}`` wrapper the upstream filled in."""
-    try:
-        value = orjson.loads(arguments) if arguments.strip() else {}
-    except orjson.JSONDecodeError:
-        value = parse_arguments(arguments)
-    if isinstance(value, Mapping):
-        inner = value.get("input")
-        if isinstance(inner, str):
-            return inner
-        strings = [v for v in value.values() if isinstance(v, str)]
-        if len(strings) == 1:
-            return strings[0]
-        return "" if not value else orjson.dumps(dict(value)).decode()
-    if isinstance(value, str):
-        return value
-    return arguments
-
-
-def wrap_custom_input(text: str) -> str:
-    return orjson.dumps({"input": text}).decode()
 
 
 def local_shell_action(arguments: str) -> dict[str, Any]:
@@ -265,110 +223,34 @@ def empty_call_item(kind: str, item_id: str, call_id: str, name: str, tool: Tool
     return call_item(kind, item_id, ToolUse(id=call_id, name=name, arguments=""), "in_progress", tool)
 
 
-# --------------------------------------------------------------------------- streaming custom input
+# --------------------------------------------------------------------------- upstream items
+
+NATIVE_CALL_TYPES: Final = frozenset({"custom_tool_call", "local_shell_call", "tool_search_call"})
 
 
-@attrs.define(eq=False)
-class CustomInputStream:
-    """Decodes the ``input`` string out of streamed ``{"input": "..."}`` JSON, incrementally.
+def native_call(item: Mapping[str, Any]) -> ToolUse | None:
+    """A Responses upstream's own call item for a client tool, as the canonical function call.
 
-    The upstream streams JSON text; the client wants the decoded text as it grows
-    (``response.custom_tool_call_input.delta``). Escapes split between fragments wait for
-    their end. Anything that is not the expected one-key object is left to the end, where
-    ``custom_input`` reads the whole text.
+    A real Responses upstream is only offered such tools by a Responses client, which gets the
+    bytes as they are; this reads them when the answer is converted anyway (another client,
+    or a Responses server that answers a function offer with its native item).
     """
-
-    _buffer: str = ""
-    _pos: int = 0  # next unread character of _buffer
-    _state: str = "prefix"  # prefix -> string -> end | off
-    emitted: list[str] = attrs.field(factory=list)
-
-    def feed(self, fragment: str) -> str:
-        self._buffer += fragment
-        if self._state == "prefix":
-            self._find_string_start()
-        if self._state != "string":
-            return ""
-        out: list[str] = []
-        buf, i, n = self._buffer, self._pos, len(self._buffer)
-        while i < n:
-            ch = buf[i]
-            if ch == '"':
-                self._state = "end"
-                i += 1
-                break
-            if ch != "\\":
-                j = i
-                while j < n and buf[j] not in '"\\':
-                    j += 1
-                out.append(buf[i:j])
-                i = j
-                continue
-            decoded, used = _escape(buf, i)
-            if used == 0:
-                break  # the escape is cut between fragments: wait for the rest
-            out.append(decoded)
-            i += used
-        self._pos = i
-        text = "".join(out)
-        if text:
-            self.emitted.append(text)
-        return text
-
-    def _find_string_start(self) -> None:
-        stripped = self._buffer.lstrip()
-        head = '{"input":'
-        compact = "".join(stripped[: len(head) + 16].split())
-        if len(compact) < len(head) + 1:
-            if not head.startswith(compact[: len(head)]):
-                self._state = "off"
-            return
-        if not compact.startswith(head) or compact[len(head)] != '"':
-            self._state = "off"
-            return
-        key_at = self._buffer.index('"input"')
-        colon = self._buffer.index(":", key_at + 7)
-        quote = self._buffer.index('"', colon + 1)
-        self._pos = quote + 1
-        self._state = "string"
-
-
-_SIMPLE_ESCAPES: Final = {
-    '"': '"',
-    "\\": "\\",
-    "/": "/",
-    "b": "\b",
-    "f": "\f",
-    "n": "\n",
-    "r": "\r",
-    "t": "\t",
-}
-
-
-def _escape(buf: str, i: int) -> tuple[str, int]:
-    """The character of the escape at ``buf[i]`` and its length; ``("", 0)`` when incomplete."""
-    if i + 1 >= len(buf):
-        return "", 0
-    kind = buf[i + 1]
-    if kind in _SIMPLE_ESCAPES:
-        return _SIMPLE_ESCAPES[kind], 2
-    if kind != "u":
-        return kind, 2
-    if i + 6 > len(buf):
-        return "", 0
-    code = _hex(buf[i + 2 : i + 6])
-    if 0xD800 <= code < 0xDC00:
-        if i + 12 > len(buf):
-            return "", 0
-        if buf[i + 6 : i + 8] == "\\u":
-            low = _hex(buf[i + 8 : i + 12])
-            if 0xDC00 <= low < 0xE000:
-                return chr(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)), 12
-    return chr(code), 6
-
-
-def _hex(digits: str) -> int:
-    try:
-        return int(digits, 16)
-    except ValueError:
-        return 0xFFFD  # not JSON; the final ``.done`` text comes from the whole arguments anyway
+    kind = item.get("type")
+    call_id = item.get("call_id") or item.get("id")
+    if not isinstance(call_id, str) or not call_id:
+        return None
+    if kind == "custom_tool_call":
+        name, text = item.get("name"), item.get("input")
+        if not isinstance(name, str):
+            return None
+        return ToolUse(
+            id=call_id, name=name, arguments=wrap_custom_input(text if isinstance(text, str) else "")
+        )
+    if kind == "local_shell_call":
+        action = item.get("action")
+        arguments = local_shell_arguments(action) if isinstance(action, Mapping) else "{}"
+        return ToolUse(id=call_id, name=LOCAL_SHELL, arguments=arguments)
+    if kind == "tool_search_call":
+        search = item.get("arguments")
+        return ToolUse(id=call_id, name="tool_search", arguments=orjson.dumps(search or {}).decode())
+    return None
