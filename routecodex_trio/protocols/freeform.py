@@ -10,6 +10,7 @@ text incrementally while the arguments stream.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -138,21 +139,17 @@ class CustomInputStream:
         return text
 
     def _find_string_start(self) -> None:
-        stripped = self._buffer.lstrip()
-        head = '{"input":'
-        compact = "".join(stripped[: len(head) + 16].split())
-        if len(compact) < len(head) + 1:
-            if not head.startswith(compact[: len(head)]):
-                self._state = "off"
-            return
-        if not compact.startswith(head) or compact[len(head)] != '"':
-            self._state = "off"
-            return
-        key_at = self._buffer.index('"input"')
-        colon = self._buffer.index(":", key_at + 7)
-        quote = self._buffer.index('"', colon + 1)
-        self._pos = quote + 1
-        self._state = "string"
+        found = _INPUT_START.match(self._buffer)
+        if found is not None:
+            self._pos = found.end()
+            self._state = "string"
+        elif _INPUT_START_PREFIX.fullmatch(self._buffer) is None:
+            self._state = "off"  # not the one-key object: read whole at the end
+
+
+# ``{"input": "`` opening the arguments, and any beginning of it (the fragment may stop anywhere).
+_INPUT_START: Final = re.compile(r'\s*\{\s*"input"\s*:\s*"')
+_INPUT_START_PREFIX: Final = re.compile(r'\s*(\{\s*("(i(n(p(u(t("\s*(:\s*)?)?)?)?)?)?)?)?)?')
 
 
 _SIMPLE_ESCAPES: Final = {

@@ -522,3 +522,16 @@ def test_chat_stream_sends_custom_input_deltas() -> None:
     assert "".join(c["custom"]["input"] for c in calls) == "line\n two"
     assert len(calls) > 2
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+@pytest.mark.parametrize(
+    "fragments",
+    [['{"in put": "x"}'], ['{ "input" ', ": ", '"x"}'], ["[", '"x"]'], ['{"inputs": "x"}'], ['{"input": 5}']],
+)
+def test_custom_input_stream_never_fails_on_odd_arguments(fragments: list[str]) -> None:
+    stream = CustomInputStream()
+    for fragment in fragments:
+        stream.feed(fragment)
+    whole = "".join(fragments)
+    text = "".join(stream.emitted) + stream.rest(custom_input(whole))
+    assert text == custom_input(whole)
