@@ -6,6 +6,7 @@
     ├── ConfigError                     start-up only; never rendered to a client
     ├── ClientRequestError   (4xx)
     │   ├── InvalidRequest      (400)   malformed JSON, wrong types, missing fields
+    │   │   └── UnsupportedConversion (400) a part the chosen upstream's protocol cannot carry
     │   ├── AuthError           (401)   missing or wrong inbound key
     │   ├── NotFound            (404)   unknown path or model
     │   ├── RequestTooLarge     (413)   body over [server] max_body
@@ -122,6 +123,13 @@ class InvalidRequest(ClientRequestError):
 
     status = 400
     kind: ErrorKind = "invalid_request"
+
+
+class UnsupportedConversion(InvalidRequest):
+    """A request part the chosen target's protocol cannot carry (a hosted tool, unknown input).
+
+    Specific to one target: the pipeline tries the route's other candidates before answering.
+    """
 
 
 class AuthError(ClientRequestError):

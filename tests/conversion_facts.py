@@ -46,6 +46,27 @@ FEATURES: Final = {
         "Upstream failure mid-stream -> the client's own terminal error event",
         "test_mid_stream_failure",
     ),
+    "client_tools": (
+        "Client-run tools that are not functions (Responses `custom` apply_patch, `tool_search`, "
+        "`local_shell`; Chat `custom`): offer, call, streamed input, history",
+        "test_matrix_agents: test_codex_client_tools_*, test_codex_history_*, test_chat_custom_tool_*",
+    ),
+    "hosted_tools": (
+        "Hosted tool (web search) offered beside client tools; dropped = left out and named in "
+        "`x-routecodex-dropped`",
+        "test_matrix_agents: test_codex_client_tools_*, test_claude_code_web_search_*",
+    ),
+    "server_tool_history": (
+        "Server-tool history (`web_search_call`, `server_tool_use`, `web_search_tool_result`)",
+        "test_matrix_agents: test_codex_history_*, test_claude_code_server_tool_history_*",
+    ),
+}
+
+# Features that exist only in some client protocols: the other clients cannot send them.
+_CLIENTS: Final = {
+    "client_tools": ("rs", "cc"),
+    "hosted_tools": ("rs", "am"),
+    "server_tool_history": ("rs", "am"),
 }
 
 
@@ -53,6 +74,12 @@ def status(feature: str, client: str, upstream: str) -> str:
     """``kept`` (same information, same form), ``mapped`` (same information, another form),
     ``approximated`` (the nearest thing the client protocol has), ``dropped``, ``refused``
     (a 400 naming the parameter) or ``—`` (the client's protocol has no such thing)."""
+    if client not in _CLIENTS.get(feature, PROTOCOLS):
+        return "—"
+    if feature == "hosted_tools":
+        return "kept" if client == upstream else "dropped"
+    if feature == "server_tool_history":
+        return "kept" if client == upstream else "approximated"  # as text the model can read
     if feature == "cache_markers":
         if client == upstream and client != "rs":
             return "kept"

@@ -9,6 +9,10 @@ The answer is chosen by the ``model`` the gateway sends (the scenario name):
   ``sig-abc``, Responses ``encrypted_content`` ``enc-xyz``, Chat ``reasoning_content``) then "Answer.";
 * ``stop``: "Hello" ended by the stop sequence "###" (Chat says so the vLLM way);
 * ``length``: "Hello wor" cut by the output cap.
+* ``agent``: what a model answers Codex: a call to its freeform ``apply_patch`` (arguments
+  ``{"input": PATCH}``, fragments cut inside escapes), one to its client-run ``tool_search``
+  and one to ``local_shell``; a Responses upstream answers with its native items
+  (``custom_tool_call``, ``tool_search_call``, ``local_shell_call``).
 
 These are written from the vendors' documented wire formats (PROTOCOLS.md 2 and 3), not
 produced by the gateway's own encoders, so a test through them checks our decoders against
@@ -34,6 +38,37 @@ TOOLS = [
     ("call_w1", "get_weather", '{"city":"Paris"}', ['{"ci', 'ty":"Par', 'is"}']),
     ("call_t2", "get_time", '{"tz":"CET"}', ['{"tz":', '"CET"}']),
 ]
+PATCH = '*** Begin Patch\n*** Add File: hello.txt\n+h\u00e9llo "w\\orld" \U0001f600\n*** End Patch\n'
+_PATCH_ARGS = orjson.dumps({"input": PATCH}, option=orjson.OPT_NON_STR_KEYS).decode()
+_PATCH_ARGS_ASCII = _PATCH_ARGS.replace("\u00e9", "\\u00e9").replace("\U0001f600", "\\ud83d\\ude00")
+
+
+def _cut(text: str) -> list[str]:
+    """Fragments cut inside a ``\\n``, inside a ``\\u`` escape and between surrogate halves."""
+    cuts = [
+        5,
+        text.index("\\n") + 1,
+        text.index("\\u00e9") + 3,
+        text.index("\\ude00"),
+        text.index("\\ude00") + 2,
+    ]
+    return [text[a:b] for a, b in itertools.pairwise([0, *cuts, len(text)])]
+
+
+AGENT_TOOLS = [
+    (
+        "call_p1",
+        "apply_patch",
+        _PATCH_ARGS_ASCII,
+        _cut(_PATCH_ARGS_ASCII),
+    ),
+    ("call_s2", "tool_search", '{"query":"calendar"}', ['{"query":', '"calendar"}']),
+    ("call_l3", "local_shell", '{"command":["ls","-l"]}', ['{"command":["ls",', '"-l"]}']),
+]
+
+
+def tools_for(scenario: str) -> list[tuple[str, str, str, list[str]]]:
+    return AGENT_TOOLS if scenario == "agent" else TOOLS
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -318,13 +353,13 @@ class FakeUpstream:
         if not stream:
             message: dict[str, Any] = {"role": "assistant", "content": TEXT}
             choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "logprobs": None}
-            if scenario == "tools":
+            if scenario in ("tools", "agent"):
                 message = {
                     "role": "assistant",
                     "content": None,
                     "tool_calls": [
                         {"id": i, "type": "function", "function": {"name": n, "arguments": a}}
-                        for i, n, a, _ in TOOLS
+                        for i, n, a, _ in tools_for(scenario)
                     ],
                 }
                 choice["finish_reason"] = "tool_calls"
@@ -391,8 +426,8 @@ class FakeUpstream:
                 )
                 frames += [chunk({"tool_calls": [{"function": {"arguments": p}}]}) for p in parts]
             finish = "tool_calls"
-        elif scenario == "tools":
-            for index, (call_id, name, _, parts) in enumerate(TOOLS):
+        elif scenario in ("tools", "agent"):
+            for index, (call_id, name, _, parts) in enumerate(tools_for(scenario)):
                 frames.append(
                     chunk(
                         {
@@ -455,7 +490,7 @@ class FakeUpstream:
         }
         content: list[dict[str, Any]] = [{"type": "text", "text": TEXT}]
         stop_reason, stop_sequence = "end_turn", None
-        if scenario == "tools":
+        if scenario in ("tools", "agent"):
             content = [
                 {
                     "type": "tool_use",
@@ -463,7 +498,7 @@ class FakeUpstream:
                     "name": n,
                     "input": orjson.loads(a),
                 }
-                for i, n, a, _ in TOOLS
+                for i, n, a, _ in tools_for(scenario)
             ]
             stop_reason = "tool_use"
         elif scenario == "thinking":
@@ -521,7 +556,7 @@ class FakeUpstream:
                 ]
             else:
                 start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
-                parts = next(p for i, n, a, p in TOOLS if n == block["name"])
+                parts = next(p for i, n, a, p in tools_for(scenario) if n == block["name"])
                 deltas = [{"type": "input_json_delta", "partial_json": ""}] + [
                     {"type": "input_json_delta", "partial_json": p} for p in parts
                 ]
@@ -630,6 +665,32 @@ class FakeUpstream:
         elif scenario == "length":
             output = [message_item("Hello wor", "incomplete")]
             status, incomplete = "incomplete", {"reason": "max_output_tokens"}
+        elif scenario == "agent":
+            output = [
+                {
+                    "id": "ctc_up1",
+                    "type": "custom_tool_call",
+                    "status": "completed",
+                    "call_id": "call_p1",
+                    "name": "apply_patch",
+                    "input": PATCH,
+                },
+                {
+                    "id": "tsc_up2",
+                    "type": "tool_search_call",
+                    "status": "completed",
+                    "call_id": "call_s2",
+                    "execution": "client",
+                    "arguments": {"query": "calendar"},
+                },
+                {
+                    "id": "lsh_up3",
+                    "type": "local_shell_call",
+                    "status": "completed",
+                    "call_id": "call_l3",
+                    "action": {"type": "exec", "command": ["ls", "-l"], "env": {}},
+                },
+            ]
         response = {
             "id": "resp_up1",
             "object": "response",
@@ -727,6 +788,23 @@ class FakeUpstream:
                     name=item["name"],
                     arguments=item["arguments"],
                 )
+            elif item["type"] == "custom_tool_call":
+                emit("response.output_item.added", output_index=index, item={**item, "input": ""})
+                for piece in (PATCH[:9], PATCH[9:]):
+                    emit(
+                        "response.custom_tool_call_input.delta",
+                        item_id=item["id"],
+                        output_index=index,
+                        delta=piece,
+                    )
+                emit(
+                    "response.custom_tool_call_input.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    input=PATCH,
+                )
+            elif item["type"] != "reasoning":
+                emit("response.output_item.added", output_index=index, item=item)
             else:
                 emit(
                     "response.output_item.added",

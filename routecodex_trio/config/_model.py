@@ -365,6 +365,18 @@ class NetworkConfig:
 
 
 @attrs.frozen(kw_only=True)
+class ConversionConfig:
+    """What happens to request parts a converted request cannot carry (protocols/fit.py).
+
+    ``unknown = "error"`` (default) answers 400 naming the part and the target protocol;
+    ``"drop"`` leaves it out, names it in the ``x-routecodex-dropped`` response header and
+    logs it. Hosted tools offered beside client tools are left out (and named) either way.
+    """
+
+    unknown: Literal["error", "drop"] = "error"
+
+
+@attrs.frozen(kw_only=True)
 class GatewayConfig:
     """The whole configuration. ``source`` is the file it came from, for messages only."""
 
@@ -376,6 +388,7 @@ class GatewayConfig:
     health: HealthConfig = attrs.field(factory=HealthConfig)
     retry: RetryConfig = attrs.field(factory=RetryConfig)
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
+    conversion: ConversionConfig = attrs.field(factory=ConversionConfig)
     engines: EnginesConfig = attrs.field(factory=EnginesConfig)
     snapshots: SnapshotsConfig = attrs.field(factory=SnapshotsConfig)
     network: NetworkConfig = attrs.field(factory=NetworkConfig)

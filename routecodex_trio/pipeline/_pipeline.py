@@ -29,6 +29,7 @@ import trio
 from .._errors import (
     GatewayError,
     InvalidRequest,
+    UnsupportedConversion,
     UnsupportedEndpoint,
     UpstreamError,
     UpstreamProtocolError,
@@ -41,6 +42,7 @@ from ..protocols import codec_for
 from ..protocols.anthropic_messages import apply_prompt_cache
 from ..protocols.base import extract_error_message
 from ..protocols.canonical import Usage, estimate_request_tokens
+from ..protocols.fit import Dropped, fit_request
 from ..providers import ChunkReader, HttpUpstream, MockUpstream
 from ..providers.compat import apply_compat, profile_name_for
 from ._relay import (
@@ -58,13 +60,15 @@ if TYPE_CHECKING:
     from ..config import GatewayConfig, ProviderConfig, TimeoutsConfig
     from ..engines import EngineManager
     from ..observability import SnapshotWriter
-    from ..protocols.canonical import ProtocolName
+    from ..protocols.canonical import HostedTool, ProtocolName
     from ..providers import ProviderSet, UpstreamResponse
     from ..router import RouteDecision, Router, Target
     from ._request import ClientRequest
     from ._responder import Responder
 
 LOGGER: Final = logging.getLogger("routecodex_trio.pipeline")
+# Names what a converted request left out (protocols/fit.py); docs/conversion.md.
+DROPPED_HEADER: Final = "x-routecodex-dropped"
 
 
 @attrs.define(eq=False)
@@ -108,6 +112,15 @@ class UpstreamCall:
     # A compatibility profile is active: the answer goes through the codecs (decode, re-encode)
     # so the upstream's quirks (tool indexes, reasoning fields...) are repaired.
     repair: bool = False
+    # What the conversion left out (hosted tools the target cannot run...): logged, and named
+    # to the client in the ``x-routecodex-dropped`` header.
+    dropped: tuple[Dropped, ...] = ()
+
+    def answer_headers(self) -> dict[str, str]:
+        """Headers the client's answer carries because of this call."""
+        if not self.dropped:
+            return {}
+        return {DROPPED_HEADER: ", ".join(entry.header_entry() for entry in self.dropped)}
 
 
 def upstream_protocol(
@@ -136,7 +149,8 @@ class PrepareStage:
 
     config: GatewayConfig
 
-    def prepare(self, request: ClientRequest, target: Target) -> UpstreamCall:
+    def prepare(self, request: ClientRequest, target: Target, *, category: str = "default") -> UpstreamCall:
+        """Raises: UnsupportedConversion when this target's protocol cannot carry the request."""
         provider = self.config.providers[target.provider]
         if provider.type == "mock":
             _refuse_passthrough_params(request, provider, "it answers from the canonical model")
@@ -156,6 +170,7 @@ class PrepareStage:
             _refuse_passthrough_params(
                 request, provider, f"its compatibility profile {profile!r} re-encodes every answer"
             )
+        dropped: tuple[Dropped, ...] = ()
         encoded = None
         strip_cache = protocol == "anthropic-messages" and provider.prompt_cache == "off"
         if passthrough and not compat and not strip_cache:
@@ -170,7 +185,14 @@ class PrepareStage:
                 canonical = attrs.evolve(
                     request.canonical(), model=target.upstream_model, stream=request.stream
                 )
-                body = codec.encode_request(canonical)
+                fitted = fit_request(
+                    canonical,
+                    protocol,
+                    unknown=self.config.conversion.unknown,
+                    routed=category == "websearch" and self._is_web_search(canonical.required_hosted_tool()),
+                )
+                body = codec.encode_request(fitted.request)
+                dropped = fitted.dropped
             if protocol == "anthropic-messages":
                 body = apply_prompt_cache(body, provider.prompt_cache, converted=not passthrough)
             if compat and profile is not None:
@@ -189,7 +211,14 @@ class PrepareStage:
             stream=request.stream,
             passthrough=passthrough,
             repair=repair,
+            dropped=dropped,
         )
+
+    def _is_web_search(self, tool: HostedTool | None) -> bool:
+        if tool is None:
+            return False
+        kind = tool.type.lower()
+        return any(pattern.lower() in kind for pattern in self.config.classifier.web_search_tools)
 
 
 _MODEL_KEY: Final = b'"model"'
@@ -630,6 +659,8 @@ class Pipeline:
         candidates = decision.candidates
         attempts = max(retry.attempts, len(candidates))
         last_error: GatewayError | None = None
+        refused = 0
+        logged_drops: tuple[Dropped, ...] = ()
         for attempt in range(attempts):
             target = candidates[attempt % len(candidates)]
             if attempt and attempt % len(candidates) == 0:
@@ -644,7 +675,26 @@ class Pipeline:
             trace.target = target.id
             trace.target_ref = target
             try:
-                call = self.prepare.prepare(request, target)
+                call = self.prepare.prepare(request, target, category=decision.category)
+            except UnsupportedConversion as exc:
+                # This target's protocol cannot carry the request; another candidate may.
+                last_error = exc
+                refused += 1
+                if refused >= len(candidates):
+                    break
+                continue
+            if call.dropped and call.dropped != logged_drops:
+                logged_drops = call.dropped
+                trace.snap("dropped", [attrs.asdict(entry) for entry in call.dropped])
+                LOGGER.warning(
+                    "request %s: left out for the %s upstream %s: %s",
+                    request.request_id,
+                    call.protocol,
+                    target.health_key,
+                    "; ".join(f"{entry.what} at {entry.path}" for entry in call.dropped),
+                )
+            responder.answer_headers = call.answer_headers()
+            try:
                 await self.exchange.run(call, request, self.providers.get(target.provider), responder, trace)
             except UpstreamError as exc:
                 health.record_failure(target, exc)

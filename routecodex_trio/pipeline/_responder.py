@@ -53,6 +53,9 @@ class Responder:
     # Upstream keys never reach a client, even when an upstream quotes them in its own error
     # text (relayed byte for byte on the passthrough path), JSON-escaped or percent-encoded.
     scrubber: Scrubber = NO_SECRETS
+    # Headers the current attempt adds to a successful answer (``x-routecodex-dropped``);
+    # replaced by each attempt, so a failed-over answer names only what its own target lost.
+    answer_headers: Mapping[str, str] = attrs.field(factory=dict)
 
     # Set when the request body was not read to its end: the connection cannot carry another
     # request, so the client is told not to reuse it.
@@ -82,6 +85,7 @@ class Responder:
         headers = [*base, (b"x-request-id", self.request_id.encode())]
         if self.close_connection:
             headers.append((b"connection", b"close"))
+        headers.extend((k.encode(), v.encode()) for k, v in self.answer_headers.items())
         if extra:
             headers.extend((k.encode(), v.encode()) for k, v in extra.items())
         return headers

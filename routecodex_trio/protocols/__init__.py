@@ -1,7 +1,8 @@
 """Protocol hub: the canonical model and one codec per wire protocol.
 
 ``codec_for(name)`` returns the codec of a protocol. Codecs are stateless singletons; their
-stream decoders and encoders are per stream.
+stream decoders and encoders are per stream. ``fit.fit_request`` fits a canonical request to a
+target protocol before it is encoded, refusing or naming (``Fitted.dropped``) what cannot go.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ Everything here is a frozen attrs value; codecs build new values with ``attrs.ev
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import attrs
 import orjson
@@ -28,6 +28,8 @@ import orjson
 Role = Literal["system", "user", "assistant"]
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "pause_turn"]
 ProtocolName = Literal["openai-chat", "anthropic-messages", "openai-responses", "openai-completions"]
+# ``Tool.kind`` / ``ToolUse.kind`` of a plain function tool.
+FUNCTION: Final = "function"
 
 
 # --------------------------------------------------------------------------- content blocks
@@ -80,6 +82,9 @@ class ToolUse:
     arguments: str = "{}"  # JSON text, as produced by the model (may be invalid when truncated)
     # Anthropic prompt-caching marker on this block (see Text.cache_control).
     cache_control: Mapping[str, Any] | None = None
+    # The client's own kind of call when it was not a plain function call (Responses
+    # ``custom`` -> ``custom_tool_call``, ``local_shell``, ``tool_search``...); see Tool.kind.
+    kind: str = FUNCTION
 
     def input_object(self) -> dict[str, Any]:
         """The arguments as an object, repaired when possible; ``{}`` when empty or hopeless."""
@@ -95,6 +100,8 @@ class ToolResult:
     is_error: bool = False
     # Anthropic prompt-caching marker on this block (see Text.cache_control).
     cache_control: Mapping[str, Any] | None = None
+    # The kind of the call this answers (see ToolUse.kind), for the output item's own type.
+    kind: str = FUNCTION
 
     def text(self) -> str:
         content = self.content
@@ -148,12 +155,31 @@ class Message:
 
 @attrs.frozen(kw_only=True)
 class Tool:
+    """A client-executed tool, always offered to upstreams as a function with a JSON schema.
+
+    ``kind`` is the client's own tool type when it is not a plain function: a Responses
+    ``custom`` tool (freeform text; ``parameters`` is then the single string ``input``
+    wrapper and ``format`` the client's grammar), ``local_shell``, or any tool the client
+    runs itself that carries a schema (``tool_search`` with ``execution: "client"``). ``raw``
+    keeps the client's definition so its own protocol gets it back verbatim, and the
+    encoders of the client's protocol turn the upstream's function call back into the
+    client's own item type by looking the name up here.
+    """
+
     name: str
     description: str | None = None
     parameters: Mapping[str, Any] = attrs.field(factory=lambda: {"type": "object", "properties": {}})
     strict: bool | None = None
     # Anthropic prompt-caching marker on this tool definition (see Text.cache_control).
     cache_control: Mapping[str, Any] | None = None
+    kind: str = FUNCTION
+    format: Mapping[str, Any] | None = None
+    raw: Mapping[str, Any] | None = None
+    # Anthropic/Responses tool search: the definition is loaded on demand. Only sent to an
+    # upstream of the client's own protocol, where the client paired it with a search tool.
+    defer_loading: bool | None = None
+    # Responses namespace the tool belongs to (``name`` is then ``<namespace>__<own name>``).
+    namespace: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -163,12 +189,23 @@ class HostedTool:
     type: str
     raw: Mapping[str, Any]
     origin: ProtocolName
+    # Where the client put it (``tools[3]``), for the 400 or the dropped-header naming it;
+    # not part of the tool's identity.
+    path: str = attrs.field(default="", eq=False)
+
+    @property
+    def name(self) -> str:
+        """The name a tool_choice uses for it (Anthropic ``name``), else its type."""
+        name = self.raw.get("name")
+        return name if isinstance(name, str) and name else self.type
 
 
 @attrs.frozen(kw_only=True)
 class ToolChoice:
     mode: Literal["auto", "none", "required", "tool"] = "auto"
     name: str | None = None  # with mode == "tool"
+    # Responses ``{"type": "web_search"}``-style choice forcing a hosted tool, by type.
+    hosted: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -241,6 +278,45 @@ class Request:
     # protocol may put them back; others ignore them.
     extras: Mapping[str, Any] = attrs.field(factory=dict)
     source: ProtocolName | None = None
+    # Input the source protocol allows but no canonical form carries (an unknown item or
+    # content type). Only an upstream of the source protocol (which gets the raw body) can
+    # take it; for any other the pipeline refuses or drops it, saying so (protocols/fit.py).
+    unconvertible: tuple[Unconvertible, ...] = ()
+
+    def tool_named(self, name: str) -> Tool | None:
+        """The client's tool behind a function name an upstream called (see Tool.kind)."""
+        for tool in self.tools:
+            if tool.name == name:
+                return tool
+        return None
+
+    def required_hosted_tool(self) -> HostedTool | None:
+        """The hosted tool without which the request cannot be served, if any.
+
+        That is the one ``tool_choice`` forces, or the only tool offered at all. A hosted tool
+        offered beside client tools (Codex's everyday ``web_search``) is not required.
+        """
+        choice = self.tool_choice
+        for tool in self.hosted_tools:
+            if choice is None:
+                break
+            if choice.hosted is not None and choice.hosted == tool.type:
+                return tool
+            by_name = choice.mode == "tool" and choice.name == tool.name
+            if by_name and not any(t.name == tool.name for t in self.tools):
+                return tool
+        only = len(self.hosted_tools) == 1 and not self.tools
+        if only and (choice is None or choice.mode != "none"):
+            return self.hosted_tools[0]
+        return None
+
+
+@attrs.frozen(kw_only=True)
+class Unconvertible:
+    """One piece of client input with no canonical form, by JSON path (``input[3]``)."""
+
+    path: str
+    what: str  # e.g. "input item type 'computer_call'"
 
 
 # --------------------------------------------------------------------------- response

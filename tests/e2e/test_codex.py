@@ -105,21 +105,9 @@ async def test_codex_exec_command_round_trip(
     assert token.upper() in final.tool_result
 
 
-def _drops_custom_tools(target: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(
-        strict=True,
-        reason=f"issue 14: Responses -> {target} drops Codex's custom tool apply_patch (and tool_search, "
-        "web_search) without a word; the upstream is offered only the function tools, so it cannot call it",
-    )
-
-
 @pytest.mark.parametrize(
     "protocol",
-    [
-        pytest.param("openai-chat", marks=_drops_custom_tools("Chat")),
-        pytest.param("anthropic-messages", marks=_drops_custom_tools("Anthropic Messages")),
-        "openai-responses",
-    ],
+    ["openai-chat", "anthropic-messages", "openai-responses"],
 )
 async def test_codex_apply_patch_edits_a_file(
     protocol: Protocol,

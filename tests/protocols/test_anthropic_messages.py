@@ -321,8 +321,13 @@ def test_decode_blocks_of_every_kind() -> None:
             is_error=True,
         ),
     )
-    # Server-tool blocks have no canonical form and are dropped.
-    assert req.messages[1].content == (Thinking(redacted_data="EmwKAhgB", origin=AM), Text(text="done"))
+    # Server-tool history reaches other protocols as text (issue 14), not dropped.
+    assert req.messages[1].content == (
+        Thinking(redacted_data="EmwKAhgB", origin=AM),
+        Text(text="[web_search: {}]"),
+        Text(text="[web search result]"),
+        Text(text="done"),
+    )
 
 
 def test_decode_count_tokens_body_without_max_tokens() -> None:

@@ -422,11 +422,13 @@ def test_decode_request_sampling_and_options() -> None:
 
 
 def test_decode_request_non_function_tools_are_kept_as_hosted() -> None:
-    custom = {"type": "custom", "custom": {"name": "grammar_tool"}}
+    # Custom (freeform) tools are client tools mapped to functions (test_client_tools.py);
+    # whatever other type comes next is kept for a Chat upstream.
+    future = {"type": "web_search", "web_search": {}}
     request = CODEC.decode_request(
-        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [custom]}
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [future]}
     )
-    assert request.hosted_tools == (HostedTool(type="custom", raw=custom, origin="openai-chat"),)
+    assert request.hosted_tools == (HostedTool(type="web_search", raw=future, origin="openai-chat"),)
 
 
 def _msgs(*messages: Any) -> list[Any]:

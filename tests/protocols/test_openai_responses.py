@@ -435,19 +435,8 @@ def test_decode_user_falls_back_to_deprecated_user_field() -> None:
             "input[0].content[0].text",
         ),
         (
-            {"model": "m", "input": [{"role": "user", "content": [{"type": "input_audio", "data": "x"}]}]},
-            "input[0].content[0].type",
-        ),
-        (
             {"model": "m", "input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
             "input[0].content[0].file_id",
-        ),
-        (
-            {
-                "model": "m",
-                "input": [{"role": "assistant", "content": [{"type": "input_image", "image_url": "u"}]}],
-            },
-            "input[0].content[0].type",
         ),
         ({"model": "m", "input": [{"type": "function_call", "name": "f"}]}, "input[0].call_id"),
         ({"model": "m", "input": [{"type": "function_call", "call_id": "c"}]}, "input[0].name"),

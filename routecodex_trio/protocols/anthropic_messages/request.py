@@ -10,6 +10,8 @@ import base64
 from collections.abc import Mapping
 from typing import Any, Final
 
+import orjson
+
 from ..canonical import (
     Block,
     Document,
@@ -25,6 +27,7 @@ from ..canonical import (
     ToolChoice,
     ToolResult,
     ToolUse,
+    Unconvertible,
 )
 from ._common import (
     PROTOCOL,
@@ -130,6 +133,7 @@ def _decode_request(body: Mapping[str, Any], *, require_max_tokens: bool) -> Req
         user=user,
         extras=extras,
         source=PROTOCOL,
+        unconvertible=tuple(_unconvertible_blocks(raw_messages)),
     )
 
 
@@ -192,11 +196,30 @@ def _block_type(raw: Any, where: str) -> str:
 def _decode_block(raw: Any, where: str) -> Block | None:
     """One input content block; ``None`` for blocks no other protocol can carry.
 
-    Dropped: server-tool blocks (``server_tool_use``, ``web_search_tool_result``...) and any
-    type this gateway does not know. They have no canonical form, and rejecting them would
-    break clients that talk to newer Anthropic features through the gateway.
+    Server-tool blocks (``server_tool_use``, ``web_search_tool_result``...) become text: the
+    search already ran at the client's provider and another model can still read what it
+    found. A type this gateway does not know is ``None`` here and listed by
+    ``_unconvertible_blocks``: an Anthropic upstream gets it in the raw body, any other
+    makes the pipeline refuse it or drop it, saying so.
     """
     type_ = _block_type(raw, where)
+    if type_ in _SERVER_TOOL_USE_TYPES:
+        name = raw.get("name") if isinstance(raw.get("name"), str) else type_
+        tool_input = raw.get("input")
+        shown = _compact_text(tool_input) if tool_input is not None else ""
+        return Text(text=f"[{name}: {shown}]" if shown else f"[{name}]")
+    if type_.endswith("_tool_result") and type_ != "tool_result":
+        return Text(text=_server_result_text(type_, raw.get("content")))
+    if type_ == "tool_reference":
+        # Tool search (Claude Code's ToolSearch) loaded a deferred tool. Other upstreams are
+        # offered every tool from the start, so telling the model its name is enough.
+        name = _str_field(raw, "tool_name", where, required=True)
+        return Text(text=f"[tool loaded: {name}]")
+    if type_ == "compaction":
+        # Context compaction: the summary stands for the turns before it. A failed compaction
+        # (no content) is a no-op for Anthropic too.
+        summary = _str_field(raw, "content", where)
+        return Text(text=summary) if summary else None
     if type_ == "text":
         text = _str_field(raw, "text", where, required=True)
         assert text is not None
@@ -233,6 +256,79 @@ def _decode_block(raw: Any, where: str) -> Block | None:
         data = _str_field(raw, "data", where, required=True)
         return Thinking(redacted_data=data, origin=PROTOCOL)
     return None
+
+
+# Known Anthropic input blocks: whatever else a client sends has no canonical form.
+_KNOWN_BLOCK_TYPES: Final = frozenset(
+    {
+        "text",
+        "image",
+        "document",
+        "search_result",
+        "tool_use",
+        "tool_result",
+        "thinking",
+        "redacted_thinking",
+        "tool_reference",
+        "compaction",
+    }
+)
+_SERVER_TOOL_USE_TYPES: Final = frozenset({"server_tool_use", "mcp_tool_use"})
+# Server-tool results quoted as text are cut here: a fetched page can be megabytes.
+SERVER_RESULT_TEXT_MAX: Final = 8000
+
+
+def _compact_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return repr(value)
+
+
+def _server_result_text(type_: str, content: Any) -> str:
+    """A server tool's result (web search hits, fetched page, code output) as plain text."""
+    label = type_.removesuffix("_tool_result").replace("_", " ")
+    lines: list[str] = []
+    if isinstance(content, list | tuple):
+        for hit in content:
+            if isinstance(hit, Mapping) and isinstance(hit.get("url"), str):
+                title = hit.get("title") if isinstance(hit.get("title"), str) else ""
+                lines.append(f"- {title}: {hit['url']}" if title else f"- {hit['url']}")
+            elif hit is not None:
+                lines.append(_compact_text(hit))
+    elif isinstance(content, Mapping) and isinstance(content.get("error_code"), str):
+        lines.append(f"error: {content['error_code']}")
+    elif content is not None:
+        lines.append(_compact_text(content))
+    text = f"[{label} result]" + ("\n" + "\n".join(lines) if lines else "")
+    return text if len(text) <= SERVER_RESULT_TEXT_MAX else text[:SERVER_RESULT_TEXT_MAX] + " ..."
+
+
+def _carried(type_: str) -> bool:
+    return type_ in _KNOWN_BLOCK_TYPES or type_ in _SERVER_TOOL_USE_TYPES or type_.endswith("_tool_result")
+
+
+def _unconvertible_blocks(raw_messages: Any) -> list[Unconvertible]:
+    """Paths of content blocks of a type this gateway does not know (see ``_decode_block``)."""
+    found: list[Unconvertible] = []
+
+    def visit(blocks: Any, where: str) -> None:
+        if not isinstance(blocks, list | tuple):
+            return
+        for j, block in enumerate(blocks):
+            if not isinstance(block, Mapping):
+                continue
+            type_ = block.get("type")
+            path = f"{where}[{j}]"
+            if type_ == "tool_result":
+                visit(block.get("content"), f"{path}.content")
+            elif isinstance(type_, str) and not _carried(type_):
+                found.append(Unconvertible(path=path, what=f"content block type {type_!r}"))
+
+    for i, message in enumerate(raw_messages if isinstance(raw_messages, list | tuple) else ()):
+        if isinstance(message, Mapping):
+            visit(message.get("content"), f"messages[{i}].content")
+    return found
 
 
 def _decode_image(raw: Mapping[str, Any], where: str) -> Image | Document:
@@ -367,7 +463,7 @@ def _decode_tools(value: Any) -> tuple[list[Tool], list[HostedTool]]:
         if type_ is not None and type_ != "custom":
             if not isinstance(type_, str):
                 _fail(f"`{where}.type` must be a string", f"{where}.type")
-            hosted.append(HostedTool(type=type_, raw=dict(raw), origin=PROTOCOL))
+            hosted.append(HostedTool(type=type_, raw=dict(raw), origin=PROTOCOL, path=where))
             continue
         name = _str_field(raw, "name", where, required=True)
         assert name is not None
@@ -379,6 +475,7 @@ def _decode_tools(value: Any) -> tuple[list[Tool], list[HostedTool]]:
                 parameters=dict(schema) if schema is not None else {"type": "object", "properties": {}},
                 strict=_bool_field(raw, "strict", where),
                 cache_control=_cache_control(raw, where),
+                defer_loading=_bool_field(raw, "defer_loading", where),
             )
         )
     return tools, hosted

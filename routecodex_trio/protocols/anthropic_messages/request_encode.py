@@ -302,6 +302,10 @@ def _encode_tool(tool: Tool, *, keep_strict: bool) -> dict[str, Any]:
     encoded["input_schema"] = schema
     if keep_strict and tool.strict is not None:
         encoded["strict"] = tool.strict
+    if keep_strict and tool.defer_loading is not None:
+        # Only an Anthropic client paired it with Anthropic's own tool search tool; from
+        # another protocol it would make the upstream refuse the request.
+        encoded["defer_loading"] = tool.defer_loading
     return _with_cache_control(encoded, tool.cache_control)
 
 

@@ -17,6 +17,7 @@ from ..canonical import (
     Usage,
 )
 from ..errors import render_openai_error
+from ..freeform import custom_input
 from ..ids import to_chat_tool_id
 from ._common import (
     body_created,
@@ -93,6 +94,22 @@ _KNOWN_FIELDS: Final = frozenset(
 
 
 # --------------------------------------------------------------------------- the codec
+
+
+def _tool_call(block: ToolUse, request: Request) -> dict[str, Any]:
+    """The client's form of a call: a function call, or a freeform tool's ``custom`` call."""
+    tool = request.tool_named(block.name)
+    if tool is not None and tool.kind == "custom":
+        return {
+            "id": to_chat_tool_id(block.id),
+            "type": "custom",
+            "custom": {"name": block.name, "input": custom_input(block.arguments)},
+        }
+    return {
+        "id": to_chat_tool_id(block.id),
+        "type": "function",
+        "function": {"name": block.name, "arguments": block.arguments},
+    }
 
 
 class OpenAIChatCodec(Codec):
@@ -226,13 +243,7 @@ class OpenAIChatCodec(Codec):
                 if block.text:
                     reasoning.append(block.text)
             elif isinstance(block, ToolUse):
-                calls.append(
-                    {
-                        "id": to_chat_tool_id(block.id),
-                        "type": "function",
-                        "function": {"name": block.name, "arguments": block.arguments},
-                    }
-                )
+                calls.append(_tool_call(block, request))
         text = "".join(texts)
         message: dict[str, Any] = {
             "role": "assistant",

@@ -30,8 +30,12 @@ from ..canonical import (
     ToolResult,
     ToolUse,
 )
+from ..freeform import custom_input_schema, grammar_summary, wrap_custom_input
 from ..ids import to_chat_tool_id
 from ._common import expect, invalid, opt_bool, opt_str
+
+# ``Tool.kind`` of a Chat ``custom`` (freeform) tool; the same as Responses' custom tools.
+CUSTOM_KIND: Final = "custom"
 
 if TYPE_CHECKING:
     from ..canonical import Block
@@ -259,6 +263,9 @@ def _decode_assistant(
             call_id = call.get("id")
             if not isinstance(call_id, str) or not call_id:
                 invalid(f"'{call_param}.id' must be a non-empty string", f"{call_param}.id")
+            if call.get("type") == "custom":
+                blocks.append(_decode_custom_call(call, call_id, call_param))
+                continue
             function = call.get("function")
             if not isinstance(function, Mapping):
                 invalid(f"'{call_param}.function' must be an object", f"{call_param}.function")
@@ -369,6 +376,43 @@ def _decode_function_tool(function: Any, param: str) -> Tool:
     )
 
 
+def _decode_custom_call(call: Mapping[str, Any], call_id: str, param: str) -> ToolUse:
+    """A freeform tool's call in history: the function form other protocols were offered."""
+    custom = call.get("custom")
+    if not isinstance(custom, Mapping):
+        invalid(f"'{param}.custom' must be an object", f"{param}.custom")
+    name = custom.get("name")
+    if not isinstance(name, str) or not name:
+        expect(f"{param}.custom.name", "a non-empty string")
+    text = custom.get("input")
+    if not isinstance(text, str):
+        expect(f"{param}.custom.input", "a string")
+    return ToolUse(id=call_id, name=name, arguments=wrap_custom_input(text), kind=CUSTOM_KIND)
+
+
+def _decode_custom_tool(tool: Mapping[str, Any], param: str) -> Tool:
+    """A Chat ``custom`` (freeform) tool: a function with one string ``input`` for other protocols."""
+    custom = tool.get("custom")
+    if not isinstance(custom, Mapping):
+        invalid(f"'{param}.custom' must be an object", f"{param}.custom")
+    name = custom.get("name")
+    if not isinstance(name, str) or not name:
+        expect(f"{param}.custom.name", "a non-empty string")
+    fmt = custom.get("format")
+    if fmt is not None and not isinstance(fmt, Mapping):
+        invalid(f"'{param}.custom.format' must be an object", f"{param}.custom.format")
+    description = opt_str(custom, "description", f"{param}.custom.description")
+    summary = grammar_summary(fmt)
+    return Tool(
+        name=name,
+        description="\n\n".join(part for part in (description, summary) if part),
+        parameters=custom_input_schema(),
+        kind=CUSTOM_KIND,
+        format=dict(fmt) if fmt is not None else None,
+        raw=dict(tool),
+    )
+
+
 def _decode_tools(body: Mapping[str, Any]) -> tuple[tuple[Tool, ...], tuple[HostedTool, ...]]:
     tools: list[Tool] = []
     hosted: list[HostedTool] = []
@@ -386,9 +430,11 @@ def _decode_tools(body: Mapping[str, Any]) -> tuple[tuple[Tool, ...], tuple[Host
                 # LiteLLM puts the marker beside "function", some clients inside it.
                 marker = _cache_control(tool, param) or _cache_control(tool["function"], f"{param}.function")
                 tools.append(attrs.evolve(decoded, cache_control=marker))
+            elif kind == CUSTOM_KIND:
+                tools.append(_decode_custom_tool(tool, param))
             elif isinstance(kind, str) and kind:
-                # custom/grammar tools and whatever comes next: only a Chat upstream understands them.
-                hosted.append(HostedTool(type=kind, raw=dict(tool), origin="openai-chat"))
+                # Whatever comes next: only a Chat upstream understands it (left out elsewhere).
+                hosted.append(HostedTool(type=kind, raw=dict(tool), origin="openai-chat", path=param))
             else:
                 invalid(f"'{param}.type' must be a string", f"{param}.type")
     functions = body.get("functions")

@@ -14,6 +14,7 @@ from ..canonical import (
     Thinking,
     ToolUse,
 )
+from ..freeform import wrap_custom_input
 from ..ids import new_id
 from .request import _arguments_text
 
@@ -52,6 +53,20 @@ def _decode_message_blocks(message: Mapping[str, Any]) -> list[Block]:
     tool_calls = message.get("tool_calls")
     if isinstance(tool_calls, list):
         for call in tool_calls:
+            custom = call.get("custom") if isinstance(call, Mapping) else None
+            if isinstance(custom, Mapping) and isinstance(custom.get("name"), str):
+                # A freeform tool's call: canonical calls carry it as {"input": text}.
+                custom_text = custom.get("input")
+                custom_id = call.get("id")
+                blocks.append(
+                    ToolUse(
+                        id=custom_id if isinstance(custom_id, str) and custom_id else new_id("call_"),
+                        name=custom["name"],
+                        arguments=wrap_custom_input(custom_text if isinstance(custom_text, str) else ""),
+                        kind="custom",
+                    )
+                )
+                continue
             if not isinstance(call, Mapping) or not isinstance(call.get("function"), Mapping):
                 raise UpstreamProtocolError("malformed entry in choices[0].message.tool_calls")
             function = call["function"]

@@ -30,6 +30,7 @@ from ..canonical import (
     UsageUpdate,
 )
 from ..errors import openai_error_fields
+from ..freeform import CustomInputStream, custom_input
 from ..ids import new_id, to_chat_tool_id
 from ..sse import encode_frame
 from ._common import (
@@ -400,6 +401,9 @@ class OpenAIChatStreamEncoder(StreamEncoder):
         self._started = False
         self._done = False
         self._tool_index: dict[int, int] = {}
+        # Calls to the client's freeform (custom) tools, by block index: their input text is
+        # decoded out of the upstream's ``{"input": ...}`` JSON as it streams.
+        self._custom: dict[int, tuple[CustomInputStream, list[str]]] = {}
         self._usage: Usage | None = None
 
     def encode(self, event: StreamEvent) -> bytes:
@@ -416,13 +420,17 @@ class OpenAIChatStreamEncoder(StreamEncoder):
             if event.kind == "tool_use":
                 position = len(self._tool_index)
                 self._tool_index[event.index] = position
-                call = {
-                    "index": position,
-                    "id": to_chat_tool_id(event.tool_id or ""),
-                    "type": "function",
-                    "function": {"name": event.tool_name or "", "arguments": ""},
-                }
+                name = event.tool_name or ""
+                call: dict[str, Any] = {"index": position, "id": to_chat_tool_id(event.tool_id or "")}
+                tool = self._request.tool_named(name)
+                if tool is not None and tool.kind == "custom":
+                    self._custom[event.index] = (CustomInputStream(), [])
+                    call.update(type="custom", custom={"name": name, "input": ""})
+                else:
+                    call.update(type="function", function={"name": name, "arguments": ""})
                 out += self._chunk({"tool_calls": [call]})
+        elif isinstance(event, BlockStop):
+            out += self._finish_custom(event.index)
         elif isinstance(event, TextDelta):
             if event.text:
                 out += self._chunk({"content": event.text})
@@ -434,15 +442,33 @@ class OpenAIChatStreamEncoder(StreamEncoder):
                 out += self._chunk({"refusal": event.text})
         elif isinstance(event, ToolArgsDelta):
             known = self._tool_index.get(event.index)
-            if known is not None and event.partial_json:
+            custom = self._custom.get(event.index)
+            if known is not None and event.partial_json and custom is not None:
+                custom[1].append(event.partial_json)
+                text = custom[0].feed(event.partial_json)
+                if text:
+                    out += self._chunk({"tool_calls": [{"index": known, "custom": {"input": text}}]})
+            elif known is not None and event.partial_json:
                 call = {"index": known, "function": {"arguments": event.partial_json}}
                 out += self._chunk({"tool_calls": [call]})
         elif isinstance(event, UsageUpdate):
             self._usage = event.usage
         elif isinstance(event, MessageStop):
             out += self._stop(event)
-        # BlockStop, SignatureDelta and a repeated MessageStart have no Chat form.
+        # SignatureDelta and a repeated MessageStart have no Chat form.
         return out
+
+    def _finish_custom(self, index: int) -> bytes:
+        """A freeform call is whole: send what the incremental decoder could not read, if any."""
+        custom = self._custom.pop(index, None)
+        known = self._tool_index.get(index)
+        if custom is None or known is None:
+            return b""
+        stream, fragments = custom
+        rest = stream.rest(custom_input("".join(fragments)))
+        if not rest:
+            return b""
+        return self._chunk({"tool_calls": [{"index": known, "custom": {"input": rest}}]})
 
     def _start(self, event: MessageStart | None) -> bytes:
         self._started = True

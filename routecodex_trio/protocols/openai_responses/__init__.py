@@ -18,7 +18,9 @@ and ``encode_request`` never sends it to a real Responses upstream (its origin i
 
 Layout: ``request`` (client bodies -> canonical), ``request_encode`` (canonical -> upstream
 bodies), ``response`` (non-streamed bodies), ``stream`` (upstream event decoder),
-``stream_encode`` (client event encoder), ``codec`` (``OpenAIResponsesCodec`` and ``CODEC``) and
+``stream_encode`` (client event encoder), ``tools`` (client-run tools that are not functions --
+``custom``, ``local_shell``, ``tool_search``, namespaces -- offered upstream as functions and
+turned back into the client's own items), ``codec`` (``OpenAIResponsesCodec`` and ``CODEC``) and
 ``_common`` (constants and accessors). Every public name of the former flat module is re-exported
 here, so ``from routecodex_trio.protocols.openai_responses import X`` keeps working.
 """

@@ -14,6 +14,7 @@ import orjson
 
 from ..._errors import InvalidRequest
 from ..canonical import (
+    FUNCTION,
     Block,
     Document,
     HostedTool,
@@ -30,7 +31,9 @@ from ..canonical import (
     ToolChoice,
     ToolResult,
     ToolUse,
+    Unconvertible,
 )
+from ..freeform import wrap_custom_input
 from ._common import (
     AM_REDACTED_PREFIX,
     AM_SIGNATURE_PREFIX,
@@ -46,6 +49,18 @@ from ._common import (
     _split_data_url,
     _str,
     _type_name,
+)
+from .tools import (
+    CUSTOM,
+    LOCAL_SHELL,
+    NAMESPACE,
+    decode_client_tool,
+    decode_custom_tool,
+    decode_local_shell_tool,
+    flat_name,
+    in_namespace,
+    is_client_tool,
+    local_shell_arguments,
 )
 
 if TYPE_CHECKING:
@@ -97,6 +112,10 @@ class _Turns:
 
     system: list[Text] = attrs.field(factory=list)
     messages: list[tuple[Role, list[Block]]] = attrs.field(factory=list)
+    # Input with no canonical form, by path (see Request.unconvertible).
+    unconvertible: list[Unconvertible] = attrs.field(factory=list)
+    # Tools a client-run tool search loaded in this history (see _loaded_tools).
+    loaded: list[Tool] = attrs.field(factory=list)
     # kind of the last turn: "assistant", "tool_results", "user" or "system"; only assistant
     # turns and tool-result turns absorb the items that follow them.
     last_kind: str | None = None
@@ -169,7 +188,7 @@ def _decode_file(part: Mapping[str, Any], param: str) -> Document:
     _fail("input_file needs file_data, file_id or file_url", param)
 
 
-def _decode_parts(content: object, param: str, *, role: str) -> list[Block]:
+def _decode_parts(content: object, param: str, *, role: str, sink: list[Unconvertible]) -> list[Block]:
     """Message content (string or parts) -> blocks; empty text is dropped (pitfall 3)."""
     if isinstance(content, str):
         return [Text(text=content)] if content else []
@@ -190,27 +209,82 @@ def _decode_parts(content: object, param: str, *, role: str) -> list[Block]:
             blocks.append(_decode_image(part, part_param))
         elif kind == "input_file" and role != "assistant":
             blocks.append(_decode_file(part, part_param))
+        elif isinstance(kind, str):
+            # Only an upstream speaking Responses can take it; decided when the target is known.
+            what = f"content part type {kind!r} in a {role} message"
+            sink.append(Unconvertible(path=part_param, what=what))
         else:
-            _fail(f"unsupported content part type {kind!r} in a {role} message", f"{part_param}.type")
+            _fail(f"'{part_param}.type' must be a string, got {_type_name(kind)}", f"{part_param}.type")
     return blocks
 
 
-def _decode_tool_output(item: Mapping[str, Any], param: str) -> ToolResult:
-    call_id = _expect_str(item.get("call_id"), f"{param}.call_id")
+def _decode_tool_output(
+    item: Mapping[str, Any], param: str, sink: list[Unconvertible], *, kind: str = FUNCTION
+) -> ToolResult:
+    call_id = item.get("call_id")
+    if call_id is None and kind == LOCAL_SHELL:
+        call_id = item.get("id")  # local_shell_call_output names its call by ``id``
+    call_id = _expect_str(call_id, f"{param}.call_id")
     output = item.get("output")
     if output is None:
-        _fail("function_call_output needs output", f"{param}.output")
+        if kind in (FUNCTION, CUSTOM, LOCAL_SHELL):
+            _fail(f"{item.get('type')} needs output", f"{param}.output")
+        # A client tool's own output item (tool_search_output carries ``tools``): its fields
+        # are what the model needs to read.
+        rest = {k: v for k, v in item.items() if k not in ("type", "id", "call_id", "status", "execution")}
+        output = orjson.dumps(rest).decode()
     if isinstance(output, str):
         content: tuple[Text | Image | Document, ...] = (Text(text=output),) if output else ()
     else:
-        blocks = _decode_parts(output, f"{param}.output", role="tool")
+        blocks = _decode_parts(output, f"{param}.output", role="tool", sink=sink)
         content = tuple(block for block in blocks if isinstance(block, Text | Image | Document))
-    return ToolResult(tool_use_id=call_id, content=content)
+    return ToolResult(tool_use_id=call_id, content=content, kind=kind)
+
+
+def _decode_custom_call(item: Mapping[str, Any], param: str) -> ToolUse:
+    call_id = _expect_str(item.get("call_id"), f"{param}.call_id")
+    name = _expect_str(item.get("name"), f"{param}.name")
+    text = _expect_str(item.get("input"), f"{param}.input")
+    return ToolUse(id=call_id, name=name, arguments=wrap_custom_input(text), kind=CUSTOM)
+
+
+def _decode_local_shell_call(item: Mapping[str, Any], param: str) -> ToolUse:
+    call_id = item.get("call_id")
+    call_id = _expect_str(call_id if call_id is not None else item.get("id"), f"{param}.call_id")
+    action = _expect_mapping(item.get("action"), f"{param}.action")
+    return ToolUse(id=call_id, name=LOCAL_SHELL, arguments=local_shell_arguments(action), kind=LOCAL_SHELL)
+
+
+def _decode_client_call(item: Mapping[str, Any], param: str, kind: str, name: str) -> ToolUse:
+    call_id = item.get("call_id")
+    call_id = _expect_str(call_id if call_id is not None else item.get("id"), f"{param}.call_id")
+    arguments = item.get("arguments")
+    if isinstance(arguments, str):
+        text = arguments
+    else:
+        text = orjson.dumps(arguments if arguments is not None else {}).decode()
+    return ToolUse(id=call_id, name=name, arguments=text, kind=kind)
+
+
+def _web_search_text(item: Mapping[str, Any]) -> Text:
+    """A hosted web search the client's own provider ran, as text another model can read."""
+    action = item.get("action")
+    action = action if isinstance(action, Mapping) else {}
+    query = action.get("query") or action.get("url") or action.get("pattern") or ""
+    lines = [f"[web search: {query}]" if query else "[web search]"]
+    sources = action.get("sources")
+    for source in sources if isinstance(sources, list) else []:
+        if isinstance(source, Mapping) and isinstance(source.get("url"), str):
+            lines.append(f"- {source['url']}")
+    return Text(text="\n".join(lines))
 
 
 def _decode_tool_call(item: Mapping[str, Any], param: str) -> ToolUse:
     call_id = _expect_str(item.get("call_id"), f"{param}.call_id")
     name = _expect_str(item.get("name"), f"{param}.name")
+    namespace = _opt_str(item, "namespace", f"{param}.namespace")
+    if namespace:
+        name = flat_name(namespace, name)
     arguments = item.get("arguments")
     if arguments is None:
         arguments = "{}"
@@ -259,12 +333,17 @@ def _thinking_from_reasoning(text: str, encrypted: str | None, item_id: str | No
     return Thinking(text=text, encrypted_content=encrypted, item_id=item_id, origin=PROTOCOL)
 
 
-def _decode_input(value: object, turns: _Turns) -> bool:
-    """Fill ``turns`` from ``input``; True when some items had no canonical form."""
+def _decode_input(value: object, turns: _Turns, client_tools: Mapping[str, str]) -> bool:
+    """Fill ``turns`` from ``input``; True when some items had no canonical form.
+
+    ``client_tools`` maps the kind of each mapped client tool (``tool_search``) to its
+    function name, so its ``<kind>_call`` / ``<kind>_output`` items become calls and results.
+    """
     if isinstance(value, str):
         turns.add_user([Text(text=value)] if value else [])
         return False
     lossy = False
+    sink = turns.unconvertible
     for i, raw in enumerate(_expect_list(value, "input")):
         param = f"input[{i}]"
         item = _expect_mapping(raw, param)
@@ -278,7 +357,9 @@ def _decode_input(value: object, turns: _Turns) -> bool:
                 )
             if "content" not in item:
                 _fail("message item needs content", f"{param}.content")
-            blocks = _decode_parts(item["content"], f"{param}.content", role=role)
+            before = len(sink)
+            blocks = _decode_parts(item["content"], f"{param}.content", role=role, sink=sink)
+            lossy = lossy or len(sink) > before
             if role in ("system", "developer"):
                 turns.add_system(blocks)
             elif role == "assistant":
@@ -288,16 +369,35 @@ def _decode_input(value: object, turns: _Turns) -> bool:
         elif kind == "function_call":
             turns.add_assistant([_decode_tool_call(item, param)])
         elif kind == "function_call_output":
-            turns.add_tool_result(_decode_tool_output(item, param))
+            turns.add_tool_result(_decode_tool_output(item, param, sink))
+        elif kind == "custom_tool_call":
+            turns.add_assistant([_decode_custom_call(item, param)])
+        elif kind == "custom_tool_call_output":
+            turns.add_tool_result(_decode_tool_output(item, param, sink, kind=CUSTOM))
+        elif kind == "local_shell_call":
+            turns.add_assistant([_decode_local_shell_call(item, param)])
+        elif kind == "local_shell_call_output":
+            turns.add_tool_result(_decode_tool_output(item, param, sink, kind=LOCAL_SHELL))
         elif kind == "reasoning":
             turns.add_assistant([_decode_reasoning(item, param)])
+        elif kind == "web_search_call":
+            # Text for other protocols; a Responses upstream gets the item itself (raw input).
+            lossy = True
+            turns.add_assistant([_web_search_text(item)])
         elif kind == "item_reference":
             _fail(
                 "item_reference is not supported by this gateway; send the full input",
                 f"{param}.type",
             )
+        elif isinstance(kind, str) and kind.endswith("_call") and kind[:-5] in client_tools:
+            tool_kind = kind[: -len("_call")]
+            turns.add_assistant([_decode_client_call(item, param, tool_kind, client_tools[tool_kind])])
+        elif isinstance(kind, str) and kind.endswith("_output") and kind[:-7] in client_tools:
+            turns.add_tool_result(_decode_tool_output(item, param, sink, kind=kind[: -len("_output")]))
+            turns.loaded.extend(_loaded_tools(item, param))
         elif isinstance(kind, str):
             lossy = True
+            sink.append(Unconvertible(path=param, what=f"input item type {kind!r}"))
         else:
             _fail(f"'{param}.type' must be a string, got {_type_name(kind)}", f"{param}.type")
     return lossy
@@ -314,35 +414,76 @@ def _passthrough_input(value: list[Any]) -> list[Any]:
     return kept
 
 
-def _decode_tools(value: object) -> tuple[tuple[Tool, ...], tuple[HostedTool, ...]]:
+def _decode_tools(value: object, where: str = "tools") -> tuple[tuple[Tool, ...], tuple[HostedTool, ...]]:
     tools: list[Tool] = []
     hosted: list[HostedTool] = []
-    for i, raw in enumerate(_expect_list(value, "tools")):
-        param = f"tools[{i}]"
+    for i, raw in enumerate(_expect_list(value, where)):
+        param = f"{where}[{i}]"
         tool = _expect_mapping(raw, param)
-        kind = tool.get("type")
-        if not isinstance(kind, str):
-            _fail(f"'{param}.type' must be a string, got {_type_name(kind)}", f"{param}.type")
-        if kind != "function":
-            hosted.append(HostedTool(type=kind, raw=dict(tool), origin=PROTOCOL))
+        if tool.get("type") == NAMESPACE:
+            tools.extend(_decode_namespace(tool, param))
             continue
+        decoded = _decode_tool(tool, param)
+        if isinstance(decoded, HostedTool):
+            hosted.append(decoded)
+        else:
+            tools.append(decoded)
+    return tuple(tools), tuple(hosted)
+
+
+def _decode_namespace(tool: Mapping[str, Any], param: str) -> list[Tool]:
+    """A namespace's functions, each offered flat as ``<namespace>__<name>`` (see tools.py)."""
+    namespace = _expect_str(tool.get("name"), f"{param}.name")
+    inner, _ = _decode_tools(tool.get("tools") or [], f"{param}.tools")
+    return [in_namespace(namespace, member) for member in inner]
+
+
+def _decode_tool(tool: Mapping[str, Any], param: str) -> Tool | HostedTool:
+    kind = tool.get("type")
+    if not isinstance(kind, str):
+        _fail(f"'{param}.type' must be a string, got {_type_name(kind)}", f"{param}.type")
+    if kind == CUSTOM:
         name = _expect_str(tool.get("name"), f"{param}.name")
         if not name:
-            _fail("function tool name must not be empty", f"{param}.name")
-        parameters = tool.get("parameters")
-        if parameters is None:
-            parameters = {"type": "object", "properties": {}}
-        else:
-            parameters = dict(_expect_mapping(parameters, f"{param}.parameters"))
-        tools.append(
-            Tool(
-                name=name,
-                description=_opt_str(tool, "description", f"{param}.description"),
-                parameters=parameters,
-                strict=_opt_bool(tool, "strict", f"{param}.strict"),
-            )
-        )
-    return tuple(tools), tuple(hosted)
+            _fail("custom tool name must not be empty", f"{param}.name")
+        if tool.get("format") is not None:
+            _expect_mapping(tool["format"], f"{param}.format")
+        description = _opt_str(tool, "description", f"{param}.description")
+        return decode_custom_tool(tool, name, description)
+    if kind == LOCAL_SHELL:
+        return decode_local_shell_tool(tool)
+    if kind != "function":
+        if is_client_tool(tool):
+            return decode_client_tool(tool, kind, tool["parameters"])
+        return HostedTool(type=kind, raw=dict(tool), origin=PROTOCOL, path=param)
+    name = _expect_str(tool.get("name"), f"{param}.name")
+    if not name:
+        _fail("function tool name must not be empty", f"{param}.name")
+    parameters = tool.get("parameters")
+    if parameters is None:
+        parameters = {"type": "object", "properties": {}}
+    else:
+        parameters = dict(_expect_mapping(parameters, f"{param}.parameters"))
+    return Tool(
+        name=name,
+        description=_opt_str(tool, "description", f"{param}.description"),
+        parameters=parameters,
+        strict=_opt_bool(tool, "strict", f"{param}.strict"),
+        defer_loading=_opt_bool(tool, "defer_loading", f"{param}.defer_loading"),
+    )
+
+
+def _loaded_tools(item: Mapping[str, Any], param: str) -> tuple[Tool, ...]:
+    """Tools a client-run tool search loaded (``tool_search_output.tools``): offered from now on.
+
+    A Responses server makes them callable itself; a Chat or Anthropic upstream only calls
+    what is in its tool list, so they are added to it.
+    """
+    loaded = item.get("tools")
+    if not isinstance(loaded, list | tuple):
+        return ()
+    tools, _ = _decode_tools(loaded, f"{param}.tools")
+    return tools
 
 
 def _decode_tool_choice(value: object) -> tuple[ToolChoice | None, bool]:
@@ -356,15 +497,15 @@ def _decode_tool_choice(value: object) -> tuple[ToolChoice | None, bool]:
         return ToolChoice(mode=known), False
     choice = _expect_mapping(value, "tool_choice")
     kind = choice.get("type")
-    if kind == "function":
+    if kind in ("function", CUSTOM):
         return ToolChoice(mode="tool", name=_expect_str(choice.get("name"), "tool_choice.name")), False
     if not isinstance(kind, str):
         _fail(f"'tool_choice.type' must be a string, got {_type_name(kind)}", "tool_choice.type")
     if kind == "allowed_tools":
         mode: Literal["required", "auto"] = "required" if choice.get("mode") == "required" else "auto"
         return ToolChoice(mode=mode), True
-    # A hosted tool type (web_search, file_search...): no canonical form.
-    return ToolChoice(mode="auto"), True
+    # A hosted tool type (web_search, file_search...): served only where it runs.
+    return ToolChoice(mode="auto", hosted=kind), True
 
 
 def _decode_reasoning_config(value: object) -> Reasoning | None:
@@ -443,14 +584,24 @@ def _decode_request(body: object) -> Request:
     instructions = _opt_str(body, "instructions", "instructions")
     if instructions:
         turns.system.append(Text(text=instructions))
-    if _decode_input(body["input"], turns):
-        extras["input"] = _passthrough_input(body["input"])
-
     tools: tuple[Tool, ...] = ()
     hosted: tuple[HostedTool, ...] = ()
     if body.get("tools") is not None:
         tools, hosted = _decode_tools(body["tools"])
+    client_tools = {t.kind: t.name for t in tools if t.kind not in (FUNCTION, CUSTOM, LOCAL_SHELL)}
+    if _decode_input(body["input"], turns, client_tools):
+        extras["input"] = _passthrough_input(body["input"])
+    offered = {tool.name for tool in tools}
+    for tool in turns.loaded:
+        if tool.name not in offered:
+            offered.add(tool.name)
+            tools = (*tools, tool)
     tool_choice, raw_choice = _decode_tool_choice(body.get("tool_choice"))
+    if tool_choice is not None and tool_choice.hosted is not None:
+        # ``{"type": "tool_search"}`` names a client tool mapped to a function: force that one.
+        mapped = next((t for t in tools if t.kind == tool_choice.hosted), None)
+        if mapped is not None:
+            tool_choice = ToolChoice(mode="tool", name=mapped.name)
     if raw_choice:
         extras["tool_choice"] = body["tool_choice"]
     response_format, raw_text = _decode_text_config(body.get("text"))
@@ -478,4 +629,5 @@ def _decode_request(body: object) -> Request:
         passthrough_params=_decode_passthrough_params(body),
         extras=extras,
         source=PROTOCOL,
+        unconvertible=tuple(turns.unconvertible),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ..canonical import (
+    FUNCTION,
     Block,
     Document,
     Image,
@@ -15,13 +16,13 @@ from ..canonical import (
     ResponseFormat,
     Text,
     Thinking,
-    Tool,
     ToolChoice,
     ToolResult,
     ToolUse,
 )
 from ..ids import to_responses_call_id
 from ._common import PROTOCOL, _effort_for_budget, _safety_identifier
+from .tools import CUSTOM, LOCAL_SHELL, call_item, call_item_id, encode_tool
 
 # Responses rejects ``max_output_tokens`` below 16 ("Expected a value >= 16", pitfall 11).
 MIN_OUTPUT_TOKENS: Final = 16
@@ -83,11 +84,12 @@ def _tool_output(result: ToolResult) -> dict[str, Any]:
         output = parts
     else:
         output = text
-    return {
-        "type": "function_call_output",
-        "call_id": to_responses_call_id(result.tool_use_id),
-        "output": output,
-    }
+    call_id = to_responses_call_id(result.tool_use_id)
+    if result.kind == LOCAL_SHELL:
+        return {"type": "local_shell_call_output", "id": call_id, "output": result.text()}
+    if result.kind == CUSTOM:
+        return {"type": "custom_tool_call_output", "call_id": call_id, "output": output}
+    return {"type": "function_call_output", "call_id": call_id, "output": output}
 
 
 def _reasoning_input(block: Thinking) -> dict[str, Any] | None:
@@ -139,6 +141,10 @@ def _encode_assistant(message: Message, items: list[dict[str, Any]]) -> None:
                 parts.append({"type": "refusal", "refusal": block.text})
         elif isinstance(block, ToolUse):
             flush()
+            if block.kind != FUNCTION:
+                item = call_item(block.kind, call_item_id(block.kind), block, "completed")
+                items.append(item)
+                continue
             items.append(
                 {
                     "type": "function_call",
@@ -170,18 +176,8 @@ def _encode_items(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
     return items
 
 
-def _function_tool(tool: Tool) -> dict[str, Any]:
-    encoded: dict[str, Any] = {"type": "function", "name": tool.name}
-    if tool.description is not None:
-        encoded["description"] = tool.description
-    encoded["parameters"] = dict(tool.parameters)
-    # Responses' strictness default differs from Chat's; be explicit (pitfall 12).
-    encoded["strict"] = bool(tool.strict)
-    return encoded
-
-
 def _encode_tools(request: Request) -> list[dict[str, Any]]:
-    tools = [_function_tool(tool) for tool in request.tools]
+    tools = [encode_tool(tool, own=request.source == PROTOCOL) for tool in request.tools]
     tools.extend(dict(tool.raw) for tool in request.hosted_tools if tool.origin == PROTOCOL)
     return tools
 

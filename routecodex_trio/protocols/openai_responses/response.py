@@ -18,7 +18,7 @@ from ..canonical import (
     ToolUse,
     Usage,
 )
-from ..ids import new_id, to_responses_call_id
+from ..ids import new_id
 from ._common import (
     AM_REDACTED_PREFIX,
     AM_SIGNATURE_PREFIX,
@@ -31,6 +31,7 @@ from ._common import (
 )
 from .request import _summary_text, _thinking_from_reasoning
 from .request_encode import _encode_format, _encode_tool_choice, _encode_tools
+from .tools import NATIVE_CALL_TYPES, call_item, call_item_id, find_tool, native_call
 
 # =========================================================================== response: decode
 
@@ -72,6 +73,9 @@ def _output_blocks(item: Mapping[str, Any]) -> list[Block]:
             raise UpstreamProtocolError("function_call output item without call_id or name")
         arguments = item.get("arguments")
         return [ToolUse(id=call_id, name=name, arguments=arguments if isinstance(arguments, str) else "")]
+    if kind in NATIVE_CALL_TYPES:
+        call = native_call(item)
+        return [call] if call is not None else []
     if kind == "reasoning":
         return [
             _thinking_from_reasoning(
@@ -175,7 +179,7 @@ def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: st
     }
 
 
-def _output_items(content: tuple[Block, ...]) -> list[dict[str, Any]]:
+def _output_items(content: tuple[Block, ...], request: Request) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
 
@@ -191,15 +195,10 @@ def _output_items(content: tuple[Block, ...]) -> list[dict[str, Any]]:
             parts.append({"type": "refusal", "refusal": block.text})
         elif isinstance(block, ToolUse):
             flush()
-            items.append(
-                _call_item(
-                    new_id("fc_"),
-                    to_responses_call_id(block.id),
-                    block.name,
-                    block.arguments or "{}",
-                    "completed",
-                )
-            )
+            # The upstream saw functions only; the client gets its own kind of call back.
+            tool = find_tool(request, block.name)
+            kind = tool.kind if tool is not None else block.kind
+            items.append(call_item(kind, call_item_id(kind), block, "completed", tool))
         elif isinstance(block, Thinking):
             flush()
             item_id = block.item_id if block.origin == PROTOCOL else None
@@ -289,7 +288,7 @@ def _encode_response(response: Response, request: Request) -> dict[str, Any]:
         created_at=response.created if response.created is not None else int(time.time()),
         model=response.model,
         status=status,
-        output=_output_items(response.content),
+        output=_output_items(response.content, request),
         usage=response.usage,
         incomplete_details=incomplete,
     )

@@ -29,6 +29,7 @@ from ..ids import new_id
 from ._common import PROTOCOL, _str, _timestamp
 from .request import _summary_text
 from .response import _decode_usage, _failure, _incomplete_stop
+from .tools import NATIVE_CALL_TYPES, native_call
 
 if TYPE_CHECKING:
     from ..._errors import ErrorKind
@@ -321,6 +322,14 @@ class ResponsesStreamDecoder(StreamDecoder):
             if index is not None and not state.arguments_sent and state.pending_arguments:
                 out.append(ToolArgsDelta(index=index, partial_json=state.pending_arguments))
             state.arguments_sent = True
+        elif state.type in NATIVE_CALL_TYPES:
+            call = native_call(item)
+            if call is not None:
+                self._saw_tool = True
+                start = BlockStart(index=0, kind="tool_use", tool_id=call.id, tool_name=call.name)
+                index = self._block(out, (state.key, "call", 0), start)
+                if index is not None:
+                    out.append(ToolArgsDelta(index=index, partial_json=call.arguments))
         elif state.type == "reasoning":
             text = _summary_text(item, "output", strict=False)
             if text and not state.thinking_sent:

@@ -10,6 +10,7 @@ import orjson
 
 from ..base import StreamEncoder
 from ..canonical import (
+    FUNCTION,
     BlockStart,
     BlockStop,
     MessageStart,
@@ -22,10 +23,13 @@ from ..canonical import (
     TextDelta,
     Thinking,
     ThinkingDelta,
+    Tool,
     ToolArgsDelta,
+    ToolUse,
     Usage,
     UsageUpdate,
 )
+from ..freeform import CustomInputStream
 from ..ids import new_id, to_responses_call_id
 from ..sse import encode_frame
 from ._common import AM_REDACTED_PREFIX, _response_id
@@ -39,6 +43,7 @@ from .response import (
     _text_part,
 )
 from .stream import _error_code, _merge_usage
+from .tools import CUSTOM, call_item, call_item_id, client_name, empty_call_item, find_tool
 
 
 @attrs.define(eq=False)
@@ -67,6 +72,13 @@ class ResponsesStreamEncoder(StreamEncoder):
     _block_kind: str | None = None
     _part: dict[str, Any] | None = None
     _encrypted: str | None = None
+    # A call to a client tool of another kind than function (custom, local_shell...): its
+    # kind, the upstream's call id, the arguments so far, and the custom input decoder.
+    _call_kind: str = FUNCTION
+    _call_id: str = ""
+    _call_args: list[str] = attrs.field(factory=list)
+    _custom: CustomInputStream | None = None
+    _call_tool: Tool | None = None
 
     def keepalive(self) -> bytes:
         # Sequence numbers must stay contiguous, so Responses has no keep-alive event (3.5).
@@ -176,8 +188,20 @@ class ResponsesStreamEncoder(StreamEncoder):
                 {**self._ids(), "content_index": len(self._item["content"]) - 1, "part": dict(part)},
             )
         elif event.kind == "tool_use":
-            call_id = to_responses_call_id(event.tool_id or "")
-            self._add_item(out, _call_item(new_id("fc_"), call_id, event.tool_name or "", "", "in_progress"))
+            name = event.tool_name or ""
+            tool = self._call_tool = find_tool(self.request, name)
+            kind = self._call_kind = tool.kind if tool is not None else FUNCTION
+            if kind == FUNCTION:
+                call_id = to_responses_call_id(event.tool_id or "")
+                item = _call_item(new_id("fc_"), call_id, name, "", "in_progress")
+                item.update(client_name(tool, name))
+                self._add_item(out, item)
+            else:
+                self._call_id = event.tool_id or ""
+                self._call_args = []
+                self._custom = CustomInputStream() if kind == CUSTOM else None
+                item = empty_call_item(kind, call_item_id(kind), self._call_id, name, tool)
+                self._add_item(out, item)
         else:
             encrypted = AM_REDACTED_PREFIX + event.redacted_data if event.redacted_data is not None else None
             item_id = event.item_id if event.item_id and event.item_id.startswith("rs_") else None
@@ -201,6 +225,8 @@ class ResponsesStreamEncoder(StreamEncoder):
             else:
                 self._emit(out, "response.refusal.done", {**ids, "refusal": self._part["refusal"]})
             self._emit(out, "response.content_part.done", {**ids, "part": dict(self._part)})
+        elif kind == "tool_use" and self._call_kind != FUNCTION:
+            self._close_client_call(out)
         elif kind == "tool_use":
             item = self._item
             if not item["arguments"]:
@@ -233,7 +259,11 @@ class ResponsesStreamEncoder(StreamEncoder):
         elif isinstance(event, TextDelta | RefusalDelta):
             self._on_text(out, event)
         elif isinstance(event, ToolArgsDelta):
-            if event.index == self._block_index and self._block_kind == "tool_use" and event.partial_json:
+            if event.index != self._block_index or self._block_kind != "tool_use" or not event.partial_json:
+                return
+            if self._call_kind != FUNCTION:
+                self._on_client_args(out, event.partial_json)
+            else:
                 assert self._item is not None
                 self._item["arguments"] += event.partial_json
                 self._emit(
@@ -253,6 +283,36 @@ class ResponsesStreamEncoder(StreamEncoder):
             self._usage = _merge_usage(self._usage, event.usage)
         elif isinstance(event, MessageStop):
             self._stop(out, event)
+
+    def _on_client_args(self, out: list[bytes], fragment: str) -> None:
+        self._call_args.append(fragment)
+        if self._custom is not None:
+            delta = self._custom.feed(fragment)
+            if delta:
+                self._emit(out, "response.custom_tool_call_input.delta", {**self._ids(), "delta": delta})
+
+    def _close_client_call(self, out: list[bytes]) -> None:
+        """The call is whole: its item gets its final form (custom input, shell action...)."""
+        assert self._item is not None
+        tool = self._call_tool
+        name = tool.name if tool is not None else self._item.get("name", "")
+        block = ToolUse(id=self._call_id, name=name, arguments="".join(self._call_args))
+        final = call_item(self._call_kind, self._item["id"], block, "completed", tool)
+        if self._custom is not None:
+            text = final["input"]
+            emitted = "".join(self._custom.emitted)
+            if text.startswith(emitted) and len(text) > len(emitted):
+                # What the incremental decoder could not read (an unexpected shape) comes now.
+                self._emit(
+                    out,
+                    "response.custom_tool_call_input.delta",
+                    {**self._ids(), "delta": text[len(emitted) :]},
+                )
+            self._emit(out, "response.custom_tool_call_input.done", {**self._ids(), "input": text})
+        self._item.clear()
+        self._item.update(final)
+        self._custom = None
+        self._call_kind = FUNCTION
 
     def _on_text(self, out: list[bytes], event: TextDelta | RefusalDelta) -> None:
         kind = "text" if isinstance(event, TextDelta) else "refusal"
