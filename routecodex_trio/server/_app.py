@@ -51,6 +51,7 @@ from ..protocols import codec_for
 from ..protocols.errors import render_anthropic_error, render_openai_error
 from ..protocols.sse import KEEPALIVE_COMMENT
 from ._sockets import is_loopback
+from ._ui import DashboardRoutes
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -189,6 +190,8 @@ class GatewayApp:
     engines: EngineManager | None = None
     # Re-reads the config file and swaps it in; returns a one-line summary (set by serve()).
     reload: Callable[[], Awaitable[str]] | None = None
+    # The dashboard at /ui (server/_ui.py); fed one row per finished request by ``_log``.
+    ui: DashboardRoutes = attrs.field(factory=DashboardRoutes)
     _keys: tuple[bytes, ...] = ()
     _admin_keys: tuple[bytes, ...] = ()
     _keys_of: Pipeline | None = None
@@ -239,6 +242,8 @@ class GatewayApp:
                         code="method_not_allowed",
                     )
                 await self._llm(scope, receive, responder, endpoint)
+            elif path == "/ui" or path.startswith("/ui/"):
+                await self.ui.handle(self, scope, receive, responder, _headers(scope))
             elif method in ("GET", "HEAD"):
                 await self._get(scope, path, responder)
             elif method == "POST" and path == "/admin/reload":
@@ -485,6 +490,7 @@ class GatewayApp:
         )
         self.metrics.observe_request(record)
         log_request(record, trace.request_id)
+        self.ui.record(self, record, trace, responder, error)
         if error is not None and error.status >= 500:
             LOGGER.warning(
                 "request %s failed after %d attempt(s): %s", trace.request_id, trace.attempts, error.message
