@@ -339,7 +339,7 @@ function renderEngines(engines) {
     add("port", fmtNum(e.port));
     add("pid", fmtNum(e.pid));
     add("uptime", fmtDuration(e.uptime_s));
-    add("last use", e.last_use ? new Date(e.last_use * 1000).toLocaleTimeString() : "–");
+    add("last use", e.last_use ? new Date(e.last_use * 1000).toTimeString().slice(0, 8) : "–");
     add("in flight", String(e.in_flight));
     add("starts", String(e.starts));
     if (e.last_error) add("last error", e.last_error);
@@ -391,6 +391,12 @@ function drawChart(canvasId, legendId, times, series, unit) {
       if (pen) ctx.lineTo(x(i), y(v)); else { ctx.moveTo(x(i), y(v)); pen = true; }
     });
     ctx.stroke();
+    // A point with no neighbour draws no line: mark it, or a lone bucket would not show.
+    ctx.fillStyle = s.color;
+    s.values.forEach((v, i) => {
+      const alone = (i === 0 || s.values[i - 1] === null) && (i === s.values.length - 1 || s.values[i + 1] === null);
+      if (v !== null && alone) { ctx.beginPath(); ctx.arc(x(i), y(v), 3, 0, 2 * Math.PI); ctx.fill(); }
+    });
   });
   const legend = $(legendId);
   legend.replaceChildren(...series.map((s) => {
