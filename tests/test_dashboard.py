@@ -220,6 +220,31 @@ async def test_viewer_hang_up_frees_everything(nursery: trio.Nursery) -> None:
     assert len(app.ui.dashboard.events()) == 2
 
 
+async def test_open_feed_does_not_hold_up_a_graceful_stop(nursery: trio.Nursery) -> None:
+    """A feed never ends by itself; the drain must end it rather than wait out its deadline."""
+    raw = _config()
+    raw["server"]["graceful_timeout"] = 30
+    config = config_from_mapping(raw, environ={})
+    stopped = trio.Event()
+
+    async def run_gateway(task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED) -> None:
+        await serve(config, task_status=task_status)
+        stopped.set()
+
+    gateway: Gateway = await nursery.start(run_gateway)
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+        with trio.fail_after(20):
+            async with http.stream("GET", "/ui/events") as feed:
+                chunks = feed.aiter_raw()
+                assert b"event: hello" in await chunks.__anext__()
+                started = trio.current_time()
+                gateway.shutdown()
+                async for _chunk in chunks:  # ends when the gateway ends the feed
+                    pass
+            await stopped.wait()
+    assert trio.current_time() - started < 10  # the feed checks every second; the drain is 30 s
+
+
 async def test_slow_viewer_over_http_is_dropped_without_slowing_requests(nursery: trio.Nursery) -> None:
     """A feed client that never reads: its socket fills, its queue fills, it is dropped."""
     gateway = await _start(nursery, {**_config(), "dashboard": {"viewer_queue": 2}})

@@ -37,7 +37,7 @@ from ..config._model import DashboardConfig
 from ._snapshots import _Redactor, _secrets_longest_first, config_secrets
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from ..config._model import GatewayConfig
 
@@ -279,7 +279,8 @@ class Dashboard:
     """
 
     config: DashboardConfig = attrs.field(factory=DashboardConfig)
-    clock: Any = time.time
+    # Wall clock: rows show it and chart buckets are aligned on it.
+    clock: Callable[[], float] = time.time
     _events: deque[RequestEvent] = attrs.field(init=False)
     _viewers: set[Viewer] = attrs.field(init=False, factory=set)
     _charts: _Charts = attrs.field(init=False, factory=_Charts)
