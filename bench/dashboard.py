@@ -108,8 +108,24 @@ def micro() -> list[list[str]]:
     def once() -> None:
         dashboard.record(request_event(dashboard, record, trace, 200, config, error=None, stream=True))
 
+    import io
+    import logging
+
+    from routecodex_trio.observability import log_request, setup_logging
+
+    logger = logging.getLogger("bench.access")
+    handler = setup_logging("info", stream=io.StringIO())
+    logger.propagate = False
+    logger.addHandler(handler)
+
+    def log_line() -> None:
+        log_request(record, trace.request_id, logger=logger)
+        handler.flush()
+
     rows = []
     number = 20_000
+    line = min(timeit.repeat(log_line, number=number, repeat=5)) / number * 1e6
+    rows.append(["the access log line, for comparison", f"{line:.2f}"])
     alone = min(timeit.repeat(once, number=number, repeat=5)) / number * 1e6
     rows.append(["row + record, nobody watching", f"{alone:.2f}"])
     with dashboard.open_viewer() as viewer:
