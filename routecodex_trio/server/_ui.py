@@ -281,23 +281,19 @@ class DashboardRoutes:
         that block, so nothing outlives the connection.
         """
         try:
-            viewer_cm = dashboard.open_viewer()
-            viewer = viewer_cm.__enter__()
+            with dashboard.open_viewer() as viewer:
+                await responder.start_stream({"cache-control": "no-store"})
+                hello = {"rows": dashboard.config.rows, "version": __version__}
+                await responder.write(b"retry: 2000\nevent: hello\ndata: " + orjson.dumps(hello) + b"\n\n")
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_watch_hangup, receive, nursery.cancel_scope)
+                    await _pump(app, viewer.events, responder)
+                    if viewer.dropped:
+                        await responder.write(b'event: dropped\ndata: {"reason": "fell behind"}\n\n')
+                    nursery.cancel_scope.cancel()
+                await responder.end()
         except TooManyViewers as exc:
             raise GatewayError(str(exc), status=503, kind="overloaded", code="too_many_viewers") from None
-        try:
-            await responder.start_stream({"cache-control": "no-store"})
-            hello = {"rows": dashboard.config.rows, "version": __version__}
-            await responder.write(b"retry: 2000\nevent: hello\ndata: " + orjson.dumps(hello) + b"\n\n")
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_watch_hangup, receive, nursery.cancel_scope)
-                await _pump(app, viewer.events, responder)
-                if viewer.dropped:
-                    await responder.write(b'event: dropped\ndata: {"reason": "fell behind"}\n\n')
-                nursery.cancel_scope.cancel()
-            await responder.end()
-        finally:
-            viewer_cm.__exit__(None, None, None)
 
     # -- JSON views -------------------------------------------------------------------------
 
