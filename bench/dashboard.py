@@ -215,7 +215,7 @@ def main() -> int:
                             if time.monotonic() > deadline:
                                 raise run.BenchError("the viewer did not connect")
                             time.sleep(0.05)
-                    run.wait_for_quiet(3)
+                    run.wait_for_quiet(1)
                     pids = run.process_tree(gateway.pid)
                     before = run.group_cpu_seconds(pids)
                     output, _cpu = run.run_wrk(
