@@ -151,7 +151,11 @@ def test_snapshot_lists_tracked_and_failed_targets(health: HealthTracker, clock:
     clock.now += 4
     assert health.snapshot() == (
         TargetHealth(
-            health_key="glm.glm-4.6#0", healthy=False, consecutive_failures=1, cooldown_remaining_s=6.0
+            health_key="glm.glm-4.6#0",
+            healthy=False,
+            consecutive_failures=1,
+            cooldown_remaining_s=6.0,
+            reason="upstream said 429 (rate limited, Retry-After 10 s)",
         ),
         TargetHealth(
             health_key="glm.glm-4.6#1", healthy=True, consecutive_failures=0, cooldown_remaining_s=0.0
@@ -179,3 +183,29 @@ async def test_default_clock_follows_trio_so_autojump_drives_recovery(autojump_c
     assert health.is_cooling(KEY0)
     await trio.sleep(2)
     assert not health.is_cooling(KEY0)
+
+
+def test_cooldown_reason_says_why(health: HealthTracker, clock: FakeClock) -> None:
+    """The dashboard's targets view shows why a target cools down (issue 21)."""
+    health.record_failure(KEY0, status(401))
+    health.record_failure(KEY1, status(503))
+    health.record_failure(LOCAL, None)
+    reasons = {h.health_key: h.reason for h in health.snapshot()}
+    assert reasons["glm.glm-4.6#0"] == "upstream said 401 (key or account refused)"
+    assert reasons["glm.glm-4.6#1"] == ""  # one failure of three: not cooling, no reason
+    health.record_failure(KEY1, status(503))
+    health.record_failure(KEY1, status(502))
+    reasons = {h.health_key: h.reason for h in health.snapshot()}
+    assert reasons["glm.glm-4.6#1"] == "3 consecutive failures, last: upstream said 502"
+    health.record_success(KEY1)
+    assert {h.health_key: h.reason for h in health.snapshot()}["glm.glm-4.6#1"] == ""
+
+
+def test_clear_ends_a_cooldown(health: HealthTracker, clock: FakeClock) -> None:
+    health.record_failure(KEY0, status(429), retry_after_s=60)
+    assert health.is_cooling(KEY0)
+    assert health.clear(KEY0.health_key)
+    assert not health.is_cooling(KEY0)
+    state = {h.health_key: h for h in health.snapshot()}[KEY0.health_key]
+    assert (state.consecutive_failures, state.reason) == (0, "")
+    assert not health.clear("nobody.nothing#9")

@@ -357,6 +357,23 @@ class RetryConfig:
     backoff_max: float = attrs.field(default=DEFAULT_BACKOFF_MAX_S, validator=attrs.validators.ge(0))
 
 
+# The dashboard (GET /ui) keeps the last 500 requests (issue 21); a few tabs watch at once.
+DEFAULT_DASHBOARD_ROWS: Final = 500
+DEFAULT_DASHBOARD_MAX_VIEWERS: Final = 8
+# Events a viewer may be behind before it is dropped: ~1 s of a busy gateway.
+DEFAULT_DASHBOARD_VIEWER_QUEUE: Final = 1000
+
+
+@attrs.frozen(kw_only=True)
+class DashboardConfig:
+    """The live dashboard at ``GET /ui`` (server/_ui.py, observability/_dashboard.py)."""
+
+    enabled: bool = True
+    rows: int = attrs.field(default=DEFAULT_DASHBOARD_ROWS, validator=attrs.validators.gt(0))
+    max_viewers: int = attrs.field(default=DEFAULT_DASHBOARD_MAX_VIEWERS, validator=attrs.validators.gt(0))
+    viewer_queue: int = attrs.field(default=DEFAULT_DASHBOARD_VIEWER_QUEUE, validator=attrs.validators.gt(0))
+
+
 @attrs.frozen(kw_only=True)
 class NetworkConfig:
     """``[network]``: where upstream certificates are checked (providers/_network.py)."""
@@ -392,6 +409,7 @@ class GatewayConfig:
     engines: EnginesConfig = attrs.field(factory=EnginesConfig)
     snapshots: SnapshotsConfig = attrs.field(factory=SnapshotsConfig)
     network: NetworkConfig = attrs.field(factory=NetworkConfig)
+    dashboard: DashboardConfig = attrs.field(factory=DashboardConfig)
     source: str | None = None
 
     def provider_timeouts(self, provider: ProviderConfig) -> TimeoutsConfig:

@@ -337,6 +337,30 @@ class EngineManager:
             while engine.state != "stopped":
                 await self._changed.wait()
 
+    async def start(self, name: str) -> None:
+        """Start an engine now, without a request (a warm-up); returns once it is ready.
+
+        A provider name starts its first variant. An engine already ready is left as it is;
+        a failed engine's cooldown is ended first (the operator asked for this start).
+        The engine then lives by its ``ttl`` as if a request had just used it.
+
+        Raises:
+            NotFound: no engine or provider with an engine has that name.
+            UpstreamUnavailable: the start failed (status 503), as for a request.
+        """
+        engine = self._engines.get(name)
+        if engine is None and name in self._groups:
+            engine = next(iter(self._groups[name].engines.values()))
+        if engine is None:
+            raise NotFound(f"no engine named {name!r}")
+        if engine.state == "stopped":
+            engine.failures, engine.retry_at = 0, -math.inf
+            LOGGER.info("engine %s: start requested", engine.name)
+        await self._acquire(engine)
+        engine.in_flight -= 1
+        self._touch(engine)
+        self._notify()
+
     def reconfigure(self, config: GatewayConfig) -> None:
         """Adopt a reloaded config.
 

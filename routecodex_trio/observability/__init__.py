@@ -5,6 +5,7 @@ Depends only on ``config`` and the error tree; the server and the pipeline feed 
 
 from __future__ import annotations
 
+from ._dashboard import Dashboard, RequestEvent, TooManyViewers, Viewer, redacted_config
 from ._logs import (
     REQUEST_LOGGER,
     BatchingHandler,
@@ -45,11 +46,15 @@ __all__ = [
     "STOPPING",
     "WATCHDOG",
     "BatchingHandler",
+    "Dashboard",
     "JsonFormatter",
     "Metrics",
+    "RequestEvent",
     "RequestRecord",
     "SnapshotEntry",
     "SnapshotWriter",
+    "TooManyViewers",
+    "Viewer",
     "client_request_payload",
     "config_secrets",
     "endpoint_label",
@@ -58,6 +63,7 @@ __all__ = [
     "load_client_request",
     "log_request",
     "notify",
+    "redacted_config",
     "reloading_state",
     "request_fields",
     "setup_logging",

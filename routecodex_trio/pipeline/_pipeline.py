@@ -92,6 +92,9 @@ class Trace:
     logged_error: GatewayError | None = None
     # Snapshot stages collected during the request (None: snapshots are off); written at the end.
     snapshot: list[tuple[str, Any]] | None = None
+    # The router's decision, and (target, error) per failed attempt: for the dashboard's rows.
+    decision: RouteDecision | None = None
+    failures: list[tuple[str, str]] | None = None
 
     def snap(self, stage: str, payload: Any) -> None:
         if self.snapshot is not None:
@@ -645,6 +648,7 @@ class Pipeline:
         """
         decision = self.route(request)
         trace.category = decision.category
+        trace.decision = decision
         trace.snap(
             "routing",
             {
@@ -699,6 +703,9 @@ class Pipeline:
             except UpstreamError as exc:
                 health.record_failure(target, exc)
                 last_error = exc
+                if trace.failures is None:
+                    trace.failures = []
+                trace.failures.append((target.health_key, exc.message))
                 if responder.committed or not exc.retryable:
                     raise
                 LOGGER.warning(
@@ -719,6 +726,7 @@ class Pipeline:
         """``/v1/messages/count_tokens``: the upstream's count when it is Anthropic, else an estimate."""
         decision = self.route(request)
         trace.category = decision.category
+        trace.decision = decision
         target = decision.candidates[0]
         trace.target = target.id
         provider = self.config.providers[target.provider]

@@ -64,12 +64,16 @@ class TargetHealth:
     healthy: bool
     consecutive_failures: int
     cooldown_remaining_s: float
+    # Why the target last cooled down ("429 rate limited", "3 consecutive failures: ..."),
+    # kept after the cooldown ends until a success; empty when it never did.
+    reason: str = ""
 
 
 @attrs.define(eq=False)
 class _State:
     failures: int = 0
     cooling_until: float = 0.0
+    reason: str = ""
 
 
 @attrs.define(eq=False)
@@ -92,6 +96,21 @@ class HealthTracker:
         state = self._states.setdefault(target.health_key, _State())
         state.failures = 0
         state.cooling_until = 0.0
+        state.reason = ""
+
+    def clear(self, health_key: str) -> bool:
+        """End a target's cooldown and forget its failures (an operator's decision).
+
+        Returns:
+            Whether the target is known (``False``: no target has that health key).
+        """
+        state = self._states.get(health_key)
+        if state is None:
+            return False
+        state.failures = 0
+        state.cooling_until = 0.0
+        state.reason = ""
+        return True
 
     def record_failure(
         self, target: Target, error: UpstreamError | None, *, retry_after_s: float | None = None
@@ -119,15 +138,21 @@ class HealthTracker:
         state = self._states.setdefault(target.health_key, _State())
         state.failures += 1
         now = self.clock()
+        what = _describe(error, status)
         if status in FATAL_STATUSES:
             duration = max(self.config.fatal_cooldown, retry_after_s or 0.0)
+            reason = f"{what} (key or account refused)"
         elif status == 429:
             duration = retry_after_s if retry_after_s is not None else self.config.cooldown
+            after = f", Retry-After {retry_after_s:g} s" if retry_after_s else ""
+            reason = f"{what} (rate limited{after})"
         elif state.failures >= self.config.failure_threshold:
             duration = max(self.config.cooldown, retry_after_s or 0.0)
+            reason = f"{state.failures} consecutive failures, last: {what}"
         else:
             return
         state.cooling_until = max(state.cooling_until, now + duration)
+        state.reason = reason
 
     def is_cooling(self, target: Target) -> bool:
         return self.cooldown_remaining_s(target) > 0.0
@@ -147,6 +172,21 @@ class HealthTracker:
                 healthy=state.cooling_until <= now,
                 consecutive_failures=state.failures,
                 cooldown_remaining_s=max(0.0, state.cooling_until - now),
+                reason=state.reason,
             )
             for key, state in sorted(self._states.items())
         )
+
+
+# Longest error text kept as a cooldown reason: enough for "upstream 'x' answered 429: ...".
+MAX_REASON_CHARS: Final = 200
+
+
+def _describe(error: UpstreamError | None, status: int | None) -> str:
+    """A short description of a failure for the cooldown reason (already scrubbed of keys)."""
+    if error is None:
+        return "failure"
+    text = error.message
+    if len(text) > MAX_REASON_CHARS:
+        text = text[: MAX_REASON_CHARS - 1] + "…"
+    return text if status is None or str(status) in text else f"{status}: {text}"

@@ -53,6 +53,7 @@ from ..protocols import codec_for
 from ..protocols.sse import KEEPALIVE_COMMENT
 from ._h11 import BODY_ERROR_KEY, TOO_MANY_CHUNKS, renderer_for
 from ._sockets import is_loopback
+from ._ui import DashboardRoutes
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -215,6 +216,8 @@ class GatewayApp:
     engines: EngineManager | None = None
     # Re-reads the config file and swaps it in; returns a one-line summary (set by serve()).
     reload: Callable[[], Awaitable[str]] | None = None
+    # The dashboard at /ui (server/_ui.py); fed one row per finished request by ``_log``.
+    ui: DashboardRoutes = attrs.field(factory=DashboardRoutes)
     _keys: tuple[bytes, ...] = ()
     _admin_keys: tuple[bytes, ...] = ()
     _keys_of: Pipeline | None = None
@@ -265,6 +268,8 @@ class GatewayApp:
                         code="method_not_allowed",
                     )
                 await self._llm(scope, receive, responder, endpoint)
+            elif path == "/ui" or path.startswith("/ui/"):
+                await self.ui.handle(self, scope, receive, responder, _headers(scope))
             elif method in ("GET", "HEAD"):
                 await self._get(scope, path, responder)
             elif method == "POST" and path == "/admin/reload":
@@ -519,6 +524,7 @@ class GatewayApp:
         )
         self.metrics.observe_request(record)
         log_request(record, trace.request_id)
+        self.ui.record(self, record, trace, responder, error)
         if error is not None and error.status >= 500:
             # Each upstream message is logged once: a failover warning may have said it already.
             LOGGER.warning(
