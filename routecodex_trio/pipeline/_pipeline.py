@@ -3,6 +3,8 @@
 Stages:
 
 * ``DecodeStage`` (``_request``): bytes -> ``ClientRequest``;
+* ``SteerStage`` (``_steering``): routing instructions stripped and applied, session state
+  read -> ``RouteHints``;
 * ``Router.route``: -> ``RouteDecision`` (category, reason, ordered candidates);
 * ``PrepareStage``: ``ClientRequest`` + ``Target`` -> ``UpstreamCall`` (protocol, path, body);
 * ``ExchangeStage``: runs the call against the provider and writes the client answer through
@@ -10,6 +12,9 @@ Stages:
 
 Failover: a retryable upstream error moves on to the next candidate as long as not a single
 byte has reached the client. After that, the stream ends with the protocol's terminal error.
+An upstream saying the prompt is too long for its context window (``is_context_overflow``)
+moves on to the untried candidates with a larger window, and does not count against the
+target's health: the target is fine, the request was too big for it.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from ..protocols.base import extract_error_message
 from ..protocols.canonical import Usage, estimate_request_tokens
 from ..providers import ChunkReader, HttpUpstream, MockUpstream
 from ..providers.compat import apply_compat, profile_name_for
+from ..router import is_context_overflow
+from ..state import MemorySessionStore
 from ._relay import (
     PassthroughTracker,
     StreamStats,
@@ -45,6 +52,7 @@ from ._relay import (
     relay_passthrough,
     usage_in_body,
 )
+from ._steering import SteerStage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -54,7 +62,8 @@ if TYPE_CHECKING:
     from ..observability import SnapshotWriter
     from ..protocols.canonical import ProtocolName
     from ..providers import H1Response, ProviderSet
-    from ..router import RouteDecision, Router, Target
+    from ..router import RouteDecision, RouteHints, Router, Target
+    from ..state import SessionStore
     from ._request import ClientRequest
     from ._responder import Responder
 
@@ -77,6 +86,8 @@ class Trace:
     stats: StreamStats = attrs.field(factory=StreamStats)
     usage: Usage | None = None
     target_ref: Target | None = None
+    # The routing rule that applied and why (``RouteDecision.explain``), for the request log.
+    route: str | None = None
     # Snapshot stages collected during the request (None: snapshots are off); written at the end.
     snapshot: list[tuple[str, Any]] | None = None
 
@@ -204,8 +215,10 @@ def upstream_status_error(
 ) -> UpstreamStatusError:
     """An ``UpstreamStatusError`` carrying the upstream's message, scrubbed of our keys."""
     message: str | None
+    parsed: Any = None
     try:
-        message = extract_error_message(orjson.loads(response.content))
+        parsed = orjson.loads(response.content)
+        message = extract_error_message(parsed)
     except orjson.JSONDecodeError:
         message = response.content[:300].decode("utf-8", errors="replace").strip() or None
     status = response.status_code
@@ -218,6 +231,8 @@ def upstream_status_error(
     )
     if status == 529 or status == 503:
         error.kind = "overloaded"
+    if is_context_overflow(status, parsed, message):
+        error.code = "context_length_exceeded"
     error.retryable = status in (408, 425, 429) or status >= 500
     return error
 
@@ -434,6 +449,9 @@ class Pipeline:
     providers: ProviderSet
     snapshots: SnapshotWriter | None = None
     engines: EngineManager | None = None
+    # Session state (affinity, session instructions); in memory unless a store is given.
+    store: SessionStore | None = None
+    steer: SteerStage = attrs.field(init=False)
     prepare: PrepareStage = attrs.field(init=False)
     exchange: ExchangeStage = attrs.field(init=False)
     # Requests running on this config generation; a retired generation closes its upstream
@@ -461,14 +479,34 @@ class Pipeline:
 
     def __attrs_post_init__(self) -> None:
         self.prepare = PrepareStage(self.config)
+        if self.store is None:
+            self.store = MemorySessionStore(self.config.routing.affinity_max_sessions)
+        self.steer = SteerStage(self.config, self.router, self.store)
         self.exchange = ExchangeStage(self.config, self.engines)
         keys = {
             k.reveal().encode() for p in self.config.providers.values() for k in p.all_keys() if k.reveal()
         }
         self.secret_bytes = tuple(sorted(keys, key=len, reverse=True))
 
-    def route(self, request: ClientRequest) -> RouteDecision:
-        return self.router.route(request.model, request.canonical)
+    async def route(self, request: ClientRequest, trace: Trace) -> tuple[RouteDecision, RouteHints]:
+        """Steer (instructions, session) then route; the decision goes into the trace."""
+        hints = await self.steer.begin(request)
+        decision = self.router.route(request.model, request.canonical, hints)
+        trace.category = decision.category
+        trace.route = decision.explain()
+        trace.snap(
+            "routing",
+            {
+                "category": decision.category,
+                "rule": decision.rule,
+                "reason": decision.reason,
+                "notes": list(decision.notes),
+                "session": hints.session_source,
+                "affinity": decision.affinity,
+                "candidates": [t.health_key for t in decision.candidates],
+            },
+        )
+        return decision, hints
 
     async def run(self, request: ClientRequest, responder: Responder, trace: Trace) -> None:
         """Serve one request, failing over between candidates until content reached the client.
@@ -479,20 +517,21 @@ class Pipeline:
         Raises:
             GatewayError: the last error when no candidate could answer (the caller renders it).
         """
-        decision = self.route(request)
-        trace.category = decision.category
-        trace.snap(
-            "routing",
-            {
-                "category": decision.category,
-                "reason": decision.reason,
-                "candidates": [t.health_key for t in decision.candidates],
-            },
-        )
+        decision, hints = await self.route(request, trace)
+        await self._run_candidates(request, responder, trace, decision.candidates, decision, hints)
+
+    async def _run_candidates(
+        self,
+        request: ClientRequest,
+        responder: Responder,
+        trace: Trace,
+        candidates: tuple[Target, ...],
+        decision: RouteDecision,
+        hints: RouteHints,
+    ) -> None:
         health = self.router.health
         retry = self.config.retry
         deadline = trace.started_at + self.config.timeouts.total
-        candidates = decision.candidates
         attempts = max(retry.attempts, len(candidates))
         last_error: GatewayError | None = None
         for attempt in range(attempts):
@@ -512,8 +551,21 @@ class Pipeline:
                 call = self.prepare.prepare(request, target)
                 await self.exchange.run(call, request, self.providers.get(target.provider), responder, trace)
             except UpstreamError as exc:
-                health.record_failure(target, exc)
                 last_error = exc
+                if exc.code == "context_length_exceeded" and not responder.committed:
+                    # Not the target's fault: no health penalty; only a larger window can help.
+                    larger = self._larger_windows(target, candidates, decision)
+                    if not larger:
+                        raise
+                    LOGGER.warning(
+                        "request %s: %s says the prompt is too long; trying %s",
+                        request.request_id,
+                        target.health_key,
+                        ", ".join(dict.fromkeys(t.id for t in larger)),
+                    )
+                    trace.route = f"{trace.route}; context overflow at {target.id}, failed over"
+                    return await self._run_candidates(request, responder, trace, larger, decision, hints)
+                health.record_failure(target, exc)
                 if responder.committed or not exc.retryable:
                     raise
                 LOGGER.warning(
@@ -525,14 +577,36 @@ class Pipeline:
                 )
             else:
                 health.record_success(target)
+                await self.steer.finish(hints, decision, target, responder.first_bytes)
                 return
         assert last_error is not None
         raise last_error
 
+    def _larger_windows(
+        self, failed: Target, candidates: tuple[Target, ...], decision: RouteDecision
+    ) -> tuple[Target, ...]:
+        """Candidates of other models whose window is larger than the one that overflowed.
+
+        With the failed window unknown, the bar is the router's estimate (when it made one);
+        candidates with an unknown window pass only when the failed window was unknown too.
+        """
+        window = self.router.window(failed)
+        bar = window if window is not None else decision.needed_tokens
+        larger = []
+        for target in candidates:
+            if target.id == failed.id:
+                continue
+            other = self.router.window(target)
+            if other is None:
+                if window is None:
+                    larger.append(target)
+            elif bar is None or other > bar:
+                larger.append(target)
+        return tuple(larger)
+
     async def count_tokens(self, request: ClientRequest, responder: Responder, trace: Trace) -> None:
         """``/v1/messages/count_tokens``: the upstream's count when it is Anthropic, else an estimate."""
-        decision = self.route(request)
-        trace.category = decision.category
+        decision, _ = await self.route(request, trace)
         target = decision.candidates[0]
         trace.target = target.id
         provider = self.config.providers[target.provider]

@@ -75,6 +75,9 @@ class ClientRequest:
     request_id: str
     headers: Mapping[str, str]
     codec: Codec
+    # False when the raw body holds no ``<**`` (nor its JSON escape): the steer stage then skips
+    # walking the body for routing instructions. True when unknown.
+    may_have_tags: bool = True
     _canonical: Request | None = None
 
     @property
@@ -188,4 +191,5 @@ class DecodeStage:
             request_id=request_id,
             headers=headers,
             codec=codec,
+            may_have_tags=b"<**" in raw or b"\\u003c**" in raw or b"\\u003C**" in raw,
         )

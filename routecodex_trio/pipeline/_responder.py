@@ -27,6 +27,9 @@ SSE_HEADERS: Final = (
     (b"x-accel-buffering", b"no"),
 )
 JSON_HEADERS: Final = ((b"content-type", b"application/json"),)
+# How much of the first content is kept in ``first_bytes``: a Responses ``response.created``
+# event or JSON body names its id in the first few hundred bytes.
+_FIRST_BYTES: Final = 2048
 
 
 @attrs.define(eq=False)
@@ -50,6 +53,9 @@ class Responder:
     # Upstream keys never reach a client, even when an upstream quotes them in its own error
     # text (relayed byte for byte on the passthrough path).
     secrets: tuple[bytes, ...] = ()
+    # The start of the first content sent (stream or body): the steer stage reads a
+    # Responses answer's id from it to link the id to the session.
+    first_bytes: bytes | None = None
 
     def _scrub(self, chunk: bytes) -> bytes:
         for secret in self.secrets:
@@ -100,6 +106,8 @@ class Responder:
         """Send the first content of the chosen upstream; the stream's state now belongs to it."""
         self.committed = True
         self.terminal_error = terminal_error
+        if self.first_bytes is None:
+            self.first_bytes = chunk[:_FIRST_BYTES]
         if not self.started:
             await self.start_stream()
         await self.write(chunk)
@@ -128,6 +136,8 @@ class Responder:
         content_type: bytes = b"application/json",
     ) -> None:
         self.started, self.finished, self.status = True, True, status
+        if self.first_bytes is None:
+            self.first_bytes = body[:_FIRST_BYTES]
         if self.secrets:
             body = self._scrub(body)
         headers = self._headers(((b"content-type", content_type),), extra_headers)

@@ -442,6 +442,7 @@ class GatewayApp:
             upstream_wait_s=trace.upstream_wait_s,
             input_tokens=usage.input_tokens if usage else None,
             output_tokens=usage.output_tokens if usage else None,
+            route=trace.route or "",
         )
         self.metrics.observe_request(record)
         log_request(record, trace.request_id)
