@@ -268,6 +268,39 @@ class Router:
         """Every ``provider.model`` id, in config order (``GET /v1/models``)."""
         return [f"{name}.{m.id}" for name, p in self.config.providers.items() for m in p.models]
 
+    def models(self) -> list[tuple[str, int | None]]:
+        """``GET /v1/models``: every ``provider.model`` then every exact alias, with its window.
+
+        Pattern aliases (``"claude-opus-*"``) are not names a client can pick from a list, so
+        they are not listed; ``model(id)`` still answers for names they match.
+        """
+        entries: list[tuple[str, int | None]] = [
+            (f"{name}.{m.id}", p.context_window(m.id))
+            for name, p in self.config.providers.items()
+            for m in p.models
+            if m.id != "*"
+        ]
+        listed = {model_id for model_id, _ in entries}
+        for name, targets in self.config.aliases.items():
+            if name not in listed and not any(ch in name for ch in "*?["):
+                entries.append((name, self.alias_window(targets)))
+        return entries
+
+    def model(self, model_id: str) -> tuple[str, int | None] | None:
+        """``GET /v1/models/{id}``: a listed model, a name an alias pattern matches, or a bare
+        model served by one provider; ``None`` otherwise."""
+        for entry in self.models():
+            if entry[0] == model_id:
+                return entry
+        alias = self.resolve_alias(model_id)
+        if alias is not None:
+            return model_id, self.alias_window(alias[1])
+        served_by = self._bare.get(model_id, [])
+        if len(served_by) == 1:
+            provider_name, _, bare = served_by[0].partition(".")
+            return model_id, self.config.providers[provider_name].context_window(bare)
+        return None
+
     def resolve_alias(self, client_model: str) -> tuple[str, tuple[str, ...]] | None:
         """The first ``[aliases]`` entry matching a model name: (key, category or targets)."""
         for pattern, targets in self.config.aliases.items():
