@@ -14,7 +14,9 @@ A user steers routing from inside a prompt::
 Precedence when several apply: disable > force (one shot) > sticky > allow > normal routing.
 
 Only tags written in the *latest user message* take effect (its own text, not tool results:
-a file an agent reads must not steer the gateway), but tags are removed from every message,
+a file an agent reads must not steer the gateway; an Anthropic user message holding only tool
+results is the agent's turn, so the user's latest message is the one before it, as in Chat and
+Responses where tool outputs have roles of their own), but tags are removed from every message,
 system prompt and tool result in all protocols, because agents resend the whole history each
 turn and the upstream must never see a tag. A text left empty by the removal becomes
 ``EMPTY_TEXT``: Anthropic and several OpenAI-compatible servers refuse empty text blocks.
@@ -145,12 +147,16 @@ def _latest_user_texts(protocol: str, body: dict[str, Any]) -> Iterator[str]:
         content = message.get("content")
         if isinstance(content, str):
             yield content
-        elif isinstance(content, list):
-            for part in content:
-                if (
-                    isinstance(part, dict)
-                    and part.get("type") in ("text", "input_text")
-                    and isinstance(part.get("text"), str)
-                ):
-                    yield part["text"]
+            return
+        if not isinstance(content, list):
+            return
+        parts = [part for part in content if isinstance(part, dict)]
+        if parts and all(part.get("type") == "tool_result" for part in parts):
+            # Anthropic carries tool results in user messages: that is the agent's turn, the
+            # user's latest message is further back (as in Chat and Responses, whose tool
+            # outputs have roles of their own).
+            continue
+        for part in parts:
+            if part.get("type") in ("text", "input_text") and isinstance(part.get("text"), str):
+                yield part["text"]
         return
