@@ -259,8 +259,13 @@ async def test_no_window_fits_is_a_400_in_the_clients_protocol(
             await openai_client(gateway).chat.completions.create(
                 model="any", max_tokens=2000, messages=[{"role": "user", "content": "hello"}]
             )
+        # Counting tokens is how a client finds out it is too long: never refused for size.
+        counted = await anthropic_client(gateway).messages.count_tokens(
+            model="any", messages=[{"role": "user", "content": "x" * 8000}]
+        )
     assert "1,000 tokens (p.m)" in str(caught.value)
     assert caught_openai.value.code == "context_length_exceeded"
+    assert counted.input_tokens > 1000
     assert fake.requests == []
 
 

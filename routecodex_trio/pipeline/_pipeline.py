@@ -488,9 +488,13 @@ class Pipeline:
         }
         self.secret_bytes = tuple(sorted(keys, key=len, reverse=True))
 
-    async def route(self, request: ClientRequest, trace: Trace) -> tuple[RouteDecision, RouteHints]:
+    async def route(
+        self, request: ClientRequest, trace: Trace, *, fit_context: bool = True
+    ) -> tuple[RouteDecision, RouteHints]:
         """Steer (instructions, session) then route; the decision goes into the trace."""
         hints = await self.steer.begin(request)
+        if not fit_context:
+            hints = attrs.evolve(hints, fit_context=False)
         decision = self.router.route(request.model, request.canonical, hints)
         trace.category = decision.category
         trace.route = decision.explain()
@@ -606,7 +610,7 @@ class Pipeline:
 
     async def count_tokens(self, request: ClientRequest, responder: Responder, trace: Trace) -> None:
         """``/v1/messages/count_tokens``: the upstream's count when it is Anthropic, else an estimate."""
-        decision, _ = await self.route(request, trace)
+        decision, _ = await self.route(request, trace, fit_context=False)
         target = decision.candidates[0]
         trace.target = target.id
         provider = self.config.providers[target.provider]

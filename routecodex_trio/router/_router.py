@@ -112,6 +112,8 @@ class RouteHints:
     force_category: str | None = None
     # The tags read from the latest user message, for the decision's notes.
     instructions: tuple[str, ...] = ()
+    # False for count_tokens: a prompt too large for every window must still be countable.
+    fit_context: bool = True
 
 
 @attrs.frozen(kw_only=True)
@@ -233,7 +235,7 @@ class Router:
         affinity_key = self._affinity_key(record)
         # Peek first (no counter moves); only a session that cannot keep its target moves them.
         base = self._base(client_model, canonical, hints, advance=affinity_key is None)
-        ordered, needed, fit_notes = self._fit(self._health_order(base.targets), canonical)
+        ordered, needed, fit_notes = self._fit(self._health_order(base.targets), canonical, hints.fit_context)
         affinity = False
         if affinity_key is not None:
             first = next((t for t in ordered if t.health_key == affinity_key), None)
@@ -247,7 +249,9 @@ class Router:
                     else ("cooling down" if self.health.is_cooling(first) else "too small for this request")
                 )
                 base = self._base(client_model, canonical, hints, advance=True)
-                ordered, needed, fit_notes = self._fit(self._health_order(base.targets), canonical)
+                ordered, needed, fit_notes = self._fit(
+                    self._health_order(base.targets), canonical, hints.fit_context
+                )
                 fit_notes.insert(0, f"session target {affinity_key} {why}: the session moves")
         notes = base.notes + fit_notes
         if affinity:
@@ -479,11 +483,11 @@ class Router:
         return window is None or window >= needed
 
     def _fit(
-        self, targets: list[Target], canonical: Callable[[], Request]
+        self, targets: list[Target], canonical: Callable[[], Request], enabled: bool = True
     ) -> tuple[list[Target], int | None, list[str]]:
         """Targets that fit first; the tokens needed; notes. Decodes only when a window is known."""
         windows = {t.id: self.window(t) for t in targets}
-        if all(w is None for w in windows.values()):
+        if not enabled or all(w is None for w in windows.values()):
             return targets, None, []
         request = canonical()
         prompt = estimate_request_tokens(request)
