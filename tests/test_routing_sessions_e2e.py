@@ -463,3 +463,58 @@ async def test_model_names_aliases_and_the_models_endpoint(
     assert listed["p.big"].context_length == 131072  # type: ignore[attr-defined]
     assert smart.context_length == 131072  # type: ignore[attr-defined]
     assert pattern.id == "gpt-5-mini"
+
+
+async def test_the_request_log_says_which_rule_routed_and_why(
+    fake_openai: tuple[FakeOpenAI, str], start_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, url = fake_openai
+    gateway = await start_gateway(
+        {
+            "server": SERVER,
+            "providers": {
+                "p": {
+                    "type": "openai-chat",
+                    "base_url": url + "/v1",
+                    "api_keys": ["k1", "k2"],
+                    "models": ["m"],
+                }
+            },
+            "routing": {"default": ["p.m"]},
+            "aliases": {"fast": "p.m"},
+        }
+    )
+    client = openai_client(gateway)
+    with trio.fail_after(20):
+        for _ in range(2):
+            await client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
+        # The access line is written after the last byte went out: the SDK may be faster.
+        while (
+            len(lines := [r.getMessage() for r in caplog.records if r.name == "routecodex_trio.access"]) < 2
+        ):
+            await trio.sleep(0.01)
+    assert "route=\"alias: alias 'fast' -> p.m\"" in lines[0], lines[0]
+    assert "affinity: p.m#0 served this session last (hash of system prompt and first user turn)" in lines[1]
+
+
+async def test_the_session_moves_as_soon_as_content_reaches_the_client(start_gateway: GatewayFactory) -> None:
+    """A client's next turn can follow its answer at once: the affinity is recorded before the
+    first content goes out, not after the answer ends."""
+    gateway = await start_gateway(
+        {
+            "server": SERVER,
+            "providers": {"m": {"type": "mock", "models": ["a"], "mock": {"tokens_per_second": 20}}},
+            "routing": {"default": ["m.a"]},
+        }
+    )
+    store = gateway._app.pipeline.store
+    client = openai_client(gateway)
+    with trio.fail_after(20):
+        stream = await client.chat.completions.create(
+            model="any", messages=[{"role": "user", "content": "tell me a long story"}], stream=True
+        )
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                break
+        assert len(store) == 1  # mid-stream, the session already points at m.a
+        await stream.close()

@@ -20,6 +20,7 @@ target's health: the target is fine, the request was too big for it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 from typing import TYPE_CHECKING, Any, Final
@@ -551,6 +552,7 @@ class Pipeline:
             trace.attempts += 1
             trace.target = target.id
             trace.target_ref = target
+            responder.on_first_content = functools.partial(self.steer.finish, hints, decision, target)
             try:
                 call = self.prepare.prepare(request, target)
                 await self.exchange.run(call, request, self.providers.get(target.provider), responder, trace)
@@ -581,7 +583,6 @@ class Pipeline:
                 )
             else:
                 health.record_success(target)
-                await self.steer.finish(hints, decision, target, responder.first_bytes)
                 return
         assert last_error is not None
         raise last_error

@@ -27,7 +27,7 @@ SSE_HEADERS: Final = (
     (b"x-accel-buffering", b"no"),
 )
 JSON_HEADERS: Final = ((b"content-type", b"application/json"),)
-# How much of the first content is kept in ``first_bytes``: a Responses ``response.created``
+# How much of the first content ``on_first_content`` sees: a Responses ``response.created``
 # event or JSON body names its id in the first few hundred bytes.
 _FIRST_BYTES: Final = 2048
 
@@ -53,9 +53,11 @@ class Responder:
     # Upstream keys never reach a client, even when an upstream quotes them in its own error
     # text (relayed byte for byte on the passthrough path).
     secrets: tuple[bytes, ...] = ()
-    # The start of the first content sent (stream or body): the steer stage reads a
-    # Responses answer's id from it to link the id to the session.
-    first_bytes: bytes | None = None
+    # Called once with the start of the first successful content (stream or body), *before*
+    # it is sent: the steer stage records the session's affinity (and a Responses answer's
+    # id) there, so a client that sends its next turn the moment it has this answer already
+    # finds the session moved. Set by the pipeline for each attempt.
+    on_first_content: Callable[[bytes], Awaitable[None]] | None = None
 
     def _scrub(self, chunk: bytes) -> bytes:
         for secret in self.secrets:
@@ -106,11 +108,15 @@ class Responder:
         """Send the first content of the chosen upstream; the stream's state now belongs to it."""
         self.committed = True
         self.terminal_error = terminal_error
-        if self.first_bytes is None:
-            self.first_bytes = chunk[:_FIRST_BYTES]
+        await self._first_content(chunk)
         if not self.started:
             await self.start_stream()
         await self.write(chunk)
+
+    async def _first_content(self, chunk: bytes) -> None:
+        hook, self.on_first_content = self.on_first_content, None
+        if hook is not None:
+            await hook(chunk[:_FIRST_BYTES])
 
     async def write(self, chunk: bytes) -> None:
         if chunk:
@@ -136,8 +142,8 @@ class Responder:
         content_type: bytes = b"application/json",
     ) -> None:
         self.started, self.finished, self.status = True, True, status
-        if self.first_bytes is None:
-            self.first_bytes = body[:_FIRST_BYTES]
+        if status < 400:
+            await self._first_content(body)
         if self.secrets:
             body = self._scrub(body)
         headers = self._headers(((b"content-type", content_type),), extra_headers)

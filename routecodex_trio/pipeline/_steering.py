@@ -5,9 +5,11 @@ Before routing (``SteerStage.begin``): the ``<**...**>`` tags are removed from t
 config and applied to the session's record, and the session's record is read from the state
 store. The result is a ``RouteHints`` for ``Router.route``.
 
-After a success (``SteerStage.finish``): the target that answered becomes the session's
-affinity target (unless a one-shot instruction chose it), and a Responses answer's id is
-linked to the session so a later ``previous_response_id`` finds it.
+When a target's first content is about to reach the client (``SteerStage.finish``, through
+``Responder.on_first_content``): that target becomes the session's affinity target (unless a
+one-shot instruction chose it), and a Responses answer's id is linked to the session so a
+later ``previous_response_id`` finds it. Doing it before the bytes go out, not after the
+answer ended, means a client's next turn can never overtake it.
 
 Instruction changes are saved in ``begin``: a ``<**#provider**>`` holds even when the request
 it came with fails.
@@ -119,7 +121,7 @@ class SteerStage:
     async def finish(
         self, hints: RouteHints, decision: RouteDecision, target: Target, first_bytes: bytes | None
     ) -> None:
-        """Record where the session was served (called after a success only)."""
+        """Record that ``target`` serves the session (its first content is about to go out)."""
         if hints.session is None:
             return
         record = hints.record if hints.record is not None else SessionRecord()
