@@ -9,6 +9,8 @@ versions through the gateway and the official SDKs are in ``test_routing_session
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -27,6 +29,8 @@ from routecodex_trio.router._session import conversation_session, explicit_sessi
 from routecodex_trio.state import MemorySessionStore
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from routecodex_trio.pipeline._request import ClientRequest, Endpoint
     from routecodex_trio.protocols.canonical import Request
     from routecodex_trio.router import RouteDecision
@@ -641,3 +645,44 @@ async def test_trio_clock_drives_the_store_by_default(autojump_clock: trio.testi
     assert await store.get("k") is not None
     await trio.sleep(2)
     assert await store.get("k") is None
+
+
+def test_route_command_shows_rule_notes_session_and_instructions(tmp_path: Path) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        "[providers.a]\ntype = 'openai-chat'\nbase_url = 'http://127.0.0.1:9/v1'\napi_keys = ['k1', 'k2']\n"
+        "models = ['m', 'big']\n[providers.a.context]\nm = 1000\nbig = 200000\n"
+        "[routing]\ndefault = ['a.m', 'a.big']\n[aliases]\n'claude-*' = 'default'\n"
+    )
+    request = tmp_path / "request.json"
+    request.write_text(
+        orjson.dumps(
+            {
+                "model": "claude-opus-4",
+                "max_tokens": 2000,
+                "messages": [{"role": "user", "content": "<**#a**> hi"}],
+            }
+        ).decode()
+    )
+    command = [sys.executable, "-m", "routecodex_trio", "route", "--config", str(config), str(request)]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert refused.returncode == 1 and "disabled for this session (a)" in refused.stderr
+    request.write_text(
+        orjson.dumps(
+            {"model": "claude-opus-4", "max_tokens": 2000, "messages": [{"role": "user", "content": "hi"}]}
+        ).decode()
+    )
+    result = subprocess.run(
+        [*command, "--header", "x-claude-code-session-id:abc"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "rule:       alias" in out
+    assert "reason:     alias 'claude-opus-4' (pattern 'claude-*') -> category default" in out
+    assert "note:       context: ~2,005 tokens needed; a.m too small, moved last" in out
+    assert "session:    header x-claude-code-session-id" in out
+    assert "1. a.big  (upstream big, key 0 of 2, window 200,000, ready)" in out
