@@ -84,7 +84,7 @@ async def measure(
     decode = DecodeStage()
     start = time.process_time()
     for _ in range(n):
-        request = decode.decode(endpoint, raw, request_id="b", headers=headers, codec=codec)
+        request = await decode.decode(endpoint, raw, request_id="b", headers=headers, codec=codec)
         if steer_on:
             hints = await steer.begin(request)
             decision = router.route(request.model, request.canonical, hints)

@@ -141,7 +141,9 @@ async def serve_upstream(port: int, frames: int, interval_s: float) -> None:
     await trio.serve_tcp(handle, port, host="127.0.0.1")
 
 
-def request_bytes(url: str, protocol: str, model: str) -> tuple[str, int, bytes]:
+def request_bytes(url: str, protocol: str, model: str, body_file: str = "") -> tuple[str, int, bytes]:
+    """The request every stream sends; ``body_file``: its JSON body instead of the short one
+    (a stream request of ``protocol``, e.g. an agent-sized body from bench/bodies.py)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     system = "You are a helpful assistant. Answer briefly."
@@ -165,6 +167,9 @@ def request_bytes(url: str, protocol: str, model: str) -> tuple[str, int, bytes]
             "stream_options": {"include_usage": True},
         }
     payload = dumps(body).encode()
+    if body_file:
+        with open(body_file, "rb") as file:
+            payload = file.read()
     lines = [f"POST {parts.path or '/'} HTTP/1.1", f"Host: {host}:{port}", "Accept: text/event-stream"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     lines.append(f"Content-Length: {len(payload)}")
@@ -277,9 +282,16 @@ def percentile(values: list[float], p: float) -> float | None:
 
 
 async def run_load(
-    url: str, protocol: str, model: str, streams: int, frames: int, timeout_s: float, ramp_s: float
+    url: str,
+    protocol: str,
+    model: str,
+    streams: int,
+    frames: int,
+    timeout_s: float,
+    ramp_s: float,
+    body_file: str = "",
 ) -> dict:
-    host, port, request = request_bytes(url, protocol, model)
+    host, port, request = request_bytes(url, protocol, model, body_file)
     results: list[dict[str, object]] = [{} for _ in range(streams)]
 
     async def run_one(i: int) -> None:
@@ -408,6 +420,7 @@ def main() -> int:
     load.add_argument("--frames", type=int, default=64)
     load.add_argument("--timeout", type=float, default=60.0, help="per-stream deadline, seconds")
     load.add_argument("--ramp", type=float, default=0.0, help="open the streams over this many seconds")
+    load.add_argument("--body", default="", help="send this file's JSON as the body (a stream request)")
     args = parser.parse_args()
     if args.command == "upstream":
         trio.run(serve_upstream, args.port, args.frames, args.interval)
@@ -416,7 +429,15 @@ def main() -> int:
         trio.run(serve_floor, args.port, args.frames, args.interval)
         return 0
     report = trio.run(
-        run_load, args.url, args.protocol, args.model, args.streams, args.frames, args.timeout, args.ramp
+        run_load,
+        args.url,
+        args.protocol,
+        args.model,
+        args.streams,
+        args.frames,
+        args.timeout,
+        args.ramp,
+        args.body,
     )
     json.dump(report, sys.stdout)
     sys.stdout.write("\n")

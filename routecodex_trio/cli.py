@@ -20,7 +20,7 @@ import trio
 
 from ._errors import ConfigError, GatewayError
 from ._version import __version__
-from .config import default_config_path, load_config
+from .config import default_config_path, load_config, permission_warning
 
 if TYPE_CHECKING:
     from .config import GatewayConfig
@@ -84,7 +84,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # the upstream's address in our logs. Our own access line says what matters.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    config = load_config(_config_path(args.config))
+    config_path = _config_path(args.config)
+    config = load_config(config_path)
+    warning = permission_warning(config_path, config)
+    if warning:
+        LOGGER.warning("%s", warning)
     if args.snap:
         config = attrs.evolve(config, snapshots=attrs.evolve(config.snapshots, enabled=True))
         LOGGER.info("snapshots on: %s", Path(config.snapshots.dir).expanduser())
@@ -191,10 +195,31 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = _config_path(args.path or args.config)
     config = load_config(path)
+    warning = permission_warning(path, config)
+    if warning:
+        print(f"routecodex: warning: {warning}", file=sys.stderr)
     targets = sum(len(p.models) for p in config.providers.values())
     listen = ", ".join(config.server.listen)
     print(f"{path}: OK ({len(config.providers)} providers, {targets} models, listen {listen})")
-    return 0
+    from .providers import describe_network, load_tls
+
+    # Which proxy and trust source each provider's connections will use, from this
+    # environment (issue 15): the first thing to check when an upstream is unreachable.
+    failed = False
+    for name, provider in config.providers.items():
+        proxy, trust = describe_network(provider, config.network)
+        http2 = "; http2 offered (ALPN)" if provider.http2 else ""
+        print(f"  {name}: proxy {proxy}; trust {trust}{http2}")
+        problem = load_tls(provider, config.network)
+        if problem:
+            print(f"  ERROR: {name}: {problem}")
+            failed = True
+        if not provider.verify and provider.type != "mock":
+            print(
+                f"  WARNING: {name}: TLS verification is OFF (verify = false): anyone on the path "
+                "can read and change its traffic, API key included"
+            )
+    return 1 if failed else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -286,16 +311,16 @@ def cmd_route(args: argparse.Namespace) -> int:
     protocol = _ROUTE_ENDPOINTS[endpoint]
     codec = codec_for(protocol)  # type: ignore[arg-type]
     endpoints = {"chat": CHAT, "messages": MESSAGES, "responses": RESPONSES, "completions": COMPLETIONS}
-    request = DecodeStage().decode(
-        endpoints[endpoint],
-        raw,
-        request_id="route",
-        headers=headers,
-        codec=codec,
-    )
     router = Router(config)
     steer = SteerStage(config, router, MemorySessionStore(config.routing.affinity_max_sessions))
-    hints = trio.run(steer.begin, request)
+
+    async def decode_and_steer() -> tuple[Any, Any]:
+        request = await DecodeStage().decode(
+            endpoints[endpoint], raw, request_id="route", headers=headers, codec=codec
+        )
+        return request, await steer.begin(request)
+
+    request, hints = trio.run(decode_and_steer)
     decision = router.route(request.model, request.canonical, hints)
     candidates: list[dict[str, Any]] = []
     for target in decision.candidates:

@@ -34,6 +34,17 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
+@pytest.fixture(params=["h11", "httpcore"])
+def upstream_transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a suite over both upstream transports (STYLE rule 17): the h11 fast path that
+    plain-http upstreams take, and httpcore, which TLS, proxies and HTTP/2 take. A module opts
+    in with ``pytestmark = pytest.mark.usefixtures("upstream_transport")``."""
+    from routecodex_trio.providers import _http
+
+    monkeypatch.setattr(_http, "H11_FAST_PATH", request.param == "h11")
+    return str(request.param)
+
+
 @pytest.fixture(autouse=True)
 def _quiet_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="routecodex_trio")

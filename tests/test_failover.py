@@ -44,6 +44,9 @@ async def _ask(gateway: Any, client: str, stream: bool) -> httpx.Response:
         )
 
 
+# Every case over both upstream transports: the h11 fast path and httpcore (issue 15).
+pytestmark = pytest.mark.usefixtures("upstream_transport")
+
 FIRST_FAILURES = [
     "cc.early",
     "am.earlyfail",

@@ -41,10 +41,14 @@ if TYPE_CHECKING:
 # A request cancelled while httpx is still sending its body leaves httpx's body generator
 # un-exhausted (the httpx/httpcore async-generator issue of PLATFORM B.6; pyproject.toml
 # filters the other generators of that family).
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <async_generator object ByteStream.__aiter__"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
+pytestmark = [
+    # Every case over both upstream transports: the h11 fast path and httpcore (issue 15).
+    pytest.mark.usefixtures("upstream_transport"),
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in. <async_generator object ByteStream.__aiter__"
+        ":pytest.PytestUnraisableExceptionWarning"
+    ),
+]
 
 # Hang-up points; each is a (model, stream, when) plan for one client.
 KINDS: Final = ("before-body", "before-headers", "keepalive-wait", "mid-stream", "failover", "non-stream")

@@ -230,18 +230,22 @@ async def test_admin_reload_swaps_config_and_keeps_streams(
     assert still.status_code == 200 and fake.requests[-1].body["model"] == "gpt-test"
 
 
-async def test_admin_reload_needs_a_key_when_keys_are_set(
+async def test_admin_reload_needs_an_admin_key_when_keys_are_set(
     fake_openai: tuple[FakeOpenAI, str], nursery: trio.Nursery, tmp_path: Path
 ) -> None:
+    """Client keys no longer reload the gateway (issue 13): only ``admin_keys`` do."""
     _, url = fake_openai
     path = tmp_path / "gw.toml"
-    _write(path, url, "gpt-test", extra=f'api_keys = ["{CLIENT_KEY}"]')
+    admin_key = "admin-key-for-reload-1"
+    _write(path, url, "gpt-test", extra=f'api_keys = ["{CLIENT_KEY}"]\nadmin_keys = ["{admin_key}"]')
     gateway = await nursery.start(serve, load_config(path))
     async with httpx.AsyncClient(base_url=gateway.url) as http:
         with trio.fail_after(10):
             anonymous = await http.post("/admin/reload")
-            keyed = await http.post("/admin/reload", headers={"x-api-key": CLIENT_KEY})
+            client = await http.post("/admin/reload", headers={"x-api-key": CLIENT_KEY})
+            keyed = await http.post("/admin/reload", headers={"x-api-key": admin_key})
     assert anonymous.status_code == 401
+    assert client.status_code == 403
     assert keyed.status_code == 200
 
 

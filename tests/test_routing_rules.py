@@ -100,7 +100,7 @@ class Setup:
         served: bool = True,
     ) -> tuple[RouteDecision, ClientRequest]:
         """Steer and route one request; ``served``: the first candidate answered (affinity)."""
-        request = DecodeStage().decode(
+        request = await DecodeStage().decode(
             endpoint,
             orjson.dumps(body),
             request_id="t",
@@ -363,13 +363,13 @@ async def test_previous_response_id_finds_its_session() -> None:
     s = setup(make_config({"default": ["a.m2"]}))
     first = {"model": "any", "input": "hello", "prompt_cache_key": "conv-1"}
     decision, _ = await s.send(first, endpoint=RESPONSES, served=False)
-    request = DecodeStage().decode(
+    request = await DecodeStage().decode(
         RESPONSES, orjson.dumps(first), request_id="t", headers={}, codec=codec_for("openai-responses")
     )
     hints = await s.steer.begin(request)
     await s.steer.finish(hints, decision, decision.candidates[0], b'{"id":"resp_abc123","object":"response"}')
     follow = {"model": "any", "input": "and then?", "previous_response_id": "resp_abc123"}
-    request = DecodeStage().decode(
+    request = await DecodeStage().decode(
         RESPONSES, orjson.dumps(follow), request_id="t", headers={}, codec=codec_for("openai-responses")
     )
     hints = await s.steer.begin(request)

@@ -518,3 +518,29 @@ async def test_the_session_moves_as_soon_as_content_reaches_the_client(start_gat
                 break
         assert len(store) == 1  # mid-stream, the session already points at m.a
         await stream.close()
+
+
+@pytest.mark.parametrize("path", ["chat", "messages", "responses"])
+async def test_tags_never_reach_a_same_protocol_upstream(
+    nursery: trio.Nursery, start_gateway: GatewayFactory, path: str
+) -> None:
+    """Same protocol both ways sends the client's own bytes on: they must be the stripped ones."""
+    fake = FakeUpstream()
+    url = await start_app(nursery, fake)
+    target = {"chat": "chat.text", "messages": "claude.text", "responses": "resp.text"}[path]
+    gateway = await start_gateway(_two_providers(url))
+    with trio.fail_after(20):
+        if path == "chat":
+            await openai_client(gateway).chat.completions.create(
+                model="any", messages=[{"role": "user", "content": f"<**{target}**> hi"}]
+            )
+        elif path == "messages":
+            await anthropic_client(gateway).messages.create(
+                model="any", max_tokens=50, messages=[{"role": "user", "content": f"<**{target}**> hi"}]
+            )
+        else:
+            await openai_client(gateway).responses.create(model="any", input=f"<**{target}**> hi")
+    assert len(fake.requests) == 1 and fake.requests[0].path.endswith(
+        path.replace("chat", "chat/completions")
+    )
+    _no_tags(fake)

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 # Small deadlines so the timeout cases finish quickly; trickle events come every 0.2 s, well
 # under ``idle``, and the trickle ends well before ``total``.
+# Every case over both upstream transports: the h11 fast path and httpcore (issue 15).
+pytestmark = pytest.mark.usefixtures("upstream_transport")
+
 TIMEOUTS: Final = {"connect": 1.0, "first_byte": 1.0, "idle": 0.5, "total": 2.5}
 # Scheduling noise on a loaded 2-CPU CI machine; deadlines are checked as "deadline + SLACK_S".
 SLACK_S: Final = 2.0
@@ -391,6 +394,9 @@ class RawUpstream:
             return
         if scenario == "error200":
             await _send_json(stream, orjson.dumps(error_answer(protocol, "quota exhausted, try later")))
+            return
+        if request.path.endswith("/count_tokens"):
+            await _send_json(stream, orjson.dumps({"input_tokens": 3}))
             return
         if not streaming:
             await _send_json(stream, orjson.dumps(json_answer(protocol, "Hello from raw.")))

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 from ._engines import EngineConfig, EnginesConfig, EngineVariantConfig
-from ._load import CONFIG_CONVERTER, config_from_mapping, default_config_path, expand_env, load_config
+from ._load import (
+    CONFIG_CONVERTER,
+    config_from_mapping,
+    default_config_path,
+    expand_env,
+    hide_expanded,
+    holds_keys,
+    load_config,
+    permission_warning,
+)
 from ._model import (
     COMPAT_PROFILES,
     PROVIDER_TYPES,
     ROUTE_CATEGORIES,
+    WILDCARD_MODEL,
     ClassifierConfig,
     GatewayConfig,
     HealthConfig,
+    LimitsConfig,
     MockConfig,
     ModelConfig,
+    NetworkConfig,
     PartialTimeouts,
     PoolConfig,
     ProviderConfig,
@@ -29,14 +41,17 @@ __all__ = [
     "CONFIG_CONVERTER",
     "PROVIDER_TYPES",
     "ROUTE_CATEGORIES",
+    "WILDCARD_MODEL",
     "ClassifierConfig",
     "EngineConfig",
     "EngineVariantConfig",
     "EnginesConfig",
     "GatewayConfig",
     "HealthConfig",
+    "LimitsConfig",
     "MockConfig",
     "ModelConfig",
+    "NetworkConfig",
     "PartialTimeouts",
     "PoolConfig",
     "ProviderConfig",
@@ -49,5 +64,8 @@ __all__ = [
     "config_from_mapping",
     "default_config_path",
     "expand_env",
+    "hide_expanded",
+    "holds_keys",
     "load_config",
+    "permission_warning",
 ]

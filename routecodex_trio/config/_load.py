@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 import re
+import stat
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from .._errors import ConfigError
 from ._engines import PORT_PLACEHOLDER, engine_problems
 from ._model import (
     ROUTE_CATEGORIES,
+    WILDCARD_MODEL,
     GatewayConfig,
     ModelConfig,
     PoolConfig,
@@ -39,6 +41,8 @@ _ENGINE_CMD_PATH: Final = re.compile(r"(^|\.)engine\.(variants\.[^.]+\.)?cmd$")
 _PATH_PART: Final = re.compile(r"\['([^']*)'\]|\[(\d+)\]|\.([A-Za-z0-9_-]+)")
 
 CONFIG_CONVERTER: Final = cattrs.Converter(forbid_extra_keys=True)
+# The proxy schemes httpcore speaks (providers/_network.py).
+_PROXY_SCHEMES: Final = ("http", "https", "socks5", "socks5h")
 
 
 def _structure_secret(value: object, _: type) -> Secret:
@@ -106,31 +110,84 @@ CONFIG_CONVERTER.register_structure_hook_func(lambda t: t == tuple[ModelConfig, 
 CONFIG_CONVERTER.register_structure_hook_func(lambda t: t == tuple[PoolConfig, ...], _structure_pools)
 
 
-def expand_env(value: Any, path: str, problems: list[str], environ: Mapping[str, str]) -> Any:
-    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string of a TOML tree."""
+def expand_env(
+    value: Any,
+    path: str,
+    problems: list[str],
+    environ: Mapping[str, str],
+    *,
+    expanded: dict[str, str] | None = None,
+) -> Any:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string of a TOML tree.
+
+    Args:
+        expanded: if given, receives every string that expansion produced (and every
+            variable's value) mapped to ``(value from ${VAR}, hidden)``: what a problem
+            message shows in its place (``hide_expanded``).
+    """
     if isinstance(value, str):
         if "${" not in value:
             return value
 
         keep_port = _ENGINE_CMD_PATH.search(path) is not None
+        used: list[str] = []
 
         def replace(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             if keep_port and match.group(0) == PORT_PLACEHOLDER:
                 return PORT_PLACEHOLDER
             if name in environ:
-                return environ[name]
-            if default is not None:
-                return default
-            problems.append(f"{path}: environment variable {name} is not set (use ${{{name}:-default}})")
-            return ""
+                found = environ[name]
+            elif default is not None:
+                found = default
+            else:
+                problems.append(f"{path}: environment variable {name} is not set (use ${{{name}:-default}})")
+                return ""
+            used.append(name)
+            if expanded is not None and found:
+                expanded.setdefault(found, _hidden_label([name]))
+            return found
 
-        return _VAR.sub(replace, value)
+        result = _VAR.sub(replace, value)
+        if expanded is not None and used and result:
+            expanded[result] = _hidden_label(used)
+        return result
     if isinstance(value, dict):
-        return {k: expand_env(v, f"{path}.{k}" if path else k, problems, environ) for k, v in value.items()}
+        return {
+            k: expand_env(v, f"{path}.{k}" if path else k, problems, environ, expanded=expanded)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [expand_env(v, f"{path}[{i}]", problems, environ) for i, v in enumerate(value)]
+        return [
+            expand_env(v, f"{path}[{i}]", problems, environ, expanded=expanded) for i, v in enumerate(value)
+        ]
     return value
+
+
+def _hidden_label(names: list[str]) -> str:
+    return f"(value from {' and '.join(f'${{{n}}}' for n in dict.fromkeys(names))}, hidden)"
+
+
+# An expanded value this short is hidden only where a message quotes it: replacing it
+# wherever it occurs would also hit indexes, ports and counts in the same message.
+_MIN_BARE_HIDDEN_CHARS: Final = 6
+
+
+def hide_expanded(problem: str, expanded: Mapping[str, str]) -> str:
+    """``problem`` with every value that came from the environment replaced by its label.
+
+    A ``${VAR}`` holds secrets; a validation message quotes the value it refuses (a key put in
+    ``listen`` by mistake), so the message names the variable instead.
+    """
+    for value in sorted(expanded, key=len, reverse=True):
+        if value not in problem:
+            continue
+        label = expanded[value]
+        for quoted in (repr(value), f"'{value}'", f'"{value}"'):
+            problem = problem.replace(quoted, label)
+        if len(value) >= _MIN_BARE_HIDDEN_CHARS:
+            problem = problem.replace(value, label)
+    return problem
 
 
 def _format_cattrs_error(exc: BaseException, type_: Any) -> str:
@@ -206,6 +263,46 @@ def _check_provider(provider: ProviderConfig, problems: list[str]) -> None:
     for header, value in provider.headers.items():
         if "\r" in header or "\n" in header or "\r" in value or "\n" in value:
             problems.append(f"{where}.headers.{header}: CR/LF not allowed in headers")
+    _check_network(provider, problems)
+
+
+def _check_network(provider: ProviderConfig, problems: list[str]) -> None:
+    """Proxy and TLS keys (issue 15): bad URLs and missing files are reported at load time."""
+    where = f"providers.{provider.name}"
+    network_keys = ("proxy", "ca_bundle", "client_cert", "client_key")
+    if provider.type == "mock":
+        for key in network_keys:
+            if getattr(provider, key) is not None:
+                problems.append(f"{where}.{key}: a mock provider makes no network calls")
+        return
+    if provider.engine is not None:
+        if provider.proxy:
+            problems.append(f"{where}.proxy: a local engine is reached on loopback, never through a proxy")
+        if provider.http2:
+            problems.append(f"{where}.http2: a local engine is plain http (HTTP/2 is negotiated over TLS)")
+    elif provider.http2 and provider.base_url and urlsplit(provider.base_url).scheme != "https":
+        problems.append(f"{where}.http2: HTTP/2 is negotiated over TLS (ALPN); base_url must be https://")
+    if provider.proxy:
+        # The message never repeats the URL: it may hold a password.
+        try:
+            proxy = urlsplit(provider.proxy.reveal().strip())
+            proxy.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            problems.append(f"{where}.proxy: not a valid proxy URL (bad host or port)")
+        else:
+            if proxy.scheme.lower() not in _PROXY_SCHEMES or not proxy.hostname:
+                problems.append(
+                    f"{where}.proxy: expected http://, https://, socks5:// or socks5h:// with a host "
+                    '(or "" for no proxy)'
+                )
+    for key in ("ca_bundle", "client_cert", "client_key"):
+        path = getattr(provider, key)
+        if path is not None and not os.path.exists(os.path.expanduser(path)):
+            problems.append(f"{where}.{key}: {path} does not exist")
+    if provider.client_key and not provider.client_cert:
+        problems.append(f"{where}.client_key: needs client_cert (the certificate the key belongs to)")
+    if not provider.verify and provider.ca_bundle:
+        problems.append(f"{where}.verify: verify = false ignores ca_bundle; set one or the other")
 
 
 def _check_routing(config: GatewayConfig, problems: list[str]) -> None:
@@ -225,6 +322,11 @@ def _check_routing(config: GatewayConfig, problems: list[str]) -> None:
                     problems.append(f"{where}: {target!r} is not 'provider.model'")
                 elif provider is None:
                     problems.append(f"{where}: {target!r} names unknown provider {provider_name!r}")
+                elif model_id == WILDCARD_MODEL:
+                    problems.append(
+                        f"{where}: {target!r}: the wildcard model is for clients naming "
+                        f"'{provider_name}.<model>'; a route lists real models"
+                    )
                 elif provider.model(model_id) is None:
                     problems.append(
                         f"{where}: {target!r}: provider {provider_name!r} lists no model {model_id!r}"
@@ -293,13 +395,14 @@ def config_from_mapping(
         ConfigError: with every problem found, each naming its key path.
     """
     problems: list[str] = []
-    expanded = expand_env(dict(raw), "", problems, os.environ if environ is None else environ)
-    expanded.pop("source", None)
+    from_env: dict[str, str] = {}
+    tree = expand_env(dict(raw), "", problems, os.environ if environ is None else environ, expanded=from_env)
+    tree.pop("source", None)
     try:
-        config = CONFIG_CONVERTER.structure({**expanded, "source": source}, GatewayConfig)
+        config = CONFIG_CONVERTER.structure({**tree, "source": source}, GatewayConfig)
     except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
         problems.extend(_cattrs_problems(exc) if isinstance(exc, cattrs.BaseValidationError) else [str(exc)])
-        raise _config_error(source, problems) from None
+        raise _config_error(source, problems, from_env) from None
     # A provider's name is its table key; cattrs left it empty.
     config = attrs.evolve(
         config, providers={name: attrs.evolve(p, name=name) for name, p in config.providers.items()}
@@ -324,17 +427,19 @@ def config_from_mapping(
         )
     if config.server.workers > 1 and any(entry.endswith(":0") for entry in config.server.listen):
         problems.append("server.workers: several workers need fixed ports (port 0 would differ per worker)")
-    for i, key in enumerate(config.server.api_keys):
-        if _bad_key(key.reveal()):
-            problems.append(f"server.api_keys[{i}]: contains whitespace or CR/LF")
-        elif len(key.reveal()) < 8:
-            problems.append(f"server.api_keys[{i}]: too short (at least 8 characters)")
+    for name in ("api_keys", "admin_keys"):
+        for i, key in enumerate(getattr(config.server, name)):
+            if _bad_key(key.reveal()):
+                problems.append(f"server.{name}[{i}]: contains whitespace or CR/LF")
+            elif len(key.reveal()) < 8:
+                problems.append(f"server.{name}[{i}]: too short (at least 8 characters)")
     if problems:
-        raise _config_error(source, problems)
+        raise _config_error(source, problems, from_env)
     return config
 
 
-def _config_error(source: str | None, problems: list[str]) -> ConfigError:
+def _config_error(source: str | None, problems: list[str], from_env: Mapping[str, str]) -> ConfigError:
+    problems = [hide_expanded(problem, from_env) for problem in problems]
     head = f"invalid configuration{f' in {source}' if source else ''}"
     return ConfigError(head + ":\n  " + "\n  ".join(problems), problems=tuple(problems))
 
@@ -366,6 +471,34 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML in {path}: {exc}") from None
     return config_from_mapping(raw, source=str(path), environ=environ)
+
+
+def holds_keys(config: GatewayConfig) -> bool:
+    """Whether the config carries any key: inbound, admin or upstream."""
+    server = config.server
+    return bool(server.api_keys or server.admin_keys or any(p.all_keys() for p in config.providers.values()))
+
+
+def permission_warning(path: str | os.PathLike[str], config: GatewayConfig) -> str | None:
+    """A warning when a config file that holds keys can be read by its group or by others.
+
+    Keys count whether written literally or expanded from ``${VAR}``: the file is where an
+    operator puts them, and a ``${VAR:-default}`` or a later edit puts them there for real.
+    ``None`` when the file is private, holds no key, or cannot be examined.
+    """
+    if not holds_keys(config):
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    readers = [who for who, bit in (("group", stat.S_IRGRP), ("others", stat.S_IROTH)) if mode & bit]
+    if not readers:
+        return None
+    return (
+        f"config file {os.fspath(path)} holds API keys and is readable by {' and '.join(readers)} "
+        f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {os.fspath(path)}"
+    )
 
 
 def default_config_path() -> Path:

@@ -6,6 +6,7 @@ Everything is immutable: a reload builds a new tree and swaps it whole.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Final, Literal, get_args
 
@@ -24,8 +25,21 @@ DEFAULT_LISTEN: Final = ("127.0.0.1:5520", "[::1]:5520")
 DEFAULT_GRACEFUL_TIMEOUT_S: Final = 30.0
 # 32 MiB: Anthropic's own Messages limit, and larger than any real prompt with images.
 DEFAULT_MAX_BODY_BYTES: Final = 32 * 1024 * 1024
+# JSON values in one request body. A 32 MiB agent body holds ~230,000 (one per 150-200 bytes);
+# a body of bare ``{},`` holds 11 million, and parsing it would cost ~25 bytes of RSS per byte
+# received. Bodies past this are refused before they are parsed (issue 13).
+DEFAULT_MAX_JSON_VALUES: Final = 1_000_000
 DEFAULT_KEEP_ALIVE_TIMEOUT_S: Final = 75.0
 DEFAULT_KEEPALIVE_INTERVAL_S: Final = 15.0
+# A response write that makes no progress for this long ends the request (issue 13).
+DEFAULT_WRITE_TIMEOUT_S: Final = 30.0
+# The whole request body must arrive within this (a trickled body held a slot indefinitely).
+DEFAULT_BODY_TIMEOUT_S: Final = 60.0
+# A chunked body may use this many chunks, plus one per DEFAULT_MIN_CHUNK_BYTES delivered:
+# h11 spends ~5-10 us per chunk, so below that a chunked body costs more than 2x the CPU of
+# the same bytes sent at once (bench/chunk_flood.py, docs/reliability.md).
+DEFAULT_MAX_BODY_CHUNKS: Final = 256
+DEFAULT_MIN_CHUNK_BYTES: Final = 2048
 DEFAULT_RETRY_ATTEMPTS: Final = 2
 DEFAULT_BACKOFF_BASE_S: Final = 0.25
 DEFAULT_BACKOFF_MAX_S: Final = 4.0
@@ -35,6 +49,9 @@ DEFAULT_IDLE_TIMEOUT_S: Final = 120.0
 DEFAULT_TOTAL_TIMEOUT_S: Final = 900.0
 # Sized to expected concurrency: httpcore scans every pooled connection per acquire (PLATFORM B.3).
 DEFAULT_MAX_CONNECTIONS: Final = 100
+# "system": the OS store (truststore) holds a company's TLS-inspection CA once IT installed it,
+# so HTTPS through a corporate proxy works out of the box; certifi's bundle would refuse it.
+DEFAULT_TRUST: Final = "system"
 # RouteCodex's own default (llmswitch-core DEFAULT_CLASSIFIER.longContextThresholdTokens).
 DEFAULT_LONGCONTEXT_THRESHOLD: Final = 180_000
 # Claude Code sends its background work (titles, summaries) to a Haiku model.
@@ -62,6 +79,18 @@ DEFAULT_WEB_SEARCH_TOOLS: Final[tuple[str, ...]] = ("web_search",)
 DEFAULT_FAILURE_THRESHOLD: Final = 3
 DEFAULT_COOLDOWN_S: Final = 30.0
 DEFAULT_FATAL_COOLDOWN_S: Final = 300.0
+# The longest any upstream's Retry-After may cool a target: a header saying "inf" or "1e308"
+# must not take a target out of service until the next restart.
+DEFAULT_MAX_COOLDOWN_S: Final = 300.0
+# 8 MiB: far above any real event (a whole tool call's arguments travel in many deltas, and
+# Anthropic's largest single events, image-free, are tens of KiB), far below what would hurt.
+DEFAULT_MAX_EVENT_BYTES: Final = 8 * 1024 * 1024
+# 64 MiB decompressed: twice the largest request body we accept (max_body); a non-stream answer
+# this large is not a chat completion.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 64 * 1024 * 1024
+# An upstream's error body is read this far, no further: enough for any real error message,
+# small enough that a 5 MB error page costs nothing (it is relayed and logged cut to this).
+DEFAULT_MAX_ERROR_BODY_BYTES: Final = 64 * 1024
 DEFAULT_SNAPSHOTS_DIR: Final = "~/.routecodex/codex-samples"
 # 256 MiB: thousands of captured requests, small enough never to fill a home directory.
 DEFAULT_SNAPSHOTS_MAX_BYTES: Final = 256 * 1024 * 1024
@@ -136,6 +165,7 @@ class ServerConfig:
         default=DEFAULT_GRACEFUL_TIMEOUT_S, validator=attrs.validators.ge(0)
     )
     max_body: int = attrs.field(default=DEFAULT_MAX_BODY_BYTES, validator=attrs.validators.gt(0))
+    max_json_values: int = attrs.field(default=DEFAULT_MAX_JSON_VALUES, validator=attrs.validators.gt(0))
     keep_alive_timeout: float = attrs.field(
         default=DEFAULT_KEEP_ALIVE_TIMEOUT_S, validator=attrs.validators.gt(0)
     )
@@ -148,6 +178,19 @@ class ServerConfig:
     # Inbound keys; empty means no authentication (refused on non-loopback binds).
     api_keys: tuple[Secret, ...] = ()
     allow_unauthenticated: bool = False
+    # Client-side limits (issue 13): a client that stops reading, a body that trickles in, a
+    # body cut into a flood of tiny chunks.
+    write_timeout: float = attrs.field(default=DEFAULT_WRITE_TIMEOUT_S, validator=attrs.validators.gt(0))
+    body_timeout: float = attrs.field(default=DEFAULT_BODY_TIMEOUT_S, validator=attrs.validators.gt(0))
+    max_body_chunks: int = attrs.field(default=DEFAULT_MAX_BODY_CHUNKS, validator=attrs.validators.ge(1))
+    min_chunk_bytes: int = attrs.field(default=DEFAULT_MIN_CHUNK_BYTES, validator=attrs.validators.ge(1))
+    # Keys for /admin/reload and /engines/*/stop (api_keys' rules); see docs/config.md.
+    admin_keys: tuple[Secret, ...] = ()
+
+
+# A provider listing this model id passes any ``provider.<name>`` a client asks for upstream
+# as written; metrics label it ``*`` (router/_router.py).
+WILDCARD_MODEL: Final = "*"
 
 
 @attrs.frozen(kw_only=True)
@@ -201,6 +244,14 @@ class ProviderConfig:
     engine: EngineConfig | None = None
     # ``[providers.NAME.context]``: model id -> context window in tokens (router context fit).
     context: Mapping[str, int] = attrs.field(factory=dict)
+    # Networks (issue 15). proxy: None follows HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY,
+    # "" turns proxying off, else an http(s):// or socks5(h):// URL (credentials allowed).
+    proxy: Secret | None = None
+    ca_bundle: str | None = None  # PEM file (or c_rehash directory) trusted instead of the default
+    client_cert: str | None = None  # mutual TLS: PEM certificate (chain), key inside or client_key
+    client_key: str | None = None
+    verify: bool = True
+    http2: bool = False  # offer h2 in ALPN; streams share one connection
 
     def all_keys(self) -> tuple[Secret, ...]:
         """Every configured key, ``api_key`` first."""
@@ -299,6 +350,26 @@ class HealthConfig:
     failure_threshold: int = attrs.field(default=DEFAULT_FAILURE_THRESHOLD, validator=attrs.validators.gt(0))
     cooldown: float = attrs.field(default=DEFAULT_COOLDOWN_S, validator=attrs.validators.ge(0))
     fatal_cooldown: float = attrs.field(default=DEFAULT_FATAL_COOLDOWN_S, validator=attrs.validators.ge(0))
+    # Upper bound of a cooldown taken from an upstream's Retry-After (whatever it says).
+    max_cooldown: float = attrs.field(
+        default=DEFAULT_MAX_COOLDOWN_S, validator=[attrs.validators.ge(0), attrs.validators.lt(math.inf)]
+    )
+
+
+@attrs.frozen(kw_only=True)
+class LimitsConfig:
+    """Caps on what an upstream may send (issue 13): past them the upstream is at fault (502)."""
+
+    # One server-sent event (pass-through and converted streams alike).
+    max_event_bytes: int = attrs.field(default=DEFAULT_MAX_EVENT_BYTES, validator=attrs.validators.gt(0))
+    # A non-stream answer's body, counted after decompression.
+    max_response_bytes: int = attrs.field(
+        default=DEFAULT_MAX_RESPONSE_BYTES, validator=attrs.validators.gt(0)
+    )
+    # How much of an upstream's error body is read, relayed and logged.
+    max_error_body_bytes: int = attrs.field(
+        default=DEFAULT_MAX_ERROR_BODY_BYTES, validator=attrs.validators.gt(0)
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -316,6 +387,13 @@ class RetryConfig:
 
 
 @attrs.frozen(kw_only=True)
+class NetworkConfig:
+    """``[network]``: where upstream certificates are checked (providers/_network.py)."""
+
+    trust: Literal["system", "certifi"] = DEFAULT_TRUST
+
+
+@attrs.frozen(kw_only=True)
 class GatewayConfig:
     """The whole configuration. ``source`` is the file it came from, for messages only."""
 
@@ -326,10 +404,12 @@ class GatewayConfig:
     classifier: ClassifierConfig = attrs.field(factory=ClassifierConfig)
     health: HealthConfig = attrs.field(factory=HealthConfig)
     retry: RetryConfig = attrs.field(factory=RetryConfig)
+    limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     engines: EnginesConfig = attrs.field(factory=EnginesConfig)
     snapshots: SnapshotsConfig = attrs.field(factory=SnapshotsConfig)
     # ``[aliases]``: client model name or shell pattern -> a category or targets, in file order.
     aliases: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    network: NetworkConfig = attrs.field(factory=NetworkConfig)
     source: str | None = None
 
     def provider_timeouts(self, provider: ProviderConfig) -> TimeoutsConfig:

@@ -41,12 +41,40 @@ def request_fields(record: RequestRecord, request_id: str) -> dict[str, Any]:
     }
 
 
+# Control characters as their usual escapes; the rest as \xNN / \uNNNN.
+_CONTROL_ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every non-printable character escaped (``\\n``, ``\\x1b``, ``\\u2028``).
+
+    Log text carries upstream and client text (error messages, model names): a newline in it
+    would start a line of the attacker's choosing in the text log, and an escape sequence would
+    drive the terminal reading it. ``str.isprintable`` is false for every C0/C1 control, for
+    the Unicode line and paragraph separators and for other format characters.
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        elif ch in _CONTROL_ESCAPES:
+            out.append(_CONTROL_ESCAPES[ch])
+        else:
+            code = ord(ch)
+            out.append(
+                f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+            )
+    return "".join(out)
+
+
 def _logfmt_value(value: object) -> str:
     if value is None:
         return "-"
     text = str(value)
-    if not text or any(c in text for c in ' ="\\\n'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if not text or not text.isprintable() or any(c in text for c in ' ="\\'):
+        return '"' + escape_control(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
     return text
 
 
@@ -110,10 +138,26 @@ class JsonFormatter(logging.Formatter):
 
 
 class _TextFormatter(logging.Formatter):
-    """``TEXT_FORMAT`` with the date part of the timestamp made once per second."""
+    """``TEXT_FORMAT`` with the date part of the timestamp made once per second.
+
+    Every field of the line is escaped (``escape_control``): one record is one line, whatever
+    text an upstream or a client managed to put into it. A traceback keeps its own lines, each
+    indented, because the exception's message may be such text too: a line that starts at
+    column 0 is always the start of a record.
+    """
 
     _second: int = -1
     _date: str = ""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_control(super().formatMessage(record))
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if "\n" in text:
+            head, _, rest = text.partition("\n")
+            text = head + "\n" + "\n".join("  " + line for line in rest.split("\n"))
+        return text
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         second = int(record.created)

@@ -38,6 +38,7 @@ import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import unquote, urlsplit
 
 import attrs
 import orjson
@@ -94,6 +95,16 @@ def _secrets_longest_first(values: Iterable[str]) -> tuple[str, ...]:
 def _collect_secrets(value: Any, out: set[str]) -> None:
     if isinstance(value, Secret):
         out.add(value.reveal())
+        # A URL's password (a proxy's) may appear on its own, e.g. in a Proxy-Authorization
+        # header or a quoted URL.
+        if "://" in value.reveal():
+            try:
+                password = urlsplit(value.reveal()).password
+            except ValueError:
+                password = None
+            if password:
+                out.add(password)
+                out.add(unquote(password))
     elif attrs.has(type(value)):
         for field in attrs.fields(type(value)):
             _collect_secrets(getattr(value, field.name), out)

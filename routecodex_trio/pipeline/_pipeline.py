@@ -20,8 +20,11 @@ target's health: the target is fine, the request was too big for it.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import email.utils
 import functools
 import logging
+import math
 import random
 from typing import TYPE_CHECKING, Any, Final
 
@@ -38,6 +41,8 @@ from .._errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from .._scrub import Scrubber, scrub_then_cut, scrubber_for
+from ..config._model import DEFAULT_MAX_COOLDOWN_S
 from ..protocols import codec_for
 from ..protocols.base import extract_error_message
 from ..protocols.canonical import Usage, estimate_request_tokens
@@ -62,7 +67,7 @@ if TYPE_CHECKING:
     from ..engines import EngineManager
     from ..observability import SnapshotWriter
     from ..protocols.canonical import ProtocolName
-    from ..providers import H1Response, ProviderSet
+    from ..providers import ProviderSet, UpstreamResponse
     from ..router import RouteDecision, RouteHints, Router, Target
     from ..state import SessionStore
     from ._request import ClientRequest
@@ -89,6 +94,9 @@ class Trace:
     target_ref: Target | None = None
     # The routing rule that applied and why (``RouteDecision.explain``), for the request log.
     route: str | None = None
+    # The last error already written to the log with its message (a failover warning), so the
+    # request's closing log line does not repeat a message that may be 64 KiB of upstream text.
+    logged_error: GatewayError | None = None
     # Snapshot stages collected during the request (None: snapshots are off); written at the end.
     snapshot: list[tuple[str, Any]] | None = None
 
@@ -142,28 +150,36 @@ class PrepareStage:
             )
         protocol = upstream_protocol(provider.type, request.protocol, provider.completions)
         codec = codec_for(protocol)
-        if protocol == request.protocol:
-            # Same protocol: the body goes through untouched but for the model name.
-            body = dict(request.body)
-            body["model"] = target.upstream_model
-            passthrough = True
-        else:
-            canonical = attrs.evolve(request.canonical(), model=target.upstream_model, stream=request.stream)
-            body = codec.encode_request(canonical)
-            passthrough = False
-        repair = False
+        profile = "passthrough"
+        model = None
         if provider.type == "openai-chat":
             profile = profile_name_for(provider, target.model)
             model = provider.model(target.model)
-            if profile != "passthrough" or (model is not None and model.max_tokens is not None):
+        compat = profile != "passthrough" or (model is not None and model.max_tokens is not None)
+        repair = profile != "passthrough"
+        passthrough = protocol == request.protocol
+        encoded = None
+        if passthrough and not compat:
+            # The client's own bytes with only the model swapped: no re-encoding (issue 22).
+            encoded = with_model(request.raw, request.model, target.upstream_model)
+        if encoded is None:
+            if passthrough:
+                # Same protocol: the body goes through untouched but for the model name.
+                body = dict(request.body)
+                body["model"] = target.upstream_model
+            else:
+                canonical = attrs.evolve(
+                    request.canonical(), model=target.upstream_model, stream=request.stream
+                )
+                body = codec.encode_request(canonical)
+            if compat:
                 body = apply_compat(profile, body, model)
-            repair = profile != "passthrough"
-        try:
-            encoded = orjson.dumps(body)
-        except orjson.JSONEncodeError as exc:
-            # Tool-call arguments arrive as JSON *strings*, out of the decoder's depth limit;
-            # converted into objects they can nest past what the encoder accepts.
-            raise InvalidRequest(f"the request cannot be converted for this upstream: {exc}") from None
+            try:
+                encoded = orjson.dumps(body)
+            except orjson.JSONEncodeError as exc:
+                # Tool-call arguments arrive as JSON *strings*, out of the decoder's depth limit;
+                # converted into objects they can nest past what the encoder accepts.
+                raise InvalidRequest(f"the request cannot be converted for this upstream: {exc}") from None
         return UpstreamCall(
             target=target,
             protocol=protocol,
@@ -173,6 +189,36 @@ class PrepareStage:
             passthrough=passthrough,
             repair=repair,
         )
+
+
+_MODEL_KEY: Final = b'"model"'
+
+
+def with_model(raw: bytes, model: str, upstream_model: str) -> bytes | None:
+    """``raw`` (a JSON object whose ``model`` is ``model``) with ``upstream_model`` instead;
+    ``None`` when that cannot be done on the bytes with certainty.
+
+    Only when ``"model"`` occurs once in the body: then it is the top-level key (a nested
+    ``"model"`` key or a second top-level one makes two; inside a string its quotes would be
+    escaped), and its value must be ``model`` exactly as orjson writes it.
+    """
+    if raw.count(_MODEL_KEY) != 1:
+        return None
+    at = raw.find(_MODEL_KEY) + len(_MODEL_KEY)
+    end = len(raw)
+    while at < end and raw[at] in b" \t\r\n":
+        at += 1
+    if at == end or raw[at] != 0x3A:  # ":" (the key is a key, not a value)
+        return None
+    at += 1
+    while at < end and raw[at] in b" \t\r\n":
+        at += 1
+    value = orjson.dumps(model)
+    if raw[at : at + len(value)] != value:
+        return None
+    if model == upstream_model:
+        return raw
+    return b"".join((raw[:at], orjson.dumps(upstream_model), raw[at + len(value) :]))
 
 
 # Wire protocol spoken to an engine -> the endpoint name engines declare in `endpoints`.
@@ -195,24 +241,46 @@ def _client_status(upstream_status: int) -> int:
     return 502
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return float(value) / 1000.0
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return float(value)
-        except ValueError:
+def _retry_after(headers: Mapping[str, str], max_s: float) -> float | None:
+    """The upstream's Retry-After in seconds, within ``[0, max_s]``; None if absent or unusable.
+
+    Upstream text, so anything goes: ``inf`` or ``1e308`` are clamped to ``max_s`` (``[health]
+    max_cooldown``: a target is never cooled, nor a client told to wait, for longer), ``nan``
+    and negative values are ignored, and the HTTP-date form (RFC 9110 10.2.3) counts from now.
+    """
+    # retry-after-ms (OpenAI's) first; an unusable one leaves the standard header to say.
+    seconds = _seconds(headers.get("retry-after-ms"), 1000.0)
+    if seconds is None:
+        seconds = _seconds(headers.get("retry-after"), 1.0)
+    return None if seconds is None else min(seconds, max_s)
+
+
+def _seconds(value: str | None, per_second: float) -> float | None:
+    """A Retry-After value in seconds, ``>= 0``; None for no value or one that is no duration."""
+    if not value:
+        return None
+    try:
+        seconds = float(value) / per_second
+    except ValueError:
+        if per_second != 1.0:
             return None
-    return None
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
+    if math.isnan(seconds) or seconds < 0:
+        return None
+    return seconds
 
 
 def upstream_status_error(
-    provider: str, response: H1Response, secrets: tuple[str, ...]
+    provider: str,
+    response: UpstreamResponse,
+    secrets: tuple[str, ...],
+    max_retry_after_s: float = DEFAULT_MAX_COOLDOWN_S,
 ) -> UpstreamStatusError:
     """An ``UpstreamStatusError`` carrying the upstream's message, scrubbed of our keys."""
     message: str | None
@@ -221,14 +289,17 @@ def upstream_status_error(
         parsed = orjson.loads(response.content)
         message = extract_error_message(parsed)
     except orjson.JSONDecodeError:
-        message = response.content[:300].decode("utf-8", errors="replace").strip() or None
+        # Scrubbed whole, then cut: a key straddling the cut would otherwise leave its first
+        # characters in the message, where nothing can recognise them any more.
+        message = scrub_then_cut(response.content.decode("utf-8", errors="replace"), secrets).strip() or None
     status = response.status_code
     text = f"upstream {provider!r} answered {status}" + (f": {message}" if message else "")
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+    text = scrubber_for(secrets).text(text)
     error = UpstreamStatusError(
-        text, status=_client_status(status), provider=provider, retry_after_s=_retry_after(response.headers)
+        text,
+        status=_client_status(status),
+        provider=provider,
+        retry_after_s=_retry_after(response.headers, max_retry_after_s),
     )
     if status == 529 or status == 503:
         error.kind = "overloaded"
@@ -338,14 +409,21 @@ class ExchangeStage:
         assert call.protocol is not None
         provider = call.target.provider
         waited = trio.current_time()
+        limits = self.config.limits
         async with upstream.exchange(
-            call.path, call.body, headers, stream=call.stream, base_url=base_url
+            call.path,
+            call.body,
+            headers,
+            stream=call.stream,
+            base_url=base_url,
+            max_response_bytes=limits.max_response_bytes,
+            max_error_body_bytes=limits.max_error_body_bytes,
         ) as response:
             trace.upstream_wait_s += trio.current_time() - waited
             if not call.stream or response.status_code >= 400:
                 trace.snap("upstream-response", {"status": response.status_code, "body": response.content})
             if response.status_code >= 400:
-                raise upstream_status_error(provider, response, secrets)
+                raise upstream_status_error(provider, response, secrets, self.config.health.max_cooldown)
             upstream_codec = codec_for(call.protocol)
             if not call.stream:
                 await self._answer_json(call, request, response, upstream_codec, responder, trace)
@@ -355,10 +433,11 @@ class ExchangeStage:
                 # Some servers answer a stream request with one JSON body (errors, or no
                 # streaming support). Read it as a complete answer and stream that.
                 await response.aread()
+                quoted = extract_error_message(_loads(response.content)) or "not an event stream"
+                await upstream.read_body(response, limits.max_error_body_bytes, cut=True)
                 raise UpstreamProtocolError(
                     f"upstream {provider!r} answered a stream request with "
-                    f"{content_type or 'no content type'}: "
-                    + (extract_error_message(_loads(response.content)) or "not an event stream"),
+                    f"{content_type or 'no content type'}: " + scrub_then_cut(quoted, secrets),
                     provider=provider,
                 )
             reader = ChunkReader(response, provider, upstream.timeouts.idle)
@@ -368,7 +447,13 @@ class ExchangeStage:
                 trace.snap("upstream-frames", frames)
                 chunks = _capturing(chunks, frames)
             if call.passthrough and not call.repair:
-                tracker = PassthroughTracker(request.protocol, call.target.upstream_model, secrets)
+                tracker = PassthroughTracker(
+                    request.protocol,
+                    call.target.upstream_model,
+                    secrets,
+                    provider=provider,
+                    max_event_bytes=self.config.limits.max_event_bytes,
+                )
                 with reader.scope:
                     await relay_passthrough(chunks, responder, tracker, trace.stats)
                 reader.raise_if_idle()
@@ -382,7 +467,16 @@ class ExchangeStage:
                 decoder = upstream_codec.stream_decoder()
                 encoder = request.codec.stream_encoder(request.canonical())
                 with reader.scope:
-                    await relay_converted(chunks, decoder, encoder, responder, trace.stats, secrets)
+                    await relay_converted(
+                        chunks,
+                        decoder,
+                        encoder,
+                        responder,
+                        trace.stats,
+                        secrets,
+                        provider=provider,
+                        max_event_bytes=self.config.limits.max_event_bytes,
+                    )
                 reader.raise_if_idle()
                 trace.usage = trace.stats.usage
             await responder.end()
@@ -391,7 +485,7 @@ class ExchangeStage:
         self,
         call: UpstreamCall,
         request: ClientRequest,
-        response: H1Response,
+        response: UpstreamResponse,
         upstream_codec: Any,
         responder: Responder,
         trace: Trace,
@@ -432,6 +526,14 @@ async def _capturing(chunks: AsyncIterator[bytes], sink: list[bytes]) -> AsyncIt
         async for chunk in chunks:
             sink.append(chunk)
             yield chunk
+
+
+def _is_token_count(body: Any) -> bool:
+    """An Anthropic count_tokens answer: an object with a whole, non-negative ``input_tokens``."""
+    if not isinstance(body, dict):
+        return False
+    count = body.get("input_tokens")
+    return isinstance(count, int) and not isinstance(count, bool) and count >= 0
 
 
 def _loads(content: bytes) -> Any:
@@ -475,8 +577,8 @@ class Pipeline:
         while self.in_flight:
             await self._idle.wait()
 
-    # Every upstream key, longest first, for scrubbing client-bound bytes.
-    secret_bytes: tuple[bytes, ...] = attrs.field(init=False, default=())
+    # Every upstream key, in every encoded form, scrubbed from client-bound bytes.
+    scrubber: Scrubber = attrs.field(init=False, default=Scrubber(()))
 
     def __attrs_post_init__(self) -> None:
         self.prepare = PrepareStage(self.config)
@@ -484,10 +586,7 @@ class Pipeline:
             self.store = MemorySessionStore(self.config.routing.affinity_max_sessions)
         self.steer = SteerStage(self.config, self.router, self.store)
         self.exchange = ExchangeStage(self.config, self.engines)
-        keys = {
-            k.reveal().encode() for p in self.config.providers.values() for k in p.all_keys() if k.reveal()
-        }
-        self.secret_bytes = tuple(sorted(keys, key=len, reverse=True))
+        self.scrubber = Scrubber(k.reveal() for p in self.config.providers.values() for k in p.all_keys())
 
     async def route(
         self, request: ClientRequest, trace: Trace, *, fit_context: bool = True
@@ -581,6 +680,7 @@ class Pipeline:
                     exc.message,
                     "; trying again" if attempt + 1 < attempts else "",
                 )
+                trace.logged_error = exc
             else:
                 health.record_success(target)
                 return
@@ -620,13 +720,32 @@ class Pipeline:
             body = dict(request.body)
             body["model"] = target.upstream_model
             headers = upstream.headers("anthropic-messages", target.key_index, request.headers)
-            async with upstream.exchange(
-                "/v1/messages/count_tokens", orjson.dumps(body), headers, stream=False
-            ) as response:
-                if response.status_code < 400:
-                    await responder.send_bytes(200, response.content)
-                    return
-                if response.status_code not in (404, 405):
-                    secrets = tuple(k.reveal() for k in provider.all_keys())
-                    raise upstream_status_error(target.provider, response, secrets)
+            limits = self.config.limits
+            try:
+                async with upstream.exchange(
+                    "/v1/messages/count_tokens",
+                    orjson.dumps(body),
+                    headers,
+                    stream=False,
+                    max_response_bytes=limits.max_response_bytes,
+                    max_error_body_bytes=limits.max_error_body_bytes,
+                ) as response:
+                    if response.status_code < 400:
+                        if not _is_token_count(_loads(response.content)):
+                            raise UpstreamProtocolError(
+                                f"upstream {target.provider!r} answered count_tokens with a body "
+                                "that is not a token count",
+                                provider=target.provider,
+                            )
+                        await responder.send_bytes(200, response.content)
+                        return
+                    if response.status_code not in (404, 405):
+                        secrets = tuple(k.reveal() for k in provider.all_keys())
+                        raise upstream_status_error(
+                            target.provider, response, secrets, self.config.health.max_cooldown
+                        )
+            except UpstreamError as exc:
+                # The upstream is at fault (a 4xx blaming the request is not counted there).
+                self.router.health.record_failure(target, exc)
+                raise
         await responder.send_json(200, {"input_tokens": estimate_request_tokens(request.canonical())})

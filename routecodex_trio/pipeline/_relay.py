@@ -26,6 +26,7 @@ import orjson
 import trio
 
 from .._errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError
+from .._scrub import scrubber_for
 from ..protocols import codec_for
 from ..protocols.canonical import (
     BlockStart,
@@ -41,7 +42,7 @@ from ..protocols.canonical import (
     UsageUpdate,
 )
 from ..protocols.errors import anthropic_error_body, openai_error_fields
-from ..protocols.sse import SSEParser, encode_frame
+from ..protocols.sse import MAX_EVENT_BYTES, SSEParseError, SSEParser, encode_frame
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from .._errors import GatewayError
     from ..protocols.base import StreamDecoder, StreamEncoder
     from ..protocols.canonical import ProtocolName, StreamEvent
+    from ..protocols.sse import SSEFrame
     from ._responder import Responder
 
 _SEQUENCE: Final = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
@@ -69,6 +71,9 @@ class PassthroughTracker:
     protocol: ProtocolName
     model: str
     secrets: tuple[str, ...] = ()
+    # For the error when one event passes ``max_event_bytes`` ([limits]).
+    provider: str = ""
+    max_event_bytes: int = MAX_EVENT_BYTES
     terminal: bool = False
     sequence_number: int = -1
     response_id: str | None = None
@@ -100,7 +105,7 @@ class PassthroughTracker:
         Only called before the first content event, so parsing these few events is cheap.
         An error event counts as "no content": the caller turns it into a failover.
         """
-        for frame in SSEParser().feed(complete if complete.endswith(b"\n\n") else complete + b"\n\n"):
+        for frame in _frames(complete if complete.endswith(b"\n\n") else complete + b"\n\n"):
             if frame.comment or not frame.data:
                 continue
             if self.protocol in ("openai-chat", "openai-completions"):
@@ -198,6 +203,83 @@ def _split_complete(data: bytes) -> int:
     return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
 
 
+def _largest_event(data: bytes) -> int:
+    """The size of the largest event in a run of complete events (a rare, linear check)."""
+    return max(len(part) + 2 for part in data.replace(b"\r\n", b"\n").split(b"\n\n"))
+
+
+def _whole_parser(data: bytes) -> SSEParser:
+    """A parser for events the relay already cut and size-checked: no limit of its own applies
+    (the default one would refuse events a larger ``max_event_bytes`` lets through)."""
+    return SSEParser(max_event_bytes=len(data) + 2)
+
+
+def _frames(complete: bytes) -> list[SSEFrame]:
+    """The events of a run of complete events (see ``_whole_parser``)."""
+    return _whole_parser(complete).feed(complete)
+
+
+def event_too_large(provider: str, limit: int) -> UpstreamProtocolError:
+    """An upstream event past ``[limits] max_event_bytes``: the upstream is at fault (502)."""
+    return UpstreamProtocolError(
+        f"upstream {provider!r} sent a server-sent event larger than {limit} bytes "
+        "([limits] max_event_bytes)",
+        provider=provider,
+    )
+
+
+@attrs.define(eq=False)
+class EventSplitter:
+    """Cuts a byte stream at SSE event boundaries, in time linear in the bytes received.
+
+    The unfinished event is kept as a list of pieces: a read that adds no boundary costs a
+    search of the new bytes only (plus the three before them, for a boundary that straddles
+    two reads), never a re-scan or a re-copy of everything held so far. (The earlier relay
+    joined and re-searched the whole unfinished event on every read: a 5 MB line sent in
+    1 KiB writes cost 18 s of CPU, against 0.2 s when sent at once; docs/reliability.md.)
+    """
+
+    provider: str
+    limit: int
+    _pieces: list[bytes] = attrs.field(factory=list)
+    _size: int = 0
+    _tail: bytes = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The complete events that ``chunk`` finishes (maybe b""); the rest is kept.
+
+        Raises:
+            UpstreamProtocolError: an event is larger than ``limit``.
+        """
+        cut = _split_complete(chunk)
+        if not cut and self._pieces:
+            joint = self._tail + chunk[:3]
+            straddle = _split_complete(joint)
+            if straddle > len(self._tail):
+                cut = straddle - len(self._tail)
+        if not cut:
+            self._pieces.append(chunk)
+            self._size += len(chunk)
+            self._tail = (self._tail + chunk[-3:])[-3:]
+            if self._size > self.limit:
+                raise event_too_large(self.provider, self.limit)
+            return b""
+        complete = b"".join((*self._pieces, chunk[:cut])) if self._pieces else chunk[:cut]
+        rest = chunk[cut:]
+        self._pieces = [rest] if rest else []
+        self._size = len(rest)
+        self._tail = rest[-3:]
+        if (len(complete) > self.limit and _largest_event(complete) > self.limit) or self._size > self.limit:
+            raise event_too_large(self.provider, self.limit)
+        return complete
+
+    def rest(self) -> bytes:
+        """What is left at the end of the stream (an event without its blank line, or b"")."""
+        rest = b"".join(self._pieces)
+        self._pieces, self._size, self._tail = [], 0, b""
+        return rest
+
+
 @attrs.define(eq=False)
 class StreamStats:
     """What the relay saw, for logs and metrics."""
@@ -223,22 +305,24 @@ async def relay_passthrough(
     over. Raises ``UpstreamError`` for a failure before that point; after it, failures propagate
     too and the caller ends the stream with ``responder.terminal_error``.
     """
-    pending = b""
-    held = b""
+    splitter = EventSplitter(tracker.provider, tracker.max_event_bytes)
+    # Events held back before the first content; past max_event_bytes of them (an upstream
+    # that sends nothing but pings) they go out anyway rather than pile up here.
+    held: list[bytes] = []
+    held_size = 0
     async with contextlib.aclosing(chunks):  # type: ignore[type-var]
         async for chunk in chunks:
-            data = pending + chunk if pending else chunk
-            cut = _split_complete(data)
-            if not cut:
-                pending = data
+            complete = splitter.feed(chunk)
+            if not complete:
                 continue
-            complete, pending = data[:cut], data[cut:]
             stats.events += 1
             if not responder.committed:
-                held += complete
-                if not tracker.holds_content(complete):
+                held.append(complete)
+                held_size += len(complete)
+                if not tracker.holds_content(complete) and held_size <= tracker.max_event_bytes:
                     continue
-                complete, held = held, b""
+                complete = b"".join(held)
+                held, held_size = [], 0
                 tracker.observe(complete)
                 if b'"usage"' in complete and _USAGE_OBJECT.search(complete):
                     stats.usage = usage_in_frames(tracker.protocol, complete, stats.usage)
@@ -248,17 +332,19 @@ async def relay_passthrough(
             if b'"usage"' in complete and _USAGE_OBJECT.search(complete):
                 stats.usage = usage_in_frames(tracker.protocol, complete, stats.usage)
             await responder.write(complete)
+    pending = splitter.rest()
     if pending.strip():
         # Some servers omit the blank line after the last event.
-        held += pending + b"\n\n"
+        held.append(pending + b"\n\n")
     if held:
-        if not responder.committed and not tracker.holds_content(held):
-            raise upstream_stream_error(tracker.protocol, held, tracker.secrets)
-        tracker.observe(held)
+        rest = b"".join(held)
+        if not responder.committed and not tracker.holds_content(rest):
+            raise upstream_stream_error(tracker.protocol, rest, tracker.secrets)
+        tracker.observe(rest)
         if responder.committed:
-            await responder.write(held)
+            await responder.write(rest)
         else:
-            await _commit(responder, held, tracker.error_frame, stats)
+            await _commit(responder, rest, tracker.error_frame, stats)
 
 
 def _track_usage(event: StreamEvent, stats: StreamStats) -> None:
@@ -319,14 +405,26 @@ async def relay_converted(
     responder: Responder,
     stats: StreamStats,
     secrets: tuple[str, ...] = (),
+    *,
+    provider: str = "",
+    max_event_bytes: int = MAX_EVENT_BYTES,
 ) -> None:
-    """Relay an upstream stream of another protocol, converting event by event."""
+    """Relay an upstream stream of another protocol, converting event by event.
+
+    Raises:
+        UpstreamProtocolError: an event larger than ``max_event_bytes`` (a 502 before the first
+            content, the protocol's terminal error event after it).
+    """
     relay = _EventRelay(encoder, responder, stats, secrets)
-    parser = SSEParser()
+    parser = SSEParser(max_event_bytes)
     async with contextlib.aclosing(chunks):  # type: ignore[type-var]
         async for chunk in chunks:
             events: list[StreamEvent] = []
-            for frame in parser.feed(chunk):
+            try:
+                frames = parser.feed(chunk)
+            except SSEParseError:
+                raise event_too_large(provider, max_event_bytes) from None
+            for frame in frames:
                 if not decoder.done:
                     events.extend(decoder.feed(frame))
             if events:
@@ -381,7 +479,7 @@ def usage_in_body(protocol: str, body: Any) -> Usage | None:
 
 def usage_in_frames(protocol: str, complete: bytes, known: Usage | None) -> Usage | None:
     """The latest usage in a run of passthrough events; Anthropic spreads it over two events."""
-    for frame in SSEParser().feed(complete):
+    for frame in _frames(complete):
         if '"usage"' not in frame.data:
             continue
         try:
@@ -398,11 +496,11 @@ def usage_in_frames(protocol: str, complete: bytes, known: Usage | None) -> Usag
 
 
 def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every secret replaced by ``***`` (upstreams quote keys in their errors)."""
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, "***")
-    return text
+    """``text`` with every secret, in every encoded form, replaced by ``***``.
+
+    Upstreams quote keys in their errors; see ``routecodex_trio._scrub``.
+    """
+    return scrubber_for(secrets).text(text) if secrets else text
 
 
 def stream_error_exception(event: StreamError, secrets: tuple[str, ...] = ()) -> UpstreamError:
@@ -424,7 +522,7 @@ def upstream_stream_error(protocol: str, held: bytes, secrets: tuple[str, ...] =
     """The error an upstream put in its stream before any content, as an exception."""
     codec = codec_for(protocol)  # type: ignore[arg-type]
     decoder = codec.stream_decoder()
-    parser = SSEParser()
+    parser = _whole_parser(held)
     events: list[StreamEvent] = []
     for frame in [*parser.feed(held), *parser.close()]:
         events.extend(decoder.feed(frame))

@@ -8,12 +8,15 @@ the protocol's own terminal event, produced by whoever owns the stream state
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import orjson
 import trio
+
+from .._scrub import NO_SECRETS, Scrubber
 
 if TYPE_CHECKING:
     from .._errors import GatewayError
@@ -51,19 +54,13 @@ class Responder:
     # Everything sent to the client, kept only when snapshots are on.
     capture: list[bytes] | None = None
     # Upstream keys never reach a client, even when an upstream quotes them in its own error
-    # text (relayed byte for byte on the passthrough path).
-    secrets: tuple[bytes, ...] = ()
+    # text (relayed byte for byte on the passthrough path), JSON-escaped or percent-encoded.
+    scrubber: Scrubber = NO_SECRETS
     # Called once with the start of the first successful content (stream or body), *before*
     # it is sent: the steer stage records the session's affinity (and a Responses answer's
     # id) there, so a client that sends its next turn the moment it has this answer already
     # finds the session moved. Set by the pipeline for each attempt.
     on_first_content: Callable[[bytes], Awaitable[None]] | None = None
-
-    def _scrub(self, chunk: bytes) -> bytes:
-        for secret in self.secrets:
-            if secret in chunk:
-                chunk = chunk.replace(secret, b"***")
-        return chunk
 
     # Set when the request body was not read to its end: the connection cannot carry another
     # request, so the client is told not to reuse it.
@@ -120,8 +117,8 @@ class Responder:
 
     async def write(self, chunk: bytes) -> None:
         if chunk:
-            if self.secrets:
-                chunk = self._scrub(chunk)
+            if self.scrubber:
+                chunk = self.scrubber.bytes(chunk)
             self.last_write_at = trio.current_time()
             self.bytes_sent += len(chunk)
             if self.capture is not None:
@@ -144,8 +141,8 @@ class Responder:
         self.started, self.finished, self.status = True, True, status
         if status < 400:
             await self._first_content(body)
-        if self.secrets:
-            body = self._scrub(body)
+        if self.scrubber:
+            body = self.scrubber.bytes(body)
         headers = self._headers(((b"content-type", content_type),), extra_headers)
         self.bytes_sent += len(body)
         if self.capture is not None:
@@ -181,8 +178,9 @@ class Responder:
         if not self.started:
             status, body = codec.render_error(error)
             headers = {}
-            if error.retry_after_s is not None:
-                headers["retry-after"] = str(max(1, round(error.retry_after_s)))
+            wait = error.retry_after_s
+            if wait is not None and 0 <= wait < math.inf:  # nan compares false: left out too
+                headers["retry-after"] = str(max(1, round(wait)))
             await self.send_json(status, body, extra_headers=headers)
             return
         terminal_error = self.terminal_error or self.fallback_terminal_error

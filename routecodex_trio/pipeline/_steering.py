@@ -65,6 +65,8 @@ class SteerStage:
         tags: list[str] = []
         if routing.instructions and request.may_have_tags:
             request.body, tags = strip_body(request.protocol, request.body)
+            # The raw bytes may hold tags: pass-through must send the stripped body instead.
+            request.raw = b""
         session = await self._session(request)
         if session is None and any(parse_instruction(t).kind not in ("target", "category") for t in tags):
             raise InvalidRequest(

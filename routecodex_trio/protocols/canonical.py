@@ -97,7 +97,11 @@ class ToolResult:
     cache_control: Mapping[str, Any] | None = None
 
     def text(self) -> str:
-        return "".join(part.text for part in self.content if isinstance(part, Text))
+        content = self.content
+        # Nearly every tool result is one text part: no generator, no join (issue 22).
+        if len(content) == 1 and type(content[0]) is Text:
+            return content[0].text
+        return "".join([part.text for part in content if isinstance(part, Text)])
 
 
 @attrs.frozen(kw_only=True)

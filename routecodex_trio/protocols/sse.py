@@ -24,44 +24,85 @@ class SSEFrame:
     comment: bool = False
 
 
-# Upper bound of one unterminated event; past this the upstream is not speaking SSE.
-MAX_EVENT_BYTES: Final = 16 * 1024 * 1024
+# Upper bound of one event when the caller names none ([limits] max_event_bytes, whose default
+# this is); past it the upstream is not speaking SSE, or is trying to exhaust our memory.
+MAX_EVENT_BYTES: Final = 8 * 1024 * 1024
 
 
 class SSEParseError(ValueError):
-    """The byte stream cannot be SSE (an event grew past ``MAX_EVENT_BYTES``)."""
+    """The byte stream cannot be SSE: one event grew past the parser's ``max_event_bytes``.
+
+    Raised by ``feed`` as soon as the unfinished event passes the limit (not at its end, which
+    may never come); not raised for malformed lines, which SSE says to ignore.
+    """
 
 
 @attrs.define(eq=False)
 class SSEParser:
-    """Incremental SSE parser; one per upstream stream."""
+    """Incremental SSE parser; one per upstream stream.
 
-    _buffer: bytes = b""
+    Cost is linear in the bytes fed, however they are cut: the unfinished event is kept as a
+    list of pieces and only the new bytes are searched for a boundary, so an event that
+    arrives in thousands of small reads is not re-scanned (nor re-copied) on every read.
+    """
+
+    max_event_bytes: int = MAX_EVENT_BYTES
+    # Pieces of the unfinished event, line ends already normalised to \n.
+    _pieces: list[bytes] = attrs.field(factory=list)
+    _size: int = 0
+    # A CR that ended the last chunk: it may be the first half of a CRLF split by the read.
+    _cr: bool = False
 
     def feed(self, chunk: bytes) -> list[SSEFrame]:
-        """Add bytes; return every event completed by them, in order."""
-        buffer = self._buffer + chunk if self._buffer else chunk
-        if b"\r" in buffer:
-            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        """Add bytes; return every event completed by them, in order.
+
+        Raises:
+            SSEParseError: the unfinished event is now larger than ``max_event_bytes``.
+        """
+        if self._cr:
+            chunk = b"\r" + chunk
+            self._cr = False
+        if b"\r" in chunk:
+            if chunk.endswith(b"\r"):
+                chunk = chunk[:-1]
+                self._cr = True
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if not chunk:
+            return []
+        pieces = self._pieces
+        # Only the new bytes are searched: the unfinished event holds no boundary, but a
+        # boundary may straddle it and the new bytes (its last \n, their first).
+        if b"\n\n" not in chunk and not (chunk[0] == 0x0A and pieces and pieces[-1].endswith(b"\n")):
+            self._keep(chunk)
+            return []
+        buffer = b"".join(pieces) + chunk if pieces else chunk
+        pieces.clear()
+        self._size = 0
         frames: list[SSEFrame] = []
         start = 0
-        while True:
-            end = buffer.find(b"\n\n", start)
-            if end < 0:
-                break
-            block = buffer[start : end + 2]
-            start = end + 2
-            frame = _parse_block(block)
+        limit = self.max_event_bytes
+        while (stop := buffer.find(b"\n\n", start)) >= 0:
+            if stop + 2 - start > limit:
+                raise SSEParseError(f"server-sent event larger than {limit} bytes")
+            frame = _parse_block(buffer[start : stop + 2])
+            start = stop + 2
             if frame is not None:
                 frames.append(frame)
-        self._buffer = buffer[start:]
-        if len(self._buffer) > MAX_EVENT_BYTES:
-            raise SSEParseError("server-sent event larger than 16 MiB")
+        if start < len(buffer):
+            self._keep(buffer[start:])
         return frames
+
+    def _keep(self, piece: bytes) -> None:
+        self._pieces.append(piece)
+        self._size += len(piece)
+        if self._size > self.max_event_bytes:
+            raise SSEParseError(f"server-sent event larger than {self.max_event_bytes} bytes")
 
     def close(self) -> list[SSEFrame]:
         """End of stream: an unterminated final event still counts (some servers omit it)."""
-        rest, self._buffer = self._buffer, b""
+        rest = b"".join(self._pieces) + (b"\n" if self._cr else b"")
+        self._pieces.clear()
+        self._size, self._cr = 0, False
         if not rest.strip():
             return []
         frame = _parse_block(rest.rstrip(b"\n") + b"\n\n")
@@ -69,7 +110,7 @@ class SSEParser:
 
     @property
     def pending(self) -> bool:
-        return bool(self._buffer.strip())
+        return self._cr or any(piece.strip() for piece in self._pieces)
 
 
 def _parse_block(block: bytes) -> SSEFrame | None:

@@ -1,16 +1,20 @@
-"""Upstream providers: pooled HTTP/1.1 connections per provider, and the built-in mock."""
+"""Upstream providers: pooled connections per provider (h11 or httpcore), and the built-in mock."""
 
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, Final
 
 import attrs
 import trio
 
-from ._h1 import H1Response
+from ._h1 import H1Pool, H1Response
 from ._http import FORWARDED_HEADERS, ChunkReader, HttpUpstream, map_upstream_errors
+from ._hx import HxPool, HxResponse
 from ._mock import MockUpstream
+from ._network import ProxyChoice, TrustChoice, choose_proxy, choose_trust, describe_network, load_tls
+from ._transport import TransportError, TransportTimeout, UpstreamResponse, UpstreamTransport
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -18,6 +22,8 @@ if TYPE_CHECKING:
     from ..config import GatewayConfig
 
 Upstream = HttpUpstream | MockUpstream
+
+LOGGER: Final = logging.getLogger("routecodex_trio.providers")
 
 
 @attrs.define(eq=False)
@@ -42,7 +48,15 @@ async def open_providers(config: GatewayConfig) -> AsyncIterator[ProviderSet]:
             if provider.type == "mock":
                 upstreams[name] = MockUpstream(provider)
             else:
-                upstreams[name] = HttpUpstream.create(provider, config.provider_timeouts(provider))
+                if not provider.verify:
+                    LOGGER.warning(
+                        "TLS VERIFICATION IS OFF for provider %r (verify = false): anyone on the path "
+                        "can read and change its traffic, API key included",
+                        name,
+                    )
+                upstreams[name] = HttpUpstream.create(
+                    provider, config.provider_timeouts(provider), config.network
+                )
         yield ProviderSet(upstreams)
     finally:
         with trio.CancelScope(shield=True):
@@ -54,11 +68,24 @@ async def open_providers(config: GatewayConfig) -> AsyncIterator[ProviderSet]:
 __all__ = [
     "FORWARDED_HEADERS",
     "ChunkReader",
+    "H1Pool",
     "H1Response",
     "HttpUpstream",
+    "HxPool",
+    "HxResponse",
     "MockUpstream",
     "ProviderSet",
+    "ProxyChoice",
+    "TransportError",
+    "TransportTimeout",
+    "TrustChoice",
     "Upstream",
+    "UpstreamResponse",
+    "UpstreamTransport",
+    "choose_proxy",
+    "choose_trust",
+    "describe_network",
+    "load_tls",
     "map_upstream_errors",
     "open_providers",
 ]

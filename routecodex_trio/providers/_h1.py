@@ -1,12 +1,14 @@
-"""A small pooled HTTP/1.1 client on trio sockets and h11, for upstream calls.
+"""A small pooled HTTP/1.1 client on trio sockets and h11: the fast path for plain-http upstreams.
 
 Why not httpx here: on the gateway's hot path httpx + httpcore cost about half of the
 gateway's CPU per request (bench/run profile: URL parsing, request/response models, cookie
 handling, and a readability poll of *every* pooled connection on each acquire and release,
 PLATFORM B.3). An upstream call needs much less: one origin per pool, POST with a body we
 already hold as bytes, a response read as raw chunks. h11 keeps the protocol handling
-(framing, chunked encoding, keep-alive rules) correct; this module only adds sockets, TLS,
-deadlines and a LIFO pool.
+(framing, chunked encoding, keep-alive rules) correct; this module only adds sockets,
+deadlines and a LIFO pool. Plain http only, reached directly: TLS, proxies and HTTP/2 go
+through httpcore (``_hx``, issue 15), which implements them; docs/performance.md has what
+this path still saves.
 
 Resource handling: a connection goes back to the pool only when its response was read to
 the end and both sides agree it can be reused; anything else (cancellation, an error, an
@@ -16,7 +18,6 @@ unread body) closes its socket at once. ``aclose()`` closes the idle connections
 from __future__ import annotations
 
 import socket
-import ssl
 import zlib
 from typing import Final
 from urllib.parse import urlsplit
@@ -26,41 +27,16 @@ import h11
 import trio
 
 from .._net import READ_SIZE, SocketStream
+from ._transport import TransportError, TransportTimeout
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+# Largest piece of a compressed body inflated at once (see H1Response._inflate).
+MAX_INFLATE_BYTES: Final = 64 * 1024
 
 
-class H1Error(Exception):
-    """A transport failure; ``kind`` says which, the message never names the host."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(detail)
-        self.kind = kind  # "connect", "broken", "protocol", "timeout", "request"
-        self.detail = detail
-
-
-class H1Timeout(H1Error):
-    def __init__(self, phase: str) -> None:
-        super().__init__("timeout", f"{phase} timeout")
-        self.phase = phase
-
-
-_SSL_CONTEXT: ssl.SSLContext | None = None
-
-
-def _ssl_context() -> ssl.SSLContext:
-    """One verifying context for every upstream (building one costs ~20 ms)."""
-    global _SSL_CONTEXT
-    if _SSL_CONTEXT is None:
-        try:
-            import certifi  # httpx's dependency: the same CA bundle httpx used
-
-            context = ssl.create_default_context(cafile=certifi.where())
-        except ImportError:  # pragma: no cover - certifi comes with httpx
-            context = ssl.create_default_context()
-        context.set_alpn_protocols(["http/1.1"])
-        _SSL_CONTEXT = context
-    return _SSL_CONTEXT
+# The transport interface's errors, under the names this module always used.
+H1Error = TransportError
+H1Timeout = TransportTimeout
 
 
 @attrs.frozen
@@ -86,14 +62,13 @@ class Origin:
 
 @attrs.define(eq=False)
 class _Connection:
-    """One upstream connection: ``_net.SocketStream`` on the socket, TLS on top for https.
+    """One upstream connection: ``_net.SocketStream`` on the socket.
 
     (trio's own ``SocketStream`` costs a scheduler round trip and several context managers per
     read and write, on the per-event path of every relayed stream: docs/performance.md.)
     """
 
     plain: SocketStream
-    tls: trio.SSLStream[SocketStream] | None = None
     h11: h11.Connection = attrs.field(factory=lambda: h11.Connection(h11.CLIENT))
     idle_since: float = 0.0
 
@@ -110,23 +85,18 @@ class _Connection:
         return False  # data (unasked) or b"" (closed)
 
     async def receive(self) -> bytes:
-        data = await (self.tls or self.plain).receive_some(READ_SIZE)
-        # trio types receive_some as bytes | bytearray; both streams give bytes (no copy then).
+        data = await self.plain.receive_some(READ_SIZE)
+        # trio types receive_some as bytes | bytearray; the socket stream gives bytes (no copy then).
         return data if type(data) is bytes else bytes(data)
 
     async def send_all(self, data: bytes, stall_s: float) -> None:
         """Send everything; ``H1Timeout("write")`` when the socket takes nothing for ``stall_s``."""
         try:
-            if self.tls is None:
-                await self.plain.send_all(data, stall_s=stall_s)
-            else:
-                with trio.fail_after(stall_s):
-                    await self.tls.send_all(data)
+            await self.plain.send_all(data, stall_s=stall_s)
         except trio.TooSlowError:
             raise H1Timeout("write") from None
 
     def close(self) -> None:
-        """Drop the socket without a TLS goodbye: nothing waits on a connection we give up."""
         self.plain.close()
 
 
@@ -151,15 +121,22 @@ class H1Response:
         the garbage collector, outside any task.) Decompresses if the upstream ignored our
         ``accept-encoding: identity``.
         """
+        decoder = self._decoder
         while not self._done:
+            if decoder is not None and decoder.unconsumed_tail:
+                # What the last chunk still holds, inflated a bounded piece at a time.
+                tail = decoder.unconsumed_tail
+                data = self._inflate(decoder, tail)
+                if data:
+                    return data
+                if len(decoder.unconsumed_tail) >= len(tail):  # no progress: never loop on it
+                    raise H1Error("protocol", "undecodable compressed body")
+                continue
             event = await self._pool._next_event(self._conn)
             if type(event) is h11.Data:
                 data = event.data if type(event.data) is bytes else bytes(event.data)
-                if self._decoder is not None:
-                    try:
-                        data = self._decoder.decompress(data)
-                    except zlib.error:
-                        raise H1Error("protocol", "undecodable compressed body") from None
+                if decoder is not None:
+                    data = self._inflate(decoder, data)
                 if data:
                     return data
             elif type(event) is h11.EndOfMessage:
@@ -168,6 +145,15 @@ class H1Response:
                 if self._decoder is not None:
                     return self._decoder.flush()
         return b""
+
+    @staticmethod
+    def _inflate(decoder: zlib._Decompress, data: bytes) -> bytes:
+        # Bounded output per call: 64 KiB of gzip can inflate to 64 MiB in one call, and the
+        # reader above must see (and be able to refuse) a body before it is all in memory.
+        try:
+            return decoder.decompress(data, MAX_INFLATE_BYTES)
+        except zlib.error:
+            raise H1Error("protocol", "undecodable compressed body") from None
 
     def read_buffered(self) -> bool:
         """Take what of the body is already received, without I/O; True if that was all of it.
@@ -211,6 +197,10 @@ class H1Response:
         if not self._done:
             self._pool._discard(self._conn)
         self._pool.limit.release()
+
+    async def aclose(self) -> None:
+        """``close()`` for the transport interface: nothing here needs to wait."""
+        self.close()
 
 
 @attrs.define(eq=False)
@@ -275,8 +265,8 @@ class H1Pool:
         except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
             raise H1Error("request", type(exc).__name__) from None
 
-    def prune(self) -> None:
-        """Close idle connections that expired or that the server closed."""
+    async def prune(self) -> None:
+        """Close idle connections that expired or that the server closed (no I/O, no checkpoint)."""
         now = trio.current_time()
         keep = [conn for conn in self._idle if conn.reusable(now, self.keepalive_expiry)]
         for conn in self._idle:
@@ -309,19 +299,7 @@ class H1Pool:
             except OSError as exc:  # DNS failure, refused, unreachable
                 raise H1Error("connect", "connection failed") from exc
             # From here on the connection does its I/O through _net.SocketStream.
-            plain = SocketStream(socket.socket(fileno=tcp.socket.detach()))
-            if origin.scheme != "https":
-                return _Connection(plain)
-            tls = trio.SSLStream(plain, _ssl_context(), server_hostname=origin.host, https_compatible=True)
-            try:
-                await tls.do_handshake()
-            except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-                plain.close()
-                raise H1Error("connect", "TLS handshake failed") from exc
-            except BaseException:  # cancelled (deadline, hang-up): no socket left behind
-                plain.close()
-                raise
-            return _Connection(plain, tls)
+            return _Connection(SocketStream(socket.socket(fileno=tcp.socket.detach())))
         assert deadline.cancelled_caught
         raise H1Timeout("connect")
 
@@ -371,7 +349,7 @@ class H1Pool:
             # Not an Event: PAUSED, i.e. the upstream sent more after a complete response.
             if type(event) is h11.ConnectionClosed or not isinstance(event, h11.Event):
                 raise H1Error("protocol", "connection closed or malformed response")
-            return event
+            return event  # not NEED_DATA; PAUSED only comes after a response
 
     def _finished(self, conn: _Connection) -> None:
         """The response is complete: keep the connection if both sides allow it."""
@@ -396,3 +374,6 @@ class H1Pool:
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+    async def aclose(self) -> None:
+        self.close()

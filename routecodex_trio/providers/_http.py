@@ -1,4 +1,8 @@
-"""HTTP upstreams: pooled connections per provider (``_h1``), deadlines, error translation.
+"""HTTP upstreams: pooled connections per provider, deadlines, error translation.
+
+Each origin gets one transport (``_transport``): our h11 pool (``_h1``) for plain http reached
+directly, httpcore (``_hx``) for TLS, proxies and HTTP/2 (issue 15). ``H11_FAST_PATH = False``
+sends everything through httpcore (the tests run their suites over both that way).
 
 Resource handling: the client is opened by ``ProviderSet.open`` for the gateway's lifetime and
 closed when it ends. Each upstream exchange is an async context manager that always closes its
@@ -13,6 +17,7 @@ import contextlib
 import itertools
 import logging
 import math
+import ssl
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -26,26 +31,42 @@ from .._errors import (
     UpstreamUnavailable,
 )
 from .._version import __version__
-from ._h1 import H1Error, H1Pool, H1Response, H1Timeout, Origin
+from ..config._model import DEFAULT_MAX_ERROR_BODY_BYTES, DEFAULT_MAX_RESPONSE_BYTES
+from ._h1 import H1Pool, Origin
+from ._hx import HxPool
+from ._network import choose_proxy, choose_trust, ssl_context
+from ._transport import TransportError, TransportTimeout
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
 
-    from ..config import ProviderConfig, Secret, TimeoutsConfig
+    from ..config import NetworkConfig, ProviderConfig, Secret, TimeoutsConfig
+    from ._transport import UpstreamResponse, UpstreamTransport
 
 LOGGER: Final = logging.getLogger("routecodex_trio.providers")
 
 ANTHROPIC_VERSION: Final = "2023-06-01"
 USER_AGENT: Final = f"routecodex-trio/{__version__}"
 
+# A body reader yields to the scheduler after handing out this many bytes without a pause:
+# about a millisecond of relaying or parsing (docs/reliability.md, "Hardening (issue 13)").
+YIELD_BYTES: Final = 128 * 1024
+
+# Plain-http upstreams reached directly use the h11 pool (docs/performance.md has the figure).
+H11_FAST_PATH: bool = True
+
 # Client headers that may reach an upstream speaking the same protocol. Everything else
 # (notably the client's Authorization / x-api-key) stays at the gateway.
 FORWARDED_HEADERS: Final = frozenset({"anthropic-beta", "anthropic-version", "openai-beta"})
 
 
-def upstream_error(provider: str, exc: H1Error) -> UpstreamError:
-    """The gateway's error for a transport failure; it names the provider, never its URL or key."""
-    if isinstance(exc, H1Timeout):
+def upstream_error(provider: str, exc: TransportError) -> UpstreamError:
+    """The gateway's error for a transport failure; it names the provider, never its URL or key.
+
+    Proxy and TLS failures say so (the proxy's address, the TLS reason and host): that is what
+    a user behind a corporate proxy needs to fix them.
+    """
+    if isinstance(exc, TransportTimeout):
         return UpstreamTimeout(f"upstream {provider!r}: {exc.phase} timeout", provider=provider)
     if exc.kind == "request":
         # Client header values are checked before (_forwarded): this is the provider's own
@@ -58,7 +79,11 @@ def upstream_error(provider: str, exc: H1Error) -> UpstreamError:
         return UpstreamProtocolError(
             f"upstream {provider!r} broke the HTTP exchange ({exc.detail})", provider=provider
         )
-    LOGGER.info("upstream %r transport error: %s", provider, exc.__cause__ or exc.detail)
+    cause = str(exc.__cause__) if exc.__cause__ is not None else ""
+    if exc.kind in ("proxy", "tls"):
+        LOGGER.warning("upstream %r %s error: %s", provider, exc.kind, exc.detail)
+    else:
+        LOGGER.info("upstream %r transport error: %s%s", provider, exc.detail, f" ({cause})" if cause else "")
     return UpstreamUnavailable(f"upstream {provider!r} unreachable ({exc.detail})", provider=provider)
 
 
@@ -67,7 +92,7 @@ def map_upstream_errors(provider: str) -> Iterator[None]:
     """Translate transport failures into the gateway's upstream errors, in one place."""
     try:
         yield
-    except H1Error as exc:
+    except TransportError as exc:
         # A configured header that cannot be sent says nothing more in its cause.
         raise upstream_error(provider, exc) from (None if exc.kind == "request" else exc)
 
@@ -91,17 +116,60 @@ class HttpUpstream:
     # Bounds the provider's open connections, whatever the origin (a local engine's URL
     # changes with each start, so there may be several).
     limit: trio.Semaphore
-    _pools: dict[str, H1Pool] = attrs.field(factory=dict)
+    network: NetworkConfig | None = None
+    _pools: dict[str, UpstreamTransport] = attrs.field(factory=dict)
     _key_cycle: Iterator[int] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._key_cycle = itertools.cycle(range(max(1, len(self.config.all_keys()))))
 
     @classmethod
-    def create(cls, config: ProviderConfig, timeouts: TimeoutsConfig) -> HttpUpstream:
-        return cls(config, timeouts, trio.Semaphore(config.max_connections))
+    def create(
+        cls, config: ProviderConfig, timeouts: TimeoutsConfig, network: NetworkConfig | None = None
+    ) -> HttpUpstream:
+        return cls(config, timeouts, trio.Semaphore(config.max_connections), network)
 
-    def pool(self, base_url: str) -> H1Pool:
+    def _transport(self, base_url: str, origin: Origin) -> UpstreamTransport:
+        """The h11 pool for plain http reached directly, else httpcore with proxy and trust."""
+        from ..config import NetworkConfig
+
+        name = self.config.name
+        try:
+            proxy = choose_proxy(self.config, base_url)
+        except ValueError as exc:
+            raise UpstreamUnavailable(f"upstream {name!r}: {exc}", provider=name) from None
+        # Reads have no transport deadline here: the first-byte, idle (per chunk) and total
+        # deadlines are trio scopes in exchange(), ChunkReader and the pipeline.
+        if H11_FAST_PATH and origin.scheme == "http" and proxy.url is None and not self.config.http2:
+            return H1Pool(
+                origin,
+                self.limit,
+                connect_timeout=self.timeouts.connect,
+                pool_timeout=self.timeouts.connect,
+                write_timeout=self.timeouts.idle,
+            )
+        context = None
+        if origin.scheme == "https" or proxy.scheme == "https":
+            trust = choose_trust(self.config, self.network or NetworkConfig())
+            try:
+                context = ssl_context(self.config, trust, http2=self.config.http2)
+            except (OSError, ssl.SSLError) as exc:
+                raise UpstreamUnavailable(
+                    f"upstream {name!r}: cannot load its certificates ({exc})", provider=name
+                ) from None
+        return HxPool(
+            origin,
+            self.limit,
+            connect_timeout=self.timeouts.connect,
+            pool_timeout=self.timeouts.connect,
+            write_timeout=self.timeouts.idle,
+            ssl_context=context,
+            proxy=proxy if proxy.url is not None else None,
+            http2=self.config.http2,
+            max_connections=self.config.max_connections,
+        )
+
+    async def pool(self, base_url: str) -> UpstreamTransport:
         pool = self._pools.get(base_url)
         if pool is None:
             try:
@@ -110,22 +178,15 @@ class HttpUpstream:
                 raise UpstreamUnavailable(
                     f"upstream {self.config.name!r} has no usable URL ({exc})", provider=self.config.name
                 ) from None
-            # Reads have no transport deadline here: the first-byte, idle (per chunk) and total
-            # deadlines are trio scopes in exchange(), ChunkReader and the pipeline.
-            pool = H1Pool(
-                origin,
-                self.limit,
-                connect_timeout=self.timeouts.connect,
-                pool_timeout=self.timeouts.connect,
-                write_timeout=self.timeouts.idle,
-            )
+            pool = self._transport(base_url, origin)
+            others = list(self._pools.items())
+            self._pools[base_url] = pool  # before any checkpoint: concurrent requests share it
             # A new origin is usually a local engine started again on a new port: the pools of
             # its earlier ports will not be asked again, so their idle sockets are closed now.
-            for other in list(self._pools):
-                self._pools[other].prune()
-                if not self._pools[other].open_connections:
-                    del self._pools[other]
-            self._pools[base_url] = pool
+            for other_url, other in others:
+                await other.prune()
+                if not other.open_connections and self._pools.get(other_url) is other:
+                    del self._pools[other_url]
         return pool
 
     @property
@@ -165,19 +226,32 @@ class HttpUpstream:
 
     @contextlib.asynccontextmanager
     async def exchange(
-        self, path: str, body: bytes, headers: Mapping[str, str], *, stream: bool, base_url: str | None = None
-    ) -> AsyncIterator[H1Response]:
+        self,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        stream: bool,
+        base_url: str | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_error_body_bytes: int = DEFAULT_MAX_ERROR_BODY_BYTES,
+    ) -> AsyncIterator[UpstreamResponse]:
         """POST ``body`` and yield the response once its headers are in.
+
+        A non-stream answer is read whole into ``content`` (at most ``max_response_bytes``,
+        decompressed); an error answer (4xx/5xx) is read up to ``max_error_body_bytes`` and
+        cut there, the rest never read.
 
         Raises:
             UpstreamTimeout: no response headers within ``first_byte`` seconds (or connect).
             UpstreamUnavailable / UpstreamProtocolError: transport failures.
+            UpstreamProtocolError: a non-stream body larger than ``max_response_bytes``.
 
         Cancellation: cancelling the caller closes the upstream socket at once.
         """
         provider = self.config.name
         # A local engine's URL changes with every start: it comes per request.
-        pool = self.pool(base_url or self.config.base_url or "")
+        pool = await self.pool(base_url or self.config.base_url or "")
         with map_upstream_errors(provider):
             with trio.move_on_after(self.timeouts.first_byte) as first_byte:
                 response = await pool.send(path, body, list(headers.items()))
@@ -188,20 +262,55 @@ class HttpUpstream:
                     provider=provider,
                 )
         try:
-            if (not stream or response.status_code >= 400) and not response.read_buffered():
-                # The rest of the body, with the idle deadline applied to every chunk.
-                reader = ChunkReader(response, provider, self.timeouts.idle)
-                with reader.scope:
-                    parts = [response.content, *[chunk async for chunk in reader]]
-                reader.raise_if_idle()
-                response.content = b"".join(parts)
+            if response.status_code >= 400:
+                await self.read_body(response, max_error_body_bytes, cut=True)
+            elif not stream:
+                await self.read_body(response, max_response_bytes, cut=False)
             yield response
         finally:
-            response.close()
+            await response.aclose()
+
+    async def read_body(self, response: UpstreamResponse, limit: int, *, cut: bool) -> None:
+        """Read the body into ``response.content``, at most ``limit`` bytes of it.
+
+        The idle deadline applies to every chunk. Past ``limit``, reading stops (the
+        connection is then closed, not reused): with ``cut`` the content is the first
+        ``limit`` bytes (an error body, for its message), without it the answer is refused.
+
+        Raises:
+            UpstreamProtocolError: more than ``limit`` bytes and not ``cut``.
+            UpstreamTimeout: the idle deadline passed between two chunks.
+        """
+        provider = self.config.name
+        if response.read_buffered() and len(response.content) <= limit:
+            return
+        parts = [response.content]
+        size = len(response.content)
+        reader = ChunkReader(response, provider, self.timeouts.idle)
+        with reader.scope:
+            # The reader never hands out b"", so b"" here means the end of the body.
+            while size <= limit and (chunk := await anext(reader, b"")):
+                parts.append(chunk)
+                size += len(chunk)
+        reader.raise_if_idle()
+        if size <= limit:
+            response.content = b"".join(parts)
+            return
+        if cut:
+            response.content = b"".join(parts)[:limit]
+            return
+        # Refused: never joined (a 64 MiB copy, and its page faults, would stall the loop).
+        parts.clear()
+        response.content = b""
+        raise UpstreamProtocolError(
+            f"upstream {provider!r} answered with a body larger than {limit} bytes "
+            "([limits] max_response_bytes)",
+            provider=provider,
+        )
 
     async def aclose(self) -> None:
         for pool in self._pools.values():
-            pool.close()
+            await pool.aclose()
 
 
 @attrs.define(eq=False)
@@ -215,10 +324,12 @@ class ChunkReader:
     fired into ``UpstreamTimeout``.
     """
 
-    response: H1Response
+    response: UpstreamResponse
     provider: str
     idle_s: float
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    # Bytes handed out since this reader last yielded to the scheduler (see __anext__).
+    _unyielded: int = 0
 
     def __aiter__(self) -> ChunkReader:
         return self
@@ -228,18 +339,25 @@ class ChunkReader:
         scope.deadline = trio.current_time() + self.idle_s
         try:
             chunk = await self.response.receive_chunk()
-        except H1Error as exc:
+        except TransportError as exc:
             raise upstream_error(self.provider, exc) from exc
         finally:
             # Disarmed while the caller relays the chunk: a slow client is not an idle upstream.
             scope.deadline = math.inf
         if not chunk:
             raise StopAsyncIteration
+        # Fairness: an upstream that keeps its socket full (or a compressed body that inflates
+        # without any socket read) must not hold the event loop: yield every YIELD_BYTES, so
+        # one flooding upstream costs other requests at most that much work per turn.
+        self._unyielded += len(chunk)
+        if self._unyielded >= YIELD_BYTES:
+            self._unyielded = 0
+            await trio.lowlevel.checkpoint()
         return chunk
 
     async def aclose(self) -> None:
         """Give up the body: the connection closes unless it was read to its end."""
-        self.response.close()
+        await self.response.aclose()
 
     def raise_if_idle(self) -> None:
         if self.scope.cancelled_caught:

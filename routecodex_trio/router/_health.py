@@ -14,7 +14,9 @@ Rules (docs/config.md, ``[health]``):
   heal by themselves in seconds, but a key topped up or re-enabled should come back without a
   restart;
 * 400, 413 and 422 say the *request* was bad, not the target, and are not counted;
-* a success resets everything.
+* a success resets everything;
+* a ``Retry-After`` never cools a target for longer than ``max_cooldown`` (an upstream saying
+  ``inf`` or ``1e308`` would otherwise take it out of service until a restart).
 
 After a cooldown ends the failure count is kept, so the next failure cools the target again at
 once (a half-open circuit breaker); one success closes it. Cooling targets are never removed
@@ -24,6 +26,7 @@ always tried.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Final
 
@@ -106,6 +109,13 @@ class HealthTracker:
             return
         if retry_after_s is None and error is not None:
             retry_after_s = error.retry_after_s
+        if retry_after_s is not None:
+            # Upstream text: never a cooldown past max_cooldown (``inf`` would be forever), and a
+            # value that is no duration at all (nan, negative) counts as not given.
+            if math.isnan(retry_after_s) or retry_after_s < 0:
+                retry_after_s = None
+            else:
+                retry_after_s = min(retry_after_s, self.config.max_cooldown)
         state = self._states.setdefault(target.health_key, _State())
         state.failures += 1
         now = self.clock()

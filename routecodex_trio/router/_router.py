@@ -2,24 +2,27 @@
 
 Order of business for one request (``Router.route``):
 
-1. *What is asked for.* First match wins:
+1. *What is asked for.* First match wins, after a one-shot routing instruction
+   (``<**provider.model**>``, ``<**category**>``; see ``_instructions``) and the session's
+   sticky model (``<**!provider.model**>``, dropped when every key of it is cooling down):
 
-   a. a one-shot routing instruction (``<**provider.model**>``, ``<**category**>``; see
-      ``_instructions``) for this request;
-   b. the session's sticky model (``<**!provider.model**>``), unless every key of it is
-      cooling down, which clears it (``RouteDecision.sticky_cleared``);
-   c. a client ``model`` of the form ``provider.model`` naming a configured provider goes
-      straight to that model (category ``direct``): no classification, no other provider;
-   d. ``[aliases]``: the first key (exact name or shell pattern, in file order) matching the
+   a. a client ``model`` of the form ``provider.model`` naming a configured provider goes straight
+   to that model (category ``direct``): no classification, no other provider, because the
+   client asked for exactly that one. Its API keys still rotate and cooling keys still go last.
+   The model must be one the provider lists (else 404 ``model_not_found``), or the provider
+   lists the wildcard ``*``: then any name goes upstream as written, under the one target
+   ``provider.*``. Either way every name the router keeps (health, key rotation, metrics
+   labels) comes from the config, never from the client's free text.
+   b. ``[aliases]``: the first key (exact name or shell pattern, in file order) matching the
       client model gives a category (classification is skipped) or a list of targets;
-   e. a bare model id served by exactly one provider goes there (several: 400
+   c. a bare model id served by exactly one provider goes there (several: 400
       ``model_ambiguous`` listing them);
-   f. anything else is an unknown model: 404 ``model_not_found`` with ``[routing]
+   d. anything else is an unknown model: 404 ``model_not_found`` with ``[routing]
       strict_models``, else "unknown model X -> default": classification as below.
 
-2. Classification (``RequestClassifier``, RouteCodex's categories and priority). A category
-   with no pools falls back to ``default``. When no category but ``default`` has pools the
-   request is not even decoded for classification.
+2. Otherwise the request is classified (``RequestClassifier``, RouteCodex's categories and
+   priority). A category with no pools falls back to ``default``. When no category but
+   ``default`` has pools the request is not even decoded for classification.
 3. The category's pools give the order: non-backup pools first, in config order, then backup
    pools. Inside a pool, ``priority`` keeps the listed order, ``round-robin`` starts one
    further on at every request (a counter per pool, per ``Router``), and ``weighted`` puts
@@ -55,6 +58,7 @@ from typing import TYPE_CHECKING, Final
 import attrs
 
 from .._errors import InvalidRequest, NotFound
+from ..config import WILDCARD_MODEL as WILDCARD
 from ..protocols.canonical import estimate_request_tokens
 from ._classifier import CATEGORY_PRIORITY, RequestClassifier
 from ._context import output_reserve
@@ -90,6 +94,14 @@ class Target:
     def id(self) -> str:
         """``provider.model``, the name users write in routes and client ``model`` fields."""
         return f"{self.provider}.{self.model}"
+
+    @property
+    def label_model(self) -> str:
+        """The model name for metrics labels: the configured upstream name, ``*`` for a wildcard.
+
+        A wildcard target's ``upstream_model`` is the client's text; it must not become a label.
+        """
+        return WILDCARD if self.model == WILDCARD else self.upstream_model
 
     @property
     def health_key(self) -> str:
@@ -182,7 +194,7 @@ class Router:
         bare: dict[str, list[str]] = {}
         for name, provider in config.providers.items():
             for model in provider.models:
-                if model.id != "*":
+                if model.id != WILDCARD:
                     bare.setdefault(model.id, []).append(f"{name}.{model.id}")
         self.__attrs_init__(
             config,
@@ -200,6 +212,34 @@ class Router:
             for model in provider.models
             for key in (range(len(provider.all_keys())) or (None,))
         )
+
+    def direct_target(self, provider_name: str, model_id: str) -> Target:
+        """The target for a client's ``provider.model``: a listed model, or the wildcard.
+
+        Raises:
+            NotFound: ``model_not_found``, the provider lists neither ``model_id`` nor ``*``.
+        """
+        provider = self.config.providers[provider_name]
+        if model_id != WILDCARD:
+            if provider.model(model_id) is not None:
+                return self.target(provider_name, model_id)
+            if provider.model(WILDCARD) is not None:
+                wildcard = self.target(provider_name, WILDCARD)
+                return attrs.evolve(wildcard, upstream_model=model_id)
+        raise NotFound(
+            f"model {provider_name + '.' + model_id!r} does not exist: "
+            f"provider {provider_name!r} does not list it (GET /v1/models lists the models)",
+            param="model",
+            code="model_not_found",
+        )
+
+    def accepts(self, client_model: str) -> bool:
+        """Whether ``provider.model`` names a listed model or one a wildcard provider passes on."""
+        provider_name, dot, model_id = client_model.partition(".")
+        provider = self.config.providers.get(provider_name)
+        if not dot or provider is None or not model_id or model_id == WILDCARD:
+            return False
+        return provider.model(model_id) is not None or provider.model(WILDCARD) is not None
 
     def target(self, provider_name: str, model_id: str, key_index: int | None = None) -> Target:
         provider = self.config.providers[provider_name]
@@ -269,8 +309,9 @@ class Router:
         )
 
     def model_ids(self) -> list[str]:
-        """Every ``provider.model`` id, in config order (``GET /v1/models``)."""
-        return [f"{name}.{m.id}" for name, p in self.config.providers.items() for m in p.models]
+        """Every ``provider.model`` id, in config order (``GET /v1/models``); no wildcards."""
+        providers = self.config.providers.items()
+        return [f"{name}.{m.id}" for name, p in providers for m in p.models if m.id != WILDCARD]
 
     def models(self) -> list[tuple[str, int | None]]:
         """``GET /v1/models``: every ``provider.model`` then every exact alias, with its window.
@@ -378,7 +419,7 @@ class Router:
                 "direct",
                 f"instruction <**{hints.force_target}**> for this request",
                 "instruction",
-                self._with_keys(self.target(provider_name, model_id), advance=advance),
+                self._with_keys(self.direct_target(provider_name, model_id), advance=advance),
                 [],
                 one_shot=True,
             )
@@ -394,7 +435,7 @@ class Router:
         if record is not None and record.sticky is not None:
             provider_name, _, model_id = record.sticky.partition(".")
             if provider_name in self.config.providers:
-                keys = self._with_keys(self.target(provider_name, model_id), advance=advance)
+                keys = self._with_keys(self.direct_target(provider_name, model_id), advance=advance)
                 if not all(self.health.is_cooling(t) for t in keys):
                     return _Base("direct", f"session sticky <**!{record.sticky}**>", "sticky", keys, [])
             sticky_cleared = True
@@ -408,7 +449,7 @@ class Router:
     def _by_name(self, client_model: str, canonical: Callable[[], Request], *, advance: bool) -> _Base:
         provider_name, dot, model_id = client_model.partition(".")
         if dot and model_id and provider_name in self.config.providers:
-            targets = self._with_keys(self.target(provider_name, model_id), advance=advance)
+            targets = self._with_keys(self.direct_target(provider_name, model_id), advance=advance)
             return _Base("direct", f"client asked for {client_model!r}", "direct", targets, [])
         alias = self.resolve_alias(client_model)
         if alias is not None:
@@ -433,7 +474,7 @@ class Router:
         served_by = self._bare.get(client_model, [])
         if len(served_by) == 1:
             provider_name, _, model_id = served_by[0].partition(".")
-            targets = self._with_keys(self.target(provider_name, model_id), advance=advance)
+            targets = self._with_keys(self.direct_target(provider_name, model_id), advance=advance)
             return _Base(
                 "direct", f"model {client_model!r} is served only by {served_by[0]}", "model", targets, []
             )
@@ -521,7 +562,7 @@ class Router:
                     continue
                 seen.add(target_id)
                 provider_name, _, model_id = target_id.partition(".")
-                targets.extend(self._with_keys(self.target(provider_name, model_id), advance=advance))
+                targets.extend(self._with_keys(self.direct_target(provider_name, model_id), advance=advance))
         return targets
 
     def _pool_order(self, category: str, index: int, pool: PoolConfig, advance: bool = True) -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import os
 import secrets
 from typing import TYPE_CHECKING, Any, Final
@@ -30,6 +31,7 @@ from .._errors import (
     AuthError,
     ConfigError,
     GatewayError,
+    InvalidRequest,
     NotFound,
     RequestTooLarge,
     ShuttingDown,
@@ -48,8 +50,8 @@ from ..pipeline import (
     Trace,
 )
 from ..protocols import codec_for
-from ..protocols.errors import render_anthropic_error, render_openai_error
 from ..protocols.sse import KEEPALIVE_COMMENT
+from ._h11 import BODY_ERROR_KEY, TOO_MANY_CHUNKS, renderer_for
 from ._sockets import is_loopback
 
 if TYPE_CHECKING:
@@ -116,40 +118,90 @@ def _headers(scope: dict[str, Any]) -> dict[str, str]:
 
 
 async def _read_body(
-    receive: Callable[[], Any], headers: dict[str, str], limit: int, idle_s: float = 60.0
+    receive: Callable[[], Any],
+    headers: dict[str, str],
+    limit: int,
+    idle_s: float = 60.0,
+    total_s: float = math.inf,
 ) -> bytes:
+    """The request body, whole.
+
+    Raises:
+        RequestTooLarge: over ``limit`` (declared or received).
+        GatewayError: 408 when a read waits ``idle_s`` or the whole body takes ``total_s``;
+            400 when the server layer refused the body (``BODY_ERROR_KEY``, too many chunks).
+        _ClientGone: the client hung up first.
+    """
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    while True:
-        # A body that stops arriving would hold a connection, a descriptor and a task for as
-        # long as the client likes (slowloris): the keep-alive idle time bounds each wait.
-        with trio.move_on_after(idle_s) as stalled:
-            message = await receive()
-        if stalled.cancelled_caught:
-            raise GatewayError(
-                f"request body stalled for {idle_s:g} s", status=408, kind="timeout", code="request_timeout"
-            )
-        if message["type"] == "http.disconnect":
-            raise _ClientGone()
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    # A body trickled a byte every few seconds never trips the idle wait: the whole body has
+    # a deadline too ([server] body_timeout).
+    with trio.move_on_after(total_s) as overall:
+        while True:
+            # A body that stops arriving would hold a connection, a descriptor and a task for as
+            # long as the client likes (slowloris): the keep-alive idle time bounds each wait.
+            with trio.move_on_after(idle_s) as stalled:
+                message = await receive()
+            if stalled.cancelled_caught:
+                raise GatewayError(
+                    f"request body stalled for {idle_s:g} s",
+                    status=408,
+                    kind="timeout",
+                    code="request_timeout",
+                )
+            if message["type"] == "http.disconnect":
+                raise _ClientGone()
+            refused = message.get(BODY_ERROR_KEY)
+            if refused is not None:
+                raise InvalidRequest(str(refused), code=TOO_MANY_CHUNKS)
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+    assert overall.cancelled_caught
+    raise GatewayError(
+        f"request body not complete within {total_s:g} s ({size} bytes received)",
+        status=408,
+        kind="timeout",
+        code="request_timeout",
+    )
 
 
 class _ClientGone(Exception):
     """The client hung up before its request body was complete; nothing to answer."""
 
 
-def _renderer_for(path: str) -> Callable[[GatewayError], tuple[int, dict[str, Any]]]:
-    return render_anthropic_error if path.startswith(("/v1/messages", "/messages")) else render_openai_error
+def _offered_keys(headers: dict[str, str]) -> list[bytes]:
+    """The keys a request offers: ``x-api-key`` and a bearer ``authorization``."""
+    offered = [headers.get("x-api-key", "").encode()]
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        offered.append(auth[7:].strip().encode())
+    return offered
+
+
+def _matches(offered: list[bytes], keys: tuple[bytes, ...]) -> bool:
+    """Whether any offer is one of ``keys``.
+
+    Every offer is compared with every key without stopping early: the time taken does not
+    tell which key, or how much of one, matched.
+    """
+    matched = False
+    for candidate in offered:
+        for key in keys:
+            matched |= hmac.compare_digest(candidate, key)
+    return matched
+
+
+def _forbidden(message: str) -> GatewayError:
+    return GatewayError(message, status=403, kind="permission", code="forbidden")
 
 
 @attrs.define(eq=False)
@@ -164,14 +216,25 @@ class GatewayApp:
     # Re-reads the config file and swaps it in; returns a one-line summary (set by serve()).
     reload: Callable[[], Awaitable[str]] | None = None
     _keys: tuple[bytes, ...] = ()
+    _admin_keys: tuple[bytes, ...] = ()
     _keys_of: Pipeline | None = None
+
+    def _load_keys(self) -> None:
+        if self._keys_of is not self.pipeline:
+            server = self.pipeline.config.server
+            self._keys = tuple(k.reveal().encode() for k in server.api_keys)
+            self._admin_keys = tuple(k.reveal().encode() for k in server.admin_keys)
+            self._keys_of = self.pipeline
 
     @property
     def api_keys(self) -> tuple[bytes, ...]:
-        if self._keys_of is not self.pipeline:
-            self._keys = tuple(k.reveal().encode() for k in self.pipeline.config.server.api_keys)
-            self._keys_of = self.pipeline
+        self._load_keys()
         return self._keys
+
+    @property
+    def admin_keys(self) -> tuple[bytes, ...]:
+        self._load_keys()
+        return self._admin_keys
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Send) -> None:
         kind = scope["type"]
@@ -222,46 +285,49 @@ class GatewayApp:
         if responder.started:
             await responder.end()
             return
-        status, body = _renderer_for(path)(error)
+        status, body = renderer_for(path)(error)
         await responder.send_json(status, body)
 
     def _authorize(self, headers: dict[str, str]) -> None:
+        """Client endpoints: any ``api_keys`` key, or an ``admin_keys`` one, when keys are set."""
         keys = self.api_keys
         if not keys:
             return
-        offered = [headers.get("x-api-key", "").encode()]
-        auth = headers.get("authorization", "")
-        if auth[:7].lower() == "bearer ":
-            offered.append(auth[7:].strip().encode())
-        # Compare every offer against every key without stopping early: the time taken does
-        # not tell which key, or how much of one, matched.
-        matched = False
-        for candidate in offered:
-            for key in keys:
-                matched |= hmac.compare_digest(candidate, key)
-        if not matched:
+        offered = _offered_keys(headers)
+        if not (_matches(offered, keys) | _matches(offered, self.admin_keys)):
             raise AuthError("missing or invalid API key" if any(offered) else "missing API key")
 
     def _authorize_admin(self, scope: dict[str, Any], headers: dict[str, str]) -> None:
-        """Admin endpoints: with inbound keys, a valid key; without, loopback clients only."""
+        """Admin endpoints (``/admin/reload``, ``/engines/*/stop``).
+
+        With ``admin_keys``: an admin key, else 403 for a client key and 401 for anything
+        else. Without: loopback clients only, and only while no ``api_keys`` are set -- a
+        gateway that authenticates its clients must not let every one of them reload it.
+
+        Raises:
+            AuthError: no key, or a key that is neither an admin nor a client key (401).
+            GatewayError: 403, a client key or a caller the rules above turn away.
+        """
+        admin = self.admin_keys
+        if admin:
+            offered = _offered_keys(headers)
+            if _matches(offered, admin):
+                return
+            if self.api_keys and _matches(offered, self.api_keys):
+                raise _forbidden("a client key cannot call admin endpoints; use one of [server] admin_keys")
+            raise AuthError("missing or invalid admin key" if any(offered) else "missing admin key")
         if self.api_keys:
-            self._authorize(headers)
-            return
+            raise _forbidden("admin endpoints are off: [server] api_keys are set but no admin_keys")
         client = scope.get("client") or ("", 0)
         if not is_loopback(str(client[0])):
-            raise GatewayError(
-                "admin endpoints need [server] api_keys when called from another host",
-                status=403,
-                kind="permission",
-                code="forbidden",
-            )
+            raise _forbidden("admin endpoints need [server] admin_keys when called from another host")
 
     async def _engine_stop(
         self, scope: dict[str, Any], receive: Callable[[], Any], responder: Responder, name: str
     ) -> None:
         headers = _headers(scope)
         self._authorize_admin(scope, headers)
-        await _read_body(receive, headers, 1024 * 1024)
+        await _read_body(receive, headers, 1024 * 1024, total_s=self.pipeline.config.server.body_timeout)
         if self.engines is None:
             raise NotFound("this gateway runs no engines")
         await self.engines.stop(name)
@@ -273,7 +339,7 @@ class GatewayApp:
         """``POST /admin/reload``: re-read the config file and swap it in."""
         headers = _headers(scope)
         self._authorize_admin(scope, headers)
-        await _read_body(receive, headers, 1024 * 1024)
+        await _read_body(receive, headers, 1024 * 1024, total_s=self.pipeline.config.server.body_timeout)
         if self.reload is None:
             raise GatewayError("this gateway cannot reload", status=400, kind="invalid_request")
         try:
@@ -322,6 +388,8 @@ class GatewayApp:
             ids = [entry[0] for entry in entries]
             if model_id:
                 entry = router.model(model_id)
+                if entry is None and router.accepts(model_id):
+                    entry = (model_id, None)  # a wildcard provider passes any name on
                 if entry is None:
                     raise NotFound(
                         f"model {model_id!r} does not exist", param="model", code="model_not_found"
@@ -365,23 +433,31 @@ class GatewayApp:
         headers = _headers(scope)
         codec = codec_for(endpoint.protocol)
         trace = Trace(responder.request_id, endpoint.name)
-        responder.secrets = pipeline.secret_bytes
+        responder.scrubber = pipeline.scrubber
         snapshots = pipeline.snapshots
         if snapshots is not None and snapshots.enabled:
             trace.snapshot = []
             responder.capture = []
         try:
             self._authorize(headers)
+            server = pipeline.config.server
             body = await _read_body(
-                receive, headers, pipeline.config.server.max_body, pipeline.config.server.keep_alive_timeout
+                receive, headers, server.max_body, server.keep_alive_timeout, server.body_timeout
             )
             trace.snap("client-request", client_request_payload(scope["path"], headers, body))
-            request = self.decode.decode(
-                endpoint, body, request_id=responder.request_id, headers=headers, codec=codec
+            request = await self.decode.decode(
+                endpoint,
+                body,
+                request_id=responder.request_id,
+                headers=headers,
+                codec=codec,
+                max_values=pipeline.config.server.max_json_values,
             )
         except GatewayError as exc:
             # The body was not read to its end: the connection cannot carry another request.
-            responder.close_connection = isinstance(exc, RequestTooLarge) or exc.status == 408
+            responder.close_connection = (
+                isinstance(exc, RequestTooLarge) or exc.status == 408 or exc.code == TOO_MANY_CHUNKS
+            )
             await responder.fail(exc, codec)
             self._log(trace, responder, exc)
             await self._write_snapshot(pipeline, endpoint, trace, responder)
@@ -439,7 +515,7 @@ class GatewayApp:
             category=trace.category or "",
             target=target.id if target else "",
             provider=target.provider if target else "",
-            model=target.upstream_model if target else "",
+            model=target.label_model if target else "",
             ttft_s=(trace.stats.first_byte_at - trace.started_at) if trace.stats.first_byte_at else None,
             upstream_wait_s=trace.upstream_wait_s,
             input_tokens=usage.input_tokens if usage else None,
@@ -449,8 +525,12 @@ class GatewayApp:
         self.metrics.observe_request(record)
         log_request(record, trace.request_id)
         if error is not None and error.status >= 500:
+            # Each upstream message is logged once: a failover warning may have said it already.
             LOGGER.warning(
-                "request %s failed after %d attempt(s): %s", trace.request_id, trace.attempts, error.message
+                "request %s failed after %d attempt(s): %s",
+                trace.request_id,
+                trace.attempts,
+                "(logged above)" if error is trace.logged_error else error.message,
             )
 
 

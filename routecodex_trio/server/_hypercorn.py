@@ -17,31 +17,45 @@ The worker loop itself (``serve_http``) is hypercorn's ``worker_serve`` without 
 events (the gateway's app needs none) and with sockets we bound: the same ``TCPServer``, the
 same drain (stop accepting, let connections finish until ``graceful_timeout``, then cancel).
 It uses hypercorn's internal classes, so ``pyproject.toml`` pins hypercorn's minor version.
+
+What a client can cost is bounded here too (issue 13): ``_TCPServer`` speaks HTTP/1.1 through
+``_h11`` (framing rules, body chunks), gives every response write ``write_timeout`` and the
+drain's deadline (hypercorn's writes are shielded: nothing else reaches a write blocked on a
+client that does not read), and ``BatchListener`` backs off, logging one line, when accept
+runs out of descriptors.
 """
 
 from __future__ import annotations
 
 import collections
 import errno
+import logging
 import math
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.events import Closed, RawData
+from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
-from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr
+from hypercorn.utils import ShutdownError, parse_socket_addr, raise_shutdown, repr_socket_addr
 
 from .._net import CLOSED_ERRNOS, SocketStream
+from ._h11 import ConnectionLimits, GatewayProtocolWrapper
 
 if TYPE_CHECKING:
     import socket
     from collections.abc import Awaitable, Callable
 
     from hypercorn.config import Config
+    from hypercorn.events import Event
     from hypercorn.typing import ASGIFramework
+
+LOGGER: Final = logging.getLogger("routecodex_trio.server")
 
 # Connections taken from the kernel's queue in one scheduler pass. Measured (bench/run stream
 # suite, bursts of 32 and 256 streams): one per pass left the last of 256 waiting 2 s for its
@@ -66,6 +80,39 @@ _IGNORABLE_ACCEPT_ERRNOS: Final = frozenset(
     )
     if hasattr(errno, name)
 )
+# Out of descriptors or kernel memory: the queued connection stays queued, and accepting again
+# at once fails again (trio.serve_listeners logged a traceback every 100 ms per listener).
+_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+# Accept back-off while out of capacity: doubles from the first to the last, reset on success.
+ACCEPT_BACKOFF_S: Final = (0.1, 1.0)
+# At most one log line per this many seconds about running out of capacity.
+CAPACITY_LOG_INTERVAL_S: Final = 10.0
+
+
+@attrs.define(eq=False)
+class _CapacityLog:
+    """One line per ``CAPACITY_LOG_INTERVAL_S`` about accept failing for lack of capacity,
+    shared by every listener of the process; the lines in between are counted, not written."""
+
+    last_at: float = -math.inf
+    suppressed: int = 0
+
+    def failed(self, exc: OSError) -> None:
+        now = trio.current_time()
+        if now - self.last_at < CAPACITY_LOG_INTERVAL_S:
+            self.suppressed += 1
+            return
+        more = f" ({self.suppressed} more since the last line)" if self.suppressed else ""
+        LOGGER.warning(
+            "cannot accept connections: %s (%s)%s; new connections wait in the listen queue, "
+            "retrying with back-off up to %g s (raise the open-files limit: ulimit -n / LimitNOFILE)",
+            exc.strerror or exc,
+            errno.errorcode.get(exc.errno or 0, exc.errno),
+            more,
+            ACCEPT_BACKOFF_S[1],
+        )
+        self.last_at = now
+        self.suppressed = 0
 
 
 class _KeepAliveTimer:
@@ -131,13 +178,101 @@ class _KeepAliveTimer:
                 return
 
 
-class _TCPServer(TCPServer):
-    """Hypercorn's connection handler with a cheaper keep-alive timer, closing at once when
-    the client has closed its side."""
+@attrs.define(eq=False)
+class _WriteDeadlines:
+    """The shielded response writes in progress, so that a drain can put its deadline on them.
 
-    def __init__(self, *args: Any) -> None:
+    Hypercorn writes under a shielded cancel scope (a write cut half-way would corrupt the
+    response), so neither the request's cancellation nor the drain deadline reaches a write
+    blocked on a client that does not read: SIGTERM waited on it forever. The shield stays
+    against the first; the drain deadline is set on the scopes themselves.
+    """
+
+    deadline: float = math.inf
+    active: set[trio.CancelScope] = attrs.field(factory=set)
+
+    def close_by(self, deadline: float, *, blocked_by: float) -> None:
+        """Every write ends by ``deadline``; one already waiting now ends by ``blocked_by``.
+
+        A write still waiting from before the drain until the requests are cut (the app's
+        drain deadline, ``blocked_by``) has a client that takes nothing: the margin after
+        that is for writing the terminal error events of clients that read, not for it.
+        """
+        self.deadline = deadline
+        for scope in self.active:
+            scope.deadline = min(scope.deadline, deadline, blocked_by)
+
+
+class _TCPServer(TCPServer):
+    """Hypercorn's connection handler with the gateway's HTTP/1.1 rules (``_h11``), a write
+    deadline, a cheaper keep-alive timer, and closing at once when the client has closed its side."""
+
+    def __init__(self, *args: Any, limits: ConnectionLimits, writes: _WriteDeadlines) -> None:
         super().__init__(*args)
         self.idle_task = _KeepAliveTimer(self)  # type: ignore[assignment]
+        self._limits = limits
+        self._writes = writes
+
+    async def run(self) -> None:
+        # TCPServer.run without TLS (the gateway binds plain TCP) and with our protocol.
+        sock = self.stream.socket
+        try:
+            client = parse_socket_addr(sock.family, sock.getpeername())
+            server = parse_socket_addr(sock.family, sock.getsockname())
+            async with TaskGroup() as task_group:
+                self._task_group = task_group
+                self.protocol = GatewayProtocolWrapper(
+                    self.app,
+                    self.config,
+                    self.context,
+                    task_group,
+                    ConnectionState(self.state),
+                    client,
+                    server,
+                    self.protocol_send,
+                    limits=self._limits,
+                )
+                await self.protocol.initiate()
+                await self.idle_task.restart(self._task_group, self._idle_timeout)
+                await self._read_data()
+        except OSError:
+            pass
+        finally:
+            await self._close()
+
+    async def protocol_send(self, event: Event) -> None:
+        if not isinstance(event, RawData):
+            await super().protocol_send(event)
+            return
+        stream: SocketStream = self.stream  # type: ignore[assignment]
+        writes = self._writes
+        async with self.send_lock:
+            stalled = False
+            try:
+                with trio.CancelScope(shield=True, deadline=writes.deadline) as scope:
+                    writes.active.add(scope)
+                    try:
+                        await stream.send_all(event.data, stall_s=self._limits.write_timeout_s)
+                    finally:
+                        writes.active.discard(scope)
+            except trio.TooSlowError:
+                stalled = True
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.protocol.handle(Closed())
+                return
+            if stalled or scope.cancelled_caught:
+                # The client took nothing for write_timeout (or the drain is over): the
+                # response cannot go on. Closing the socket wakes our reader, and the app
+                # sees http.disconnect, which cancels the request and its upstream call.
+                LOGGER.info(
+                    "client %s stopped reading: %s; connection closed",
+                    _peer(stream),
+                    f"no write progress for {self._limits.write_timeout_s:g} s"
+                    if stalled
+                    else "the drain deadline passed during a write",
+                )
+                stream.close()
+                await self.protocol.handle(Closed())
 
     async def _read_data(self) -> None:
         await super()._read_data()
@@ -149,13 +284,22 @@ class _TCPServer(TCPServer):
         self.idle_task.finish()  # type: ignore[attr-defined]
 
 
+def _peer(stream: SocketStream) -> str:
+    try:
+        return repr_socket_addr(stream.socket.family, stream.socket.getpeername())
+    except OSError:
+        return "(gone)"
+
+
 class BatchListener(trio.abc.Listener[SocketStream]):
     """A listening socket that hands out every queued connection per scheduler pass."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, capacity_log: _CapacityLog | None = None) -> None:
         self.socket = sock
         self._ready: collections.deque[socket.socket] = collections.deque()
         self._closed = False
+        self._capacity_log = capacity_log or _CapacityLog()
+        self._backoff_s = ACCEPT_BACKOFF_S[0]
 
     async def accept(self) -> SocketStream:
         if not self._ready:
@@ -166,8 +310,19 @@ class BatchListener(trio.abc.Listener[SocketStream]):
         # One checkpoint per batch even when the queue is never empty (a flood of clients).
         await trio.lowlevel.checkpoint()
         while True:
-            self._take_queued()
+            try:
+                self._take_queued()
+            except OSError as exc:
+                if exc.errno not in _CAPACITY_ERRNOS:
+                    raise
+                # Handled here, not by trio.serve_listeners: it logs a full traceback and
+                # retries every 100 ms for as long as the condition lasts.
+                self._capacity_log.failed(exc)
+                await trio.sleep(self._backoff_s)
+                self._backoff_s = min(self._backoff_s * 2, ACCEPT_BACKOFF_S[1])
+                continue
             if self._ready:
+                self._backoff_s = ACCEPT_BACKOFF_S[0]
                 return
             await trio.lowlevel.wait_readable(self.socket)
 
@@ -186,8 +341,7 @@ class BatchListener(trio.abc.Listener[SocketStream]):
                     continue
                 if self._ready:
                     return  # hand out what we have; the error comes back on the next call
-                # EMFILE and friends: trio.serve_listeners logs them and retries after 100 ms.
-                raise
+                raise  # EMFILE and friends: _fill backs off
             self._ready.append(sock)
 
     async def aclose(self) -> None:
@@ -206,22 +360,26 @@ async def serve_http(
     sockets: list[socket.socket],
     *,
     shutdown_trigger: Callable[[], Awaitable[object]],
+    limits: ConnectionLimits | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``sockets`` (bound, not yet listening; they become ours) until drained.
 
     When ``shutdown_trigger`` returns: stop accepting, let open connections finish their
-    requests, and cancel what is left ``config.graceful_timeout`` seconds later.
+    requests, and cancel what is left ``config.graceful_timeout`` seconds later -- writes
+    blocked on clients that do not read included, so the drain always ends by then.
     """
     context = WorkerContext(None)
     wrapped = ASGIWrapper(app)
+    writes = _WriteDeadlines()
+    capacity_log = _CapacityLog()
     listeners: list[BatchListener] = []
     binds: list[str] = []
     try:
         for sock in sockets:
             sock.listen(config.backlog)
             binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
-            listeners.append(BatchListener(sock))
+            listeners.append(BatchListener(sock, capacity_log))
     except BaseException:
         for sock in sockets:
             sock.close()
@@ -235,7 +393,15 @@ async def serve_http(
                 accepting.start_soon(
                     partial(
                         trio.serve_listeners,
-                        partial(_TCPServer, wrapped, config, context, ConnectionState({})),
+                        partial(
+                            _TCPServer,
+                            wrapped,
+                            config,
+                            context,
+                            ConnectionState({}),
+                            limits=limits or ConnectionLimits(),
+                            writes=writes,
+                        ),
                         listeners,
                         handler_nursery=connections,
                     )
@@ -247,4 +413,8 @@ async def serve_http(
                 raise other from None
         finally:
             await context.terminated.set()
-            connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+            now = trio.current_time()
+            deadline = now + config.graceful_timeout
+            connections.cancel_scope.deadline = deadline
+            requests_cut_at = now + min(config.graceful_timeout, (limits or ConnectionLimits()).drain_s)
+            writes.close_by(deadline, blocked_by=requests_cut_at)

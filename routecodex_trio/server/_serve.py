@@ -26,6 +26,7 @@ from ..protocols import load_codecs
 from ..providers import open_providers
 from ..router import Router
 from ._app import GatewayApp
+from ._h11 import ConnectionLimits
 from ._hypercorn import serve_http
 from ._memory import release_memory_when_idle
 from ._sockets import BACKLOG, bind_sockets
@@ -135,6 +136,17 @@ def to_hypercorn_config(config: GatewayConfig) -> HypercornConfig:
     return hconfig
 
 
+def connection_limits(config: GatewayConfig) -> ConnectionLimits:
+    """The per-connection limits, fixed at start like the hypercorn config (a reload keeps them)."""
+    server = config.server
+    return ConnectionLimits(
+        write_timeout_s=server.write_timeout,
+        drain_s=server.graceful_timeout,
+        max_body_chunks=server.max_body_chunks,
+        min_chunk_bytes=server.min_chunk_bytes,
+    )
+
+
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """A group holding exactly one ``GatewayError`` becomes that error (STYLE rule 15)."""
     leaves: list[BaseException] = []
@@ -219,6 +231,7 @@ async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]
                     hconfig,
                     sockets,
                     shutdown_trigger=gateway._stop.wait,
+                    limits=connection_limits(config),
                     task_status=task_status,
                 )
                 # Drained: the current generation may close its upstream clients now.
