@@ -227,6 +227,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name, provider in config.providers.items():
         for model in provider.models:
             print(f"{name}.{model.id}\t{provider.type}")
+    for alias, targets in config.aliases.items():
+        print(f"{alias}\talias -> {', '.join(targets)}")
     return 0
 
 
@@ -276,30 +278,50 @@ def detect_endpoint(body: dict[str, Any]) -> str:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
+    """Run the steer stage and the router on a request body, and print what they decided.
+
+    The session state is a fresh in-memory store: affinity from earlier traffic is not known
+    here, but the session key (and where it came from), the instructions in the body, the
+    model-name rule, context fit and the candidate order are exactly what the gateway does.
+    """
     from ._errors import InvalidRequest
+    from .pipeline._request import CHAT, COMPLETIONS, MESSAGES, RESPONSES, DecodeStage
+    from .pipeline._steering import SteerStage
     from .protocols import codec_for
     from .router import Router
+    from .state import MemorySessionStore
 
     config = load_config(_config_path(args.config))
     try:
-        body = json.loads(Path(args.request).read_text(encoding="utf-8"))
+        raw = Path(args.request).read_bytes()
+        body = json.loads(raw)
     except OSError as exc:
         raise InvalidRequest(f"cannot read {args.request}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"invalid JSON in {args.request}: {exc}") from None
     if not isinstance(body, dict) or not isinstance(body.get("model"), str):
         raise InvalidRequest(f"{args.request}: a request body is a JSON object with a string 'model'")
+    headers: dict[str, str] = {}
+    for item in args.header or ():
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise InvalidRequest(f"--header {item!r}: expected NAME:VALUE")
+        headers[name.strip().lower()] = value.strip()
     endpoint = args.endpoint or detect_endpoint(body)
-    codec = codec_for(_ROUTE_ENDPOINTS[endpoint])  # type: ignore[arg-type]
-    decoded: list[Any] = []
-
-    def canonical() -> Any:
-        if not decoded:
-            decoded.append(codec.decode_request(body))
-        return decoded[0]
-
+    protocol = _ROUTE_ENDPOINTS[endpoint]
+    codec = codec_for(protocol)  # type: ignore[arg-type]
+    endpoints = {"chat": CHAT, "messages": MESSAGES, "responses": RESPONSES, "completions": COMPLETIONS}
     router = Router(config)
-    decision = router.route(body["model"], canonical)
+    steer = SteerStage(config, router, MemorySessionStore(config.routing.affinity_max_sessions))
+
+    async def decode_and_steer() -> tuple[Any, Any]:
+        request = await DecodeStage().decode(
+            endpoints[endpoint], raw, request_id="route", headers=headers, codec=codec
+        )
+        return request, await steer.begin(request)
+
+    request, hints = trio.run(decode_and_steer)
+    decision = router.route(request.model, request.canonical, hints)
     candidates: list[dict[str, Any]] = []
     for target in decision.candidates:
         provider = config.providers[target.provider]
@@ -318,6 +340,7 @@ def cmd_route(args: argparse.Namespace) -> int:
                 "upstream_model": target.upstream_model,
                 "key_index": target.key_index,
                 "keys": len(provider.all_keys()),
+                "context_window": router.window(target),
                 "cooling": remaining > 0,
                 "cooldown_remaining_s": round(remaining, 3),
             }
@@ -326,22 +349,36 @@ def cmd_route(args: argparse.Namespace) -> int:
         result = {
             "endpoint": endpoint,
             "model": body["model"],
+            "rule": decision.rule,
             "category": decision.category,
             "reason": decision.reason,
+            "notes": list(decision.notes),
+            "session": hints.session_source,
+            "instructions": list(hints.instructions),
+            "needed_tokens": decision.needed_tokens,
             "candidates": candidates,
         }
         print(json.dumps(result, indent=2))
         return 0
     how = "given" if args.endpoint else "detected"
-    print(f"endpoint:   {endpoint} ({_ROUTE_ENDPOINTS[endpoint]}, {how})")
+    print(f"endpoint:   {endpoint} ({protocol}, {how})")
     print(f"model:      {body['model']}")
+    print(f"rule:       {decision.rule}")
     print(f"category:   {decision.category}")
     print(f"reason:     {decision.reason}")
+    for note in decision.notes:
+        print(f"note:       {note}")
+    print(f"session:    {hints.session_source or 'none'}")
+    if hints.instructions:
+        print(f"instructions: {' '.join(hints.instructions)} (stripped before the upstream)")
+    if decision.needed_tokens is not None:
+        print(f"context:    ~{decision.needed_tokens:,} tokens needed (prompt + output budget)")
     print("candidates:")
     for n, item in enumerate(candidates, 1):
         key = "no key" if item["key_index"] is None else f"key {item['key_index']} of {item['keys']}"
         state = f"cooling {item['cooldown_remaining_s']:.0f}s" if item["cooling"] else "ready"
-        print(f"  {n}. {item['target']}  (upstream {item['upstream_model']}, {key}, {state})")
+        window = f", window {item['context_window']:,}" if item["context_window"] else ""
+        print(f"  {n}. {item['target']}  (upstream {item['upstream_model']}, {key}{window}, {state})")
         if item["engine"]:
             print(f"       engine variant {item['engine']['variant']}: {item['engine']['reason']}")
     return 0
@@ -378,13 +415,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("path", nargs="?", help="config file to check (same as --config)")
     check.set_defaults(func=cmd_check_config)
 
-    add("models", "List the provider.model ids the gateway serves.").set_defaults(func=cmd_models)
+    add("models", "List the provider.model ids and aliases the gateway serves.").set_defaults(func=cmd_models)
     route = add("route", "Show the category, reason and candidate targets for a request, without sending it.")
     route.add_argument("request", metavar="REQUEST.json", help="a request body as a client would send it")
     route.add_argument(
         "--endpoint",
         choices=sorted(_ROUTE_ENDPOINTS),
         help="the endpoint the body is for (default: guessed from the body)",
+    )
+    route.add_argument(
+        "--header",
+        action="append",
+        metavar="NAME:VALUE",
+        help="a request header, e.g. x-claude-code-session-id:abc (repeatable)",
     )
     route.add_argument("--json", action="store_true", help="print the decision as JSON")
     route.set_defaults(func=cmd_route)

@@ -658,6 +658,8 @@ async def test_a_tls_failure_counts_against_health_and_fails_over(
         "ca_bundle": str(tls_files.ca_file),
     }
     raw["routing"]["default"] = ["up.m", "good.m"]
+    # Two providers serve "m": a bare "m" would be model_ambiguous (issue 16); route it by alias.
+    raw["aliases"] = {"m": "default"}
     raw["health"] = {"failure_threshold": 1, "cooldown": 60}
     gateway = await start(nursery, raw)
     with trio.fail_after(20):

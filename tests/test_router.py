@@ -571,6 +571,7 @@ def test_route_command_json_and_explicit_endpoint(tmp_path: Path) -> None:
             "upstream_model": "haiku",
             "key_index": 0,
             "keys": 1,
+            "context_window": None,
             "cooling": False,
             "cooldown_remaining_s": 0.0,
         }

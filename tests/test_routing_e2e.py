@@ -37,9 +37,10 @@ async def test_keys_are_used_in_turn(
     fake_openai: tuple[FakeOpenAI, str], start_gateway: GatewayFactory
 ) -> None:
     fake, url = fake_openai
-    gateway = await start_gateway(
-        _config(url, ["m"], ["p.m"], provider={"api_keys": ["sk-a", "sk-b", "sk-c"]})
-    )
+    # One conversation would keep its key (session affinity); rotation is for new sessions.
+    raw = _config(url, ["m"], ["p.m"], provider={"api_keys": ["sk-a", "sk-b", "sk-c"]})
+    raw["routing"]["affinity"] = "off"
+    gateway = await start_gateway(raw)
     with trio.fail_after(10):
         for _ in range(6):
             assert (await _post(gateway)).status_code == 200
@@ -75,6 +76,8 @@ async def test_cooldown_and_recovery(nursery: trio.Nursery, start_gateway: Gatew
         health={"failure_threshold": 1, "cooldown": 0.5},
         retry={"attempts": 1},
     )
+    # With affinity the one conversation here would stay on "text" (it served the session).
+    raw["routing"]["affinity"] = "off"
     gateway = await start_gateway(raw)
     with trio.fail_after(10):
         assert (await _post(gateway)).status_code == 200  # error500 fails, text answers

@@ -267,7 +267,9 @@ def limits_config(raw_url: str, ok_url: str, default: list[str], **extra: Any) -
             "rs": {"type": "openai-responses", "base_url": raw_url + "/v1", "models": models},
             "ok": {"type": "anthropic-messages", "base_url": ok_url, "models": ["text"]},
         },
-        "routing": {"default": default},
+        # Every request must meet the failing target first; with session affinity the one
+        # conversation these tests repeat would stay on the target that answered.
+        "routing": {"default": default, "affinity": "off"},
         **extra,
     }
 

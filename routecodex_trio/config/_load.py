@@ -85,7 +85,27 @@ def _structure_pools(value: object, _: type) -> tuple[PoolConfig, ...]:
     return tuple(pools)
 
 
+def _structure_aliases(value: object, _: type) -> Mapping[str, tuple[str, ...]]:
+    """``[aliases]``: each value is a category or target (a string) or a list of targets."""
+    if not isinstance(value, Mapping):
+        raise ValueError("aliases must be a table of model name or pattern -> category or targets")
+    aliases: dict[str, tuple[str, ...]] = {}
+    for name, target in value.items():
+        if isinstance(target, str):
+            aliases[name] = (target,)
+        elif isinstance(target, list) and target and all(isinstance(t, str) for t in target):
+            aliases[name] = tuple(target)
+        else:
+            raise ValueError(
+                f"aliases.{name}: a category, a 'provider.model' target or a non-empty list of targets"
+            )
+    return aliases
+
+
 CONFIG_CONVERTER.register_structure_hook(Secret, _structure_secret)
+CONFIG_CONVERTER.register_structure_hook_func(
+    lambda t: t == Mapping[str, tuple[str, ...]], _structure_aliases
+)
 CONFIG_CONVERTER.register_structure_hook_func(lambda t: t == tuple[ModelConfig, ...], _structure_models)
 CONFIG_CONVERTER.register_structure_hook_func(lambda t: t == tuple[PoolConfig, ...], _structure_pools)
 
@@ -232,6 +252,14 @@ def _check_provider(provider: ProviderConfig, problems: list[str]) -> None:
             problems.append(
                 f"{where}.api_key: a key contains whitespace or CR/LF (a key file's trailing newline?)"
             )
+    for model_id, window in provider.context.items():
+        if provider.model(model_id) is None and provider.model("*") is None:
+            problems.append(f"{where}.context.{model_id}: the provider lists no model {model_id!r}")
+        if window <= 0:
+            problems.append(f"{where}.context.{model_id}: a context window is > 0 tokens")
+    for model in provider.models:
+        if model.max_context is not None and model.max_context <= 0:
+            problems.append(f"{where}.models.{model.id}.max_context: a context window is > 0 tokens")
     for header, value in provider.headers.items():
         if "\r" in header or "\n" in header or "\r" in value or "\n" in value:
             problems.append(f"{where}.headers.{header}: CR/LF not allowed in headers")
@@ -303,6 +331,28 @@ def _check_routing(config: GatewayConfig, problems: list[str]) -> None:
                     problems.append(
                         f"{where}: {target!r}: provider {provider_name!r} lists no model {model_id!r}"
                     )
+    for name, targets in config.aliases.items():
+        where = f"aliases.{name}"
+        if not name.strip():
+            problems.append("aliases: an alias name is a non-empty string")
+        if len(targets) == 1 and "." not in targets[0]:
+            if targets[0] not in ROUTE_CATEGORIES:
+                problems.append(
+                    f"{where}: {targets[0]!r} is neither a routing category "
+                    f"({', '.join(ROUTE_CATEGORIES)}) nor a 'provider.model' target"
+                )
+            continue
+        for target in targets:
+            provider_name, dot, model_id = target.partition(".")
+            provider = config.providers.get(provider_name)
+            if not dot or not model_id:
+                problems.append(f"{where}: {target!r} is not 'provider.model' (a list holds targets only)")
+            elif provider is None:
+                problems.append(f"{where}: {target!r} names unknown provider {provider_name!r}")
+            elif provider.model(model_id) is None and provider.model("*") is None:
+                problems.append(
+                    f"{where}: {target!r}: provider {provider_name!r} lists no model {model_id!r}"
+                )
     if not config.routing.default and config.providers:
         problems.append("routing.default: required (the route for requests no other category takes)")
     for key in ("background_models", "coding_tools", "web_search_tools"):

@@ -98,6 +98,11 @@ DEFAULT_MAX_ERROR_BODY_BYTES: Final = 64 * 1024
 DEFAULT_SNAPSHOTS_DIR: Final = "~/.routecodex/codex-samples"
 # 256 MiB: thousands of captured requests, small enough never to fill a home directory.
 DEFAULT_SNAPSHOTS_MAX_BYTES: Final = 256 * 1024 * 1024
+# Session affinity (issue 16): 300 s is Anthropic's prompt-cache lifetime (5 minutes, refreshed
+# on every hit) and about OpenAI's, so a session idle longer has a cold cache anyway.
+DEFAULT_AFFINITY_TTL_S: Final = 300.0
+# About 100 bytes per session: 100,000 sessions are ~10 MB, more agents than one gateway serves.
+DEFAULT_AFFINITY_MAX_SESSIONS: Final = 100_000
 
 ROUTE_CATEGORIES: Final[tuple[str, ...]] = (
     "default",
@@ -243,6 +248,8 @@ class ProviderConfig:
     prompt_cache: PromptCacheName = DEFAULT_PROMPT_CACHE
     # A local engine started on demand; its address replaces base_url (engines/).
     engine: EngineConfig | None = None
+    # ``[providers.NAME.context]``: model id -> context window in tokens (router context fit).
+    context: Mapping[str, int] = attrs.field(factory=dict)
     # Networks (issue 15). proxy: None follows HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY,
     # "" turns proxying off, else an http(s):// or socks5(h):// URL (credentials allowed).
     proxy: Secret | None = None
@@ -260,6 +267,24 @@ class ProviderConfig:
         for model in self.models:
             if model.id == model_id:
                 return model
+        return None
+
+    def context_window(self, model_id: str) -> int | None:
+        """The model's context window in tokens, ``None`` when unknown.
+
+        The model's own ``max_context`` first, then ``[providers.NAME.context]``, then the
+        largest ``max_context`` of the provider's engine variants (the engine selector picks
+        the smallest variant that fits, so the largest one is what the model can take).
+        """
+        model = self.model(model_id)
+        if model is not None and model.max_context is not None:
+            return model.max_context
+        if model_id in self.context:
+            return self.context[model_id]
+        if self.engine is not None:
+            windows = [spec.max_context for spec in self.engine.specs()]
+            if windows and all(w is not None for w in windows):
+                return max(w for w in windows if w is not None)
         return None
 
 
@@ -284,6 +309,16 @@ class RoutingConfig:
     background: tuple[PoolConfig, ...] = ()
     websearch: tuple[PoolConfig, ...] = ()
     coding: tuple[PoolConfig, ...] = ()
+    # Issue 16 (router/_router.py): an unknown client model is a 404 instead of the default route.
+    strict_models: bool = False
+    # "session": the provider.model#key that last served a session is tried first.
+    affinity: Literal["session", "off"] = "session"
+    affinity_ttl: float = attrs.field(default=DEFAULT_AFFINITY_TTL_S, validator=attrs.validators.gt(0))
+    affinity_max_sessions: int = attrs.field(
+        default=DEFAULT_AFFINITY_MAX_SESSIONS, validator=attrs.validators.gt(0)
+    )
+    # In-message routing instructions ``<**...**>`` (router/_instructions.py).
+    instructions: bool = True
 
     def pools(self, category: str) -> tuple[PoolConfig, ...]:
         pools: tuple[PoolConfig, ...] = getattr(self, category)
@@ -408,6 +443,8 @@ class GatewayConfig:
     conversion: ConversionConfig = attrs.field(factory=ConversionConfig)
     engines: EnginesConfig = attrs.field(factory=EnginesConfig)
     snapshots: SnapshotsConfig = attrs.field(factory=SnapshotsConfig)
+    # ``[aliases]``: client model name or shell pattern -> a category or targets, in file order.
+    aliases: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     network: NetworkConfig = attrs.field(factory=NetworkConfig)
     dashboard: DashboardConfig = attrs.field(factory=DashboardConfig)
     source: str | None = None

@@ -119,6 +119,8 @@ class RequestRecord:
             request failed before any.
         upstream_wait_s: time spent waiting on upstreams (connect, first byte, stream reads).
         input_tokens / output_tokens: usage as reported (or estimated); ``None`` if unknown.
+        route: the routing rule that applied and why (``RouteDecision.explain``); log only,
+            never a metric label (it is free text).
     """
 
     endpoint: str
@@ -133,6 +135,7 @@ class RequestRecord:
     upstream_wait_s: float = 0.0
     input_tokens: int | None = None
     output_tokens: int | None = None
+    route: str = ""
 
     @property
     def overhead_s(self) -> float:

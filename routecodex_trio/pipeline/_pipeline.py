@@ -3,6 +3,8 @@
 Stages:
 
 * ``DecodeStage`` (``_request``): bytes -> ``ClientRequest``;
+* ``SteerStage`` (``_steering``): routing instructions stripped and applied, session state
+  read -> ``RouteHints``;
 * ``Router.route``: -> ``RouteDecision`` (category, reason, ordered candidates);
 * ``PrepareStage``: ``ClientRequest`` + ``Target`` -> ``UpstreamCall`` (protocol, path, body);
 * ``ExchangeStage``: runs the call against the provider and writes the client answer through
@@ -10,6 +12,9 @@ Stages:
 
 Failover: a retryable upstream error moves on to the next candidate as long as not a single
 byte has reached the client. After that, the stream ends with the protocol's terminal error.
+An upstream saying the prompt is too long for its context window (``is_context_overflow``)
+moves on to the untried candidates with a larger window, and does not count against the
+target's health: the target is fine, the request was too big for it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import email.utils
+import functools
 import logging
 import math
 import random
@@ -45,6 +51,8 @@ from ..protocols.canonical import Usage, estimate_request_tokens
 from ..protocols.fit import Dropped, fit_request
 from ..providers import ChunkReader, HttpUpstream, MockUpstream
 from ..providers.compat import apply_compat, profile_name_for
+from ..router import is_context_overflow
+from ..state import MemorySessionStore
 from ._relay import (
     PassthroughTracker,
     StreamStats,
@@ -53,6 +61,7 @@ from ._relay import (
     relay_passthrough,
     usage_in_body,
 )
+from ._steering import SteerStage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -62,7 +71,8 @@ if TYPE_CHECKING:
     from ..observability import SnapshotWriter
     from ..protocols.canonical import HostedTool, ProtocolName
     from ..providers import ProviderSet, UpstreamResponse
-    from ..router import RouteDecision, Router, Target
+    from ..router import RouteDecision, RouteHints, Router, Target
+    from ..state import SessionStore
     from ._request import ClientRequest
     from ._responder import Responder
 
@@ -87,6 +97,8 @@ class Trace:
     stats: StreamStats = attrs.field(factory=StreamStats)
     usage: Usage | None = None
     target_ref: Target | None = None
+    # The routing rule that applied and why (``RouteDecision.explain``), for the request log.
+    route: str | None = None
     # The last error already written to the log with its message (a failover warning), so the
     # request's closing log line does not repeat a message that may be 64 KiB of upstream text.
     logged_error: GatewayError | None = None
@@ -340,8 +352,10 @@ def upstream_status_error(
 ) -> UpstreamStatusError:
     """An ``UpstreamStatusError`` carrying the upstream's message, scrubbed of our keys."""
     message: str | None
+    parsed: Any = None
     try:
-        message = extract_error_message(orjson.loads(response.content))
+        parsed = orjson.loads(response.content)
+        message = extract_error_message(parsed)
     except orjson.JSONDecodeError:
         # Scrubbed whole, then cut: a key straddling the cut would otherwise leave its first
         # characters in the message, where nothing can recognise them any more.
@@ -357,6 +371,8 @@ def upstream_status_error(
     )
     if status == 529 or status == 503:
         error.kind = "overloaded"
+    if is_context_overflow(status, parsed, message):
+        error.code = "context_length_exceeded"
     error.retryable = status in (408, 425, 429) or status >= 500
     return error
 
@@ -604,6 +620,9 @@ class Pipeline:
     providers: ProviderSet
     snapshots: SnapshotWriter | None = None
     engines: EngineManager | None = None
+    # Session state (affinity, session instructions); in memory unless a store is given.
+    store: SessionStore | None = None
+    steer: SteerStage = attrs.field(init=False)
     prepare: PrepareStage = attrs.field(init=False)
     exchange: ExchangeStage = attrs.field(init=False)
     # Requests running on this config generation; a retired generation closes its upstream
@@ -631,11 +650,36 @@ class Pipeline:
 
     def __attrs_post_init__(self) -> None:
         self.prepare = PrepareStage(self.config)
+        if self.store is None:
+            self.store = MemorySessionStore(self.config.routing.affinity_max_sessions)
+        self.steer = SteerStage(self.config, self.router, self.store)
         self.exchange = ExchangeStage(self.config, self.engines)
         self.scrubber = Scrubber(k.reveal() for p in self.config.providers.values() for k in p.all_keys())
 
-    def route(self, request: ClientRequest) -> RouteDecision:
-        return self.router.route(request.model, request.canonical)
+    async def route(
+        self, request: ClientRequest, trace: Trace, *, fit_context: bool = True
+    ) -> tuple[RouteDecision, RouteHints]:
+        """Steer (instructions, session) then route; the decision goes into the trace."""
+        hints = await self.steer.begin(request)
+        if not fit_context:
+            hints = attrs.evolve(hints, fit_context=False)
+        decision = self.router.route(request.model, request.canonical, hints)
+        trace.category = decision.category
+        trace.decision = decision
+        trace.route = decision.explain()
+        trace.snap(
+            "routing",
+            {
+                "category": decision.category,
+                "rule": decision.rule,
+                "reason": decision.reason,
+                "notes": list(decision.notes),
+                "session": hints.session_source,
+                "affinity": decision.affinity,
+                "candidates": [t.health_key for t in decision.candidates],
+            },
+        )
+        return decision, hints
 
     async def run(self, request: ClientRequest, responder: Responder, trace: Trace) -> None:
         """Serve one request, failing over between candidates until content reached the client.
@@ -646,21 +690,21 @@ class Pipeline:
         Raises:
             GatewayError: the last error when no candidate could answer (the caller renders it).
         """
-        decision = self.route(request)
-        trace.category = decision.category
-        trace.decision = decision
-        trace.snap(
-            "routing",
-            {
-                "category": decision.category,
-                "reason": decision.reason,
-                "candidates": [t.health_key for t in decision.candidates],
-            },
-        )
+        decision, hints = await self.route(request, trace)
+        await self._run_candidates(request, responder, trace, decision.candidates, decision, hints)
+
+    async def _run_candidates(
+        self,
+        request: ClientRequest,
+        responder: Responder,
+        trace: Trace,
+        candidates: tuple[Target, ...],
+        decision: RouteDecision,
+        hints: RouteHints,
+    ) -> None:
         health = self.router.health
         retry = self.config.retry
         deadline = trace.started_at + self.config.timeouts.total
-        candidates = decision.candidates
         attempts = max(retry.attempts, len(candidates))
         last_error: GatewayError | None = None
         refused = 0
@@ -678,6 +722,7 @@ class Pipeline:
             trace.attempts += 1
             trace.target = target.id
             trace.target_ref = target
+            responder.on_first_content = functools.partial(self.steer.finish, hints, decision, target)
             try:
                 call = self.prepare.prepare(request, target, category=decision.category)
             except UnsupportedConversion as exc:
@@ -701,8 +746,21 @@ class Pipeline:
             try:
                 await self.exchange.run(call, request, self.providers.get(target.provider), responder, trace)
             except UpstreamError as exc:
-                health.record_failure(target, exc)
                 last_error = exc
+                if exc.code == "context_length_exceeded" and not responder.committed:
+                    # Not the target's fault: no health penalty; only a larger window can help.
+                    larger = self._larger_windows(target, candidates, decision)
+                    if not larger:
+                        raise
+                    LOGGER.warning(
+                        "request %s: %s says the prompt is too long; trying %s",
+                        request.request_id,
+                        target.health_key,
+                        ", ".join(dict.fromkeys(t.id for t in larger)),
+                    )
+                    trace.route = f"{trace.route}; context overflow at {target.id}, failed over"
+                    return await self._run_candidates(request, responder, trace, larger, decision, hints)
+                health.record_failure(target, exc)
                 if trace.failures is None:
                     trace.failures = []
                 trace.failures.append((target.health_key, exc.message))
@@ -722,11 +780,31 @@ class Pipeline:
         assert last_error is not None
         raise last_error
 
+    def _larger_windows(
+        self, failed: Target, candidates: tuple[Target, ...], decision: RouteDecision
+    ) -> tuple[Target, ...]:
+        """Candidates of other models whose window is larger than the one that overflowed.
+
+        With the failed window unknown, the bar is the router's estimate (when it made one);
+        candidates with an unknown window pass only when the failed window was unknown too.
+        """
+        window = self.router.window(failed)
+        bar = window if window is not None else decision.needed_tokens
+        larger = []
+        for target in candidates:
+            if target.id == failed.id:
+                continue
+            other = self.router.window(target)
+            if other is None:
+                if window is None:
+                    larger.append(target)
+            elif bar is None or other > bar:
+                larger.append(target)
+        return tuple(larger)
+
     async def count_tokens(self, request: ClientRequest, responder: Responder, trace: Trace) -> None:
         """``/v1/messages/count_tokens``: the upstream's count when it is Anthropic, else an estimate."""
-        decision = self.route(request)
-        trace.category = decision.category
-        trace.decision = decision
+        decision, _ = await self.route(request, trace, fit_context=False)
         target = decision.candidates[0]
         trace.target = target.id
         provider = self.config.providers[target.provider]

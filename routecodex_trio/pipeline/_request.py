@@ -205,6 +205,9 @@ class ClientRequest:
     request_id: str
     headers: Mapping[str, str]
     codec: Codec
+    # False when the raw body holds no ``<**`` (nor its JSON escape): the steer stage then skips
+    # walking the body for routing instructions. True when unknown.
+    may_have_tags: bool = True
     #: The body's bytes as received: a same-protocol request is sent on as them (PrepareStage).
     raw: bytes = b""
     _canonical: Request | None = None
@@ -320,5 +323,6 @@ class DecodeStage:
             request_id=request_id,
             headers=headers,
             codec=codec,
+            may_have_tags=b"<**" in raw or b"\\u003c**" in raw or b"\\u003C**" in raw,
             raw=raw,
         )

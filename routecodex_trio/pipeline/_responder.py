@@ -30,6 +30,9 @@ SSE_HEADERS: Final = (
     (b"x-accel-buffering", b"no"),
 )
 JSON_HEADERS: Final = ((b"content-type", b"application/json"),)
+# How much of the first content ``on_first_content`` sees: a Responses ``response.created``
+# event or JSON body names its id in the first few hundred bytes.
+_FIRST_BYTES: Final = 2048
 
 
 @attrs.define(eq=False)
@@ -56,6 +59,11 @@ class Responder:
     # Headers the current attempt adds to a successful answer (``x-routecodex-dropped``);
     # replaced by each attempt, so a failed-over answer names only what its own target lost.
     answer_headers: Mapping[str, str] = attrs.field(factory=dict)
+    # Called once with the start of the first successful content (stream or body), *before*
+    # it is sent: the steer stage records the session's affinity (and a Responses answer's
+    # id) there, so a client that sends its next turn the moment it has this answer already
+    # finds the session moved. Set by the pipeline for each attempt.
+    on_first_content: Callable[[bytes], Awaitable[None]] | None = None
 
     # Set when the request body was not read to its end: the connection cannot carry another
     # request, so the client is told not to reuse it.
@@ -101,9 +109,15 @@ class Responder:
         """Send the first content of the chosen upstream; the stream's state now belongs to it."""
         self.committed = True
         self.terminal_error = terminal_error
+        await self._first_content(chunk)
         if not self.started:
             await self.start_stream()
         await self.write(chunk)
+
+    async def _first_content(self, chunk: bytes) -> None:
+        hook, self.on_first_content = self.on_first_content, None
+        if hook is not None:
+            await hook(chunk[:_FIRST_BYTES])
 
     async def write(self, chunk: bytes) -> None:
         if chunk:
@@ -129,6 +143,8 @@ class Responder:
         content_type: bytes = b"application/json",
     ) -> None:
         self.started, self.finished, self.status = True, True, status
+        if status < 400:
+            await self._first_content(body)
         if self.scrubber:
             body = self.scrubber.bytes(body)
         headers = self._headers(((b"content-type", content_type),), extra_headers)

@@ -389,15 +389,19 @@ class GatewayApp:
             self._authorize(headers)
             anthropic = "anthropic-version" in headers
             model_id = path.split("/models", 1)[1].lstrip("/")
-            ids = router.model_ids()
+            entries = router.models()
+            ids = [entry[0] for entry in entries]
             if model_id:
-                if model_id not in ids and not router.accepts(model_id):
+                entry = router.model(model_id)
+                if entry is None and router.accepts(model_id):
+                    entry = (model_id, None)  # a wildcard provider passes any name on
+                if entry is None:
                     raise NotFound(
                         f"model {model_id!r} does not exist", param="model", code="model_not_found"
                     )
-                await responder.send_json(200, _model_object(model_id, anthropic))
+                await responder.send_json(200, _model_object(*entry, anthropic))
                 return
-            data = [_model_object(i, anthropic) for i in ids]
+            data = [_model_object(i, window, anthropic) for i, window in entries]
             if anthropic:
                 await responder.send_json(
                     200,
@@ -521,6 +525,7 @@ class GatewayApp:
             upstream_wait_s=trace.upstream_wait_s,
             input_tokens=usage.input_tokens if usage else None,
             output_tokens=usage.output_tokens if usage else None,
+            route=trace.route or "",
         )
         self.metrics.observe_request(record)
         log_request(record, trace.request_id)
@@ -553,16 +558,24 @@ async def _watch_disconnect(
             return
 
 
-def _model_object(model_id: str, anthropic: bool) -> dict[str, Any]:
+def _model_object(model_id: str, context_length: int | None, anthropic: bool) -> dict[str, Any]:
+    """One model in the client's format; ``context_length`` (OpenRouter's and vLLM's field
+    name) only where the window is known."""
+    item: dict[str, Any]
     if anthropic:
-        return {
+        item = {
             "type": "model",
             "id": model_id,
             "display_name": model_id,
             "created_at": "2026-01-01T00:00:00Z",
         }
-    provider = model_id.partition(".")[0]
-    return {"id": model_id, "object": "model", "created": 0, "owned_by": provider}
+    else:
+        provider, dot, _ = model_id.partition(".")
+        owner = provider if dot else "routecodex"
+        item = {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
+    if context_length is not None:
+        item["context_length"] = context_length
+    return item
 
 
 def iter_routes() -> Iterator[str]:
