@@ -5,12 +5,15 @@ JSON work that dwarfs them on a loaded host. This times only what a converted re
 the codecs: ``decode_request`` of the client's protocol + ``encode_request`` of the upstream's,
 on the parsed bodies of bench/bodies.py, in process CPU time (``time.process_time``).
 
-Each round runs one child process per package tree (the baseline's, then this checkout's,
-alternating which goes first), so both see the same host load; the table shows the median of
-the rounds, in ms per request, and new / old.
+Both versions run in one process: the baseline's package is copied under another name (the
+codecs import each other relatively) and, cell by cell, old and new take turns in short
+bursts (~``BURST`` s each, the first one alternating), so a load change on the host hits both
+alike. The table gives the median ms per request of each and the median of the per-burst-pair
+ratios new / old. Separate processes run one after the other differed by up to 40 % for the
+same code on a loaded host; this does not.
 
-    .venv/bin/python bench/codec_cpu.py --baseline /tmp/old     # /tmp/old/routecodex_trio = old code
-    git archive HEAD~3 routecodex_trio | tar -x -C /tmp/old       # one way to get such a tree
+    mkdir /tmp/old && git archive main routecodex_trio | tar -x -C /tmp/old
+    .venv/bin/python bench/codec_cpu.py --baseline /tmp/old [--rounds 15]
 
 ``--baseline`` is a directory holding a ``routecodex_trio`` package (the old code); without it
 only this checkout is measured.
@@ -19,13 +22,14 @@ only this checkout is measured.
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import gc
+import importlib
+import importlib.util
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -37,96 +41,80 @@ PATHS = (
     ("chat→responses", "chat", "openai-chat", "openai-responses"),
 )
 SIZES = (100_000, 1_000_000)
-# Enough work per cell for process_time's resolution and to spread over load bumps.
-TARGET_SECONDS = 0.4
+BURST = 0.15
 
 
-def _worker(package_root: str) -> None:
-    """Child: import the package from ``package_root`` and print {cell: ms per request}."""
-    sys.path.insert(0, package_root)
-    sys.path.insert(0, str(HERE))
-    import orjson
-
-    import bodies
-    from routecodex_trio.protocols import codec_for
-
-    loaded = sys.modules["routecodex_trio"].__file__ or ""
-    assert loaded.startswith(package_root), f"imported {loaded}, wanted {package_root}"
-    results: dict[str, float] = {}
-    for name, shape, client, upstream in PATHS:
-        decoder, encoder = codec_for(client), codec_for(upstream)  # type: ignore[arg-type]
-        for size in SIZES:
-            parsed = orjson.loads(bodies.body(shape, size))
-
-            def once(parsed: object = parsed, decoder: object = decoder, encoder: object = encoder) -> None:
-                encoder.encode_request(decoder.decode_request(parsed))  # type: ignore[attr-defined]
-
-            once()  # warm-up; also fails loudly if a path does not convert
-            start = time.process_time()
-            once()
-            single = max(time.process_time() - start, 1e-4)
-            count = max(3, int(TARGET_SECONDS / single))
-            start = time.process_time()
-            for _ in range(count):
-                once()
-            results[f"{name} {size}"] = (time.process_time() - start) / count * 1000
-    print(json.dumps(results))
-
-
-def _run(package_root: Path) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", str(package_root)],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
+def _load(root: Path, name: str) -> Any:
+    """The ``protocols`` package of the ``routecodex_trio`` under ``root``, imported as ``name``."""
+    spec = importlib.util.spec_from_file_location(
+        name, root / "routecodex_trio" / "__init__.py", submodule_search_locations=[str(root / "routecodex_trio")]
     )
-    result: dict[str, float] = json.loads(out.stdout)
-    return result
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return importlib.import_module(f"{name}.protocols")
 
 
-def _size_label(size: int) -> str:
-    return f"{size // 1_000_000} MB" if size >= 1_000_000 else f"{size // 1000} KB"
+def _timer(decoder: Any, encoder: Any, parsed: Any) -> Any:
+    def run(count: int) -> float:
+        # Each burst starts from a collected heap: a full collection falling into one burst
+        # and not the other was the largest noise between two runs of the same code.
+        gc.collect()
+        start = time.process_time()
+        for _ in range(count):
+            encoder.encode_request(decoder.decode_request(parsed))
+        return (time.process_time() - start) / count * 1000
+
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", type=Path, help="directory holding the old routecodex_trio package")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=15, help="bursts of each version per cell")
     args = parser.parse_args()
-    if args.worker:
-        _worker(args.worker)
-        return
-    trees = {"new": ROOT}
+    sys.path.insert(0, str(HERE))
+    import orjson
+
+    import bodies
+
+    trees = {"new": _load(ROOT, "routecodex_trio")}
     if args.baseline is not None:
         if not (args.baseline / "routecodex_trio" / "__init__.py").is_file():
             parser.error(f"{args.baseline} holds no routecodex_trio package")
-        trees["old"] = args.baseline.resolve()
-    runs: dict[str, list[dict[str, float]]] = {label: [] for label in trees}
-    for round_ in range(args.rounds):
-        order = sorted(trees) if round_ % 2 == 0 else sorted(trees, reverse=True)
-        for label in order:
-            runs[label].append(_run(trees[label]))
-        print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
-
-    def median(label: str, cell: str) -> float:
-        return statistics.median(run[cell] for run in runs[label])
-
-    header = "| path | body | " + " | ".join(f"{label} ms" for label in sorted(trees, reverse=True))
-    header += " | new / old |" if "old" in trees else " |"
+        trees["old"] = _load(args.baseline.resolve(), "routecodex_trio_baseline")
+    labels = sorted(trees, reverse=True)  # old, new
+    header = "| path | body | " + " | ".join(f"{label} ms" for label in labels)
+    header += " | new / old |" if len(labels) == 2 else " |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    for name, *_ in PATHS:
+    for name, shape, client, upstream in PATHS:
         for size in SIZES:
-            cell = f"{name} {size}"
-            figures = [median(label, cell) for label in sorted(trees, reverse=True)]
-            row = f"| {name} | {_size_label(size)} | " + " | ".join(f"{v:.2f}" for v in figures)
-            if "old" in trees:
-                row += f" | {figures[1] / figures[0]:.2f} |"
-            else:
-                row += " |"
-            print(row)
+            parsed = orjson.loads(bodies.body(shape, size))
+            runners = {}
+            for label, protocols in trees.items():
+                run = _timer(protocols.codec_for(client), protocols.codec_for(upstream), parsed)
+                run(1)  # warm-up; fails loudly if a path does not convert
+                runners[label] = run
+            count = max(2, int(BURST / max(runners["new"](2) / 1000, 1e-5)))
+            times: dict[str, list[float]] = {label: [] for label in labels}
+            ratios: list[float] = []
+            for round_ in range(args.rounds):
+                order = labels if round_ % 2 == 0 else labels[::-1]
+                for label in order:
+                    times[label].append(runners[label](count))
+                if len(labels) == 2:
+                    ratios.append(times["new"][-1] / times["old"][-1])
+            row = f"| {name} | {_size_label(size)} | " + " | ".join(
+                f"{statistics.median(times[label]):.2f}" for label in labels
+            )
+            row += f" | {statistics.median(ratios):.2f} |" if ratios else " |"
+            print(row, flush=True)
+
+
+def _size_label(size: int) -> str:
+    return f"{size // 1_000_000} MB" if size >= 1_000_000 else f"{size // 1000} KB"
 
 
 if __name__ == "__main__":
