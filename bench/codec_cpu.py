@@ -46,10 +46,12 @@ BURST = 0.15
 
 def _load(root: Path, name: str) -> Any:
     """The ``protocols`` package of the ``routecodex_trio`` under ``root``, imported as ``name``."""
+    package = root / "routecodex_trio"
     spec = importlib.util.spec_from_file_location(
-        name, root / "routecodex_trio" / "__init__.py", submodule_search_locations=[str(root / "routecodex_trio")]
+        name, package / "__init__.py", submodule_search_locations=[str(package)]
     )
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -75,9 +77,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15, help="bursts of each version per cell")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
-    import orjson
-
     import bodies
+    import orjson
 
     trees = {"new": _load(ROOT, "routecodex_trio")}
     if args.baseline is not None:

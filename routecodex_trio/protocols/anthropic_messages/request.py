@@ -189,7 +189,7 @@ def _decode_content(content: Any, i: int) -> tuple[Block, ...]:
     return tuple(blocks)
 
 
-def _quick_cache_control(raw: dict[str, Any]) -> dict[str, Any] | None | Literal[False]:
+def _quick_cache_control(raw: dict[str, Any]) -> dict[str, Any] | Literal[False] | None:
     """``cache_control`` of a plain block as ``_cache_control`` gives it; ``False``: not plain."""
     value = raw.get("cache_control")
     if value is None:
