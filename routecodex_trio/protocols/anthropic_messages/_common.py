@@ -41,6 +41,8 @@ def _is_number(value: object) -> bool:
 
 def _str_field(obj: Mapping[str, Any], key: str, where: str, *, required: bool = False) -> str | None:
     value = obj.get(key)
+    if type(value) is str:
+        return value
     param = _join(where, key)
     if value is None:
         if required:
@@ -53,9 +55,9 @@ def _str_field(obj: Mapping[str, Any], key: str, where: str, *, required: bool =
 
 def _int_field(obj: Mapping[str, Any], key: str, where: str, *, minimum: int | None = None) -> int | None:
     value = obj.get(key)
-    param = _join(where, key)
     if value is None:
         return None
+    param = _join(where, key)
     if not _is_int(value):
         _fail(f"`{param}` must be an integer", param)
     if minimum is not None and value < minimum:

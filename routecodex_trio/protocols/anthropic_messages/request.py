@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 
@@ -87,7 +87,7 @@ def _decode_request(body: Mapping[str, Any], *, require_max_tokens: bool) -> Req
         _fail("`messages` must be an array", "messages")
     messages: list[Message] = []
     for i, raw in enumerate(raw_messages):
-        message = _decode_message(raw, f"messages[{i}]")
+        message = _decode_message(raw, i)
         if message.role == "system" and not messages:
             system.extend(block for block in message.content if isinstance(block, Text))
         else:
@@ -155,37 +155,114 @@ def _decode_system(value: Any) -> tuple[Text, ...]:
     return tuple(blocks)
 
 
-def _decode_message(raw: Any, where: str) -> Message:
-    if not isinstance(raw, Mapping):
-        _fail(f"`{where}` must be an object", where)
+def _decode_message(raw: Any, i: int) -> Message:
+    # Locations are formatted only on failure: on a 1 MB history, building them for every
+    # valid message and block was a visible share of the request's CPU (issue 22).
+    if type(raw) is not dict and not isinstance(raw, Mapping):
+        _fail(f"`messages[{i}]` must be an object", f"messages[{i}]")
     role = raw.get("role")
     if role not in ("user", "assistant", "system"):
-        _fail(f"`{where}.role` must be 'user' or 'assistant'", f"{where}.role")
+        _fail(f"`messages[{i}].role` must be 'user' or 'assistant'", f"messages[{i}].role")
     if "content" not in raw:
-        _fail(f"`{where}.content` is required", f"{where}.content")
-    content = _decode_content(raw["content"], f"{where}.content")
+        _fail(f"`messages[{i}].content` is required", f"messages[{i}].content")
+    content = _decode_content(raw["content"], i)
     if role == "system":
         for k, block in enumerate(content):
             if not isinstance(block, Text):
-                _fail("a system message may only contain text blocks", f"{where}.content[{k}]")
+                _fail("a system message may only contain text blocks", f"messages[{i}].content[{k}]")
     return Message(role=role, content=content)
 
 
-def _decode_content(content: Any, where: str) -> tuple[Block, ...]:
+def _decode_content(content: Any, i: int) -> tuple[Block, ...]:
     if isinstance(content, str):
         return (Text(text=content),) if content else ()
     if not isinstance(content, list | tuple):
+        where = f"messages[{i}].content"
         _fail(f"`{where}` must be a string or an array of content blocks", where)
     blocks: list[Block] = []
     for j, raw in enumerate(content):
-        block = _decode_block(raw, f"{where}[{j}]")
+        block = _quick_block(raw)
+        if block is None:
+            block = _decode_block(raw, f"messages[{i}].content[{j}]")
         if block is not None:
             blocks.append(block)
     return tuple(blocks)
 
 
+def _quick_cache_control(raw: dict[str, Any]) -> dict[str, Any] | Literal[False] | None:
+    """``cache_control`` of a plain block as ``_cache_control`` gives it; ``False``: not plain."""
+    value = raw.get("cache_control")
+    if value is None:
+        return None
+    return dict(value) if type(value) is dict else False
+
+
+def _quick_block(raw: Any) -> Block | None:
+    """The common, valid text / tool_use / tool_result blocks without building a location.
+
+    ``None`` sends the block to ``_decode_block``, which checks it field by field and names
+    the failing one: anything unusual (another type, a field of an unexpected type, nesting
+    the serialiser refuses) takes that path, so what a block decodes to, or the error it
+    gets, is the same either way.
+    """
+    if type(raw) is not dict:
+        return None
+    type_ = raw.get("type")
+    if type_ == "text":
+        text = raw.get("text")
+        cache_control = _quick_cache_control(raw)
+        if type(text) is not str or cache_control is False:
+            return None
+        return Text(text=text, cache_control=cache_control)
+    if type_ == "tool_use":
+        tool_id = raw.get("id")
+        name = raw.get("name")
+        tool_input = raw.get("input")
+        cache_control = _quick_cache_control(raw)
+        if (
+            type(tool_id) is not str
+            or type(name) is not str
+            or (tool_input is not None and type(tool_input) is not dict)
+            or cache_control is False
+        ):
+            return None
+        try:
+            arguments = _compact_json(tool_input if tool_input is not None else {})
+        except _TooDeep:
+            return None
+        return ToolUse(id=tool_id, name=name, arguments=arguments, cache_control=cache_control)
+    if type_ == "tool_result":
+        tool_use_id = raw.get("tool_use_id")
+        content = raw.get("content")
+        is_error = raw.get("is_error")
+        cache_control = _quick_cache_control(raw)
+        if type(tool_use_id) is not str or (is_error is not None and type(is_error) is not bool):
+            return None
+        if cache_control is False:
+            return None
+        parts: list[Text | Image | Document] = []
+        if type(content) is str:
+            if content:
+                parts.append(Text(text=content))
+        elif type(content) is list:
+            for item in content:
+                part = _quick_block(item)
+                if not isinstance(part, Text):
+                    return None
+                parts.append(part)
+        elif content is not None:
+            return None
+        return ToolResult(
+            tool_use_id=tool_use_id,
+            content=tuple(parts),
+            is_error=bool(is_error),
+            cache_control=cache_control,
+        )
+    return None
+
+
 def _block_type(raw: Any, where: str) -> str:
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         _fail(f"`{where}` must be a content block object", where)
     type_ = raw.get("type")
     if not isinstance(type_, str):
@@ -237,7 +314,10 @@ def _decode_block(raw: Any, where: str) -> Block | None:
         assert name is not None
         tool_input = _mapping_field(raw, "input", where)
         try:
-            arguments = _compact_json(dict(tool_input) if tool_input is not None else {})
+            if tool_input is None:
+                tool_input = {}
+            # A plain dict is serialised as it is: copying it first cost a copy of every input.
+            arguments = _compact_json(tool_input if type(tool_input) is dict else dict(tool_input))
         except _TooDeep:
             _fail(f"`{where}.input` is nested too deeply", f"{where}.input")
         return ToolUse(
@@ -312,22 +392,24 @@ def _unconvertible_blocks(raw_messages: Any) -> list[Unconvertible]:
     """Paths of content blocks of a type this gateway does not know (see ``_decode_block``)."""
     found: list[Unconvertible] = []
 
-    def visit(blocks: Any, where: str) -> None:
+    def visit(blocks: Any, at: tuple[int, ...]) -> None:
+        # ``at``: indices of the message and of the enclosing tool results; the path is
+        # formatted only for a finding (issue 22).
         if not isinstance(blocks, list | tuple):
             return
         for j, block in enumerate(blocks):
-            if not isinstance(block, Mapping):
+            if type(block) is not dict and not isinstance(block, Mapping):
                 continue
             type_ = block.get("type")
-            path = f"{where}[{j}]"
             if type_ == "tool_result":
-                visit(block.get("content"), f"{path}.content")
+                visit(block.get("content"), (*at, j))
             elif isinstance(type_, str) and not _carried(type_):
+                path = f"messages[{at[0]}].content" + "".join(f"[{k}].content" for k in at[1:]) + f"[{j}]"
                 found.append(Unconvertible(path=path, what=f"content block type {type_!r}"))
 
     for i, message in enumerate(raw_messages if isinstance(raw_messages, list | tuple) else ()):
-        if isinstance(message, Mapping):
-            visit(message.get("content"), f"messages[{i}].content")
+        if type(message) is dict or isinstance(message, Mapping):
+            visit(message.get("content"), (i,))
     return found
 
 

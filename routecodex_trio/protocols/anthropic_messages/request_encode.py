@@ -160,12 +160,15 @@ def _encode_result_part(part: Text | Image | Document, where: str) -> dict[str, 
     return _encode_document(part, where)
 
 
-def _encode_tool_result(result: ToolResult, where: str) -> dict[str, Any]:
-    parts = [
-        encoded
-        for k, part in enumerate(result.content)
-        if (encoded := _encode_result_part(part, f"{where}.content[{k}]")) is not None
-    ]
+def _encode_tool_result(result: ToolResult, i: int, j: int) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = []
+    for k, part in enumerate(result.content):
+        if isinstance(part, Text):
+            # No location for text: only images and documents can fail (issue 22).
+            if part.text:
+                parts.append(_with_cache_control({"type": "text", "text": part.text}, part.cache_control))
+        elif (encoded := _encode_result_part(part, f"messages[{i}].content[{j}].content[{k}]")) is not None:
+            parts.append(encoded)
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": to_anthropic_tool_id(result.tool_use_id)}
     if len(parts) == 1 and parts[0]["type"] == "text" and "cache_control" not in parts[0]:
         block["content"] = parts[0]["text"]
@@ -176,8 +179,12 @@ def _encode_tool_result(result: ToolResult, where: str) -> dict[str, Any]:
     return _with_cache_control(block, result.cache_control)
 
 
-def _encode_block(block: Block, role: str, where: str) -> dict[str, Any] | None:
-    """One canonical block as an Anthropic input block; ``None`` when it must be left out."""
+def _encode_block(block: Block, role: str, i: int, j: int) -> dict[str, Any] | None:
+    """One canonical block as an Anthropic input block; ``None`` when it must be left out.
+
+    ``i``, ``j``: the message and block, formatted into ``messages[i].content[j]`` only by the
+    branches that can fail (issue 22: building it for every block was measurable).
+    """
     if isinstance(block, Text | Refusal):
         if not block.text:
             return None
@@ -208,10 +215,10 @@ def _encode_block(block: Block, role: str, where: str) -> dict[str, Any] | None:
         # Anthropic assistant turns carry no images, documents or tool results.
         return None
     if isinstance(block, ToolResult):
-        return _encode_tool_result(block, where)
+        return _encode_tool_result(block, i, j)
     if isinstance(block, Image):
-        return _encode_image(block, where)
-    return _encode_document(block, where)
+        return _encode_image(block, f"messages[{i}].content[{j}]")
+    return _encode_document(block, f"messages[{i}].content[{j}]")
 
 
 _Turn = tuple[str, list[dict[str, Any]]]
@@ -276,9 +283,22 @@ def _repair_tool_pairing(turns: list[_Turn]) -> None:
         blocks[:] = repaired
 
 
-def _tool_results_first(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _tool_results_first(blocks: list[dict[str, Any]]) -> None:
+    """Move a user turn's tool results before its other blocks, in place, keeping both orders.
+
+    Most turns need nothing: no results, or results already first; they are left as they are
+    (issue 22: rebuilding every user turn showed in the profile).
+    """
+    seen_other = False
+    for block in blocks:
+        if block["type"] != "tool_result":
+            seen_other = True
+        elif seen_other:
+            break
+    else:
+        return
     results = [block for block in blocks if block["type"] == "tool_result"]
-    return results + [block for block in blocks if block["type"] != "tool_result"]
+    blocks[:] = results + [block for block in blocks if block["type"] != "tool_result"]
 
 
 def _ensure_user_start(turns: list[_Turn], *, from_anthropic: bool) -> None:
@@ -389,13 +409,17 @@ def _encode_request(request: Request) -> dict[str, Any]:
         blocks = [
             encoded
             for j, block in enumerate(message.content)
-            if (encoded := _encode_block(block, message.role, f"messages[{i}].content[{j}]")) is not None
+            if (encoded := _encode_block(block, message.role, i, j)) is not None
         ]
         turns.append((message.role, blocks))
     turns = _merge(turns)
     _repair_tool_pairing(turns)
-    turns = [(role, _tool_results_first(blocks) if role == "user" else blocks) for role, blocks in turns]
-    turns = _merge(turns)
+    for role, blocks in turns:
+        if role == "user":
+            _tool_results_first(blocks)
+    if not all(blocks for _, blocks in turns):
+        # The repair can only empty a user turn; the assistant turns around it become one.
+        turns = _merge(turns)
     _ensure_user_start(turns, from_anthropic=from_anthropic)
 
     plan = _plan_thinking(request)

@@ -183,16 +183,28 @@ def _decode_file_part(part: Mapping[str, Any], param: str) -> Document:
     invalid(f"'{param}.file' needs 'file_data' or 'file_id'", f"{param}.file")
 
 
-def _decode_user_parts(content: Any, param: str) -> tuple[Text | Image | Document, ...]:
+def _decode_user_parts(content: Any, message_param: str) -> tuple[Text | Image | Document, ...]:
+    """The ``content`` of the message at ``message_param``.
+
+    Plain text parts take a path that formats no location (issue 22: building one for every
+    part of a long history showed in profiles); every other part is checked as before.
+    """
     if content is None:
         return ()
     if isinstance(content, str):
         return (Text(text=content),) if content else ()
     if not isinstance(content, list):
+        param = f"{message_param}.content"
         invalid(f"'{param}' must be a string or a list of content parts", param)
     blocks: list[Text | Image | Document] = []
     for i, part in enumerate(content):
-        part_param = f"{param}[{i}]"
+        if type(part) is dict and part.get("type") == "text" and part.get("cache_control") is None:
+            text = part.get("text")
+            if type(text) is str:
+                if text:
+                    blocks.append(Text(text=text))
+                continue
+        part_param = f"{message_param}.content[{i}]"
         if not isinstance(part, Mapping):
             invalid(f"'{part_param}' must be an object", part_param)
         kind = part.get("type")
@@ -215,6 +227,22 @@ def _decode_user_parts(content: Any, param: str) -> tuple[Text | Image | Documen
     return tuple(blocks)
 
 
+def _plain_tool_call(call: Any) -> ToolUse | None:
+    """A function call with string id, name and arguments, without formatting its location;
+    ``None`` leaves the call to ``_decode_assistant``'s field-by-field checks."""
+    if type(call) is not dict or call.get("type") == "custom":
+        return None
+    call_id = call.get("id")
+    function = call.get("function")
+    if type(call_id) is not str or not call_id or type(function) is not dict:
+        return None
+    name = function.get("name")
+    arguments = function.get("arguments")
+    if type(name) is not str or not name or type(arguments) is not str:
+        return None
+    return ToolUse(id=call_id, name=name, arguments=arguments)
+
+
 def _decode_assistant(
     message: Mapping[str, Any], param: str, legacy_ids: dict[str, str], position: int
 ) -> list[Block]:
@@ -231,6 +259,12 @@ def _decode_assistant(
             blocks.append(Text(text=content))
     elif isinstance(content, list):
         for i, part in enumerate(content):
+            if type(part) is dict and part.get("type") == "text" and part.get("cache_control") is None:
+                text = part.get("text")
+                if type(text) is str:
+                    if text:
+                        blocks.append(Text(text=text))
+                    continue
             part_param = f"{param}.content[{i}]"
             if not isinstance(part, Mapping):
                 invalid(f"'{part_param}' must be an object", part_param)
@@ -249,7 +283,9 @@ def _decode_assistant(
                 )
     elif content is not None:
         invalid(f"'{param}.content' must be a string, a list of parts or null", f"{param}.content")
-    refusal = opt_str(message, "refusal", f"{param}.refusal")
+    refusal = message.get("refusal")
+    if refusal is not None and type(refusal) is not str:
+        refusal = opt_str(message, "refusal", f"{param}.refusal")
     if refusal:
         blocks.append(Refusal(text=refusal))
     tool_calls = message.get("tool_calls")
@@ -257,6 +293,9 @@ def _decode_assistant(
         if not isinstance(tool_calls, list):
             invalid(f"'{param}.tool_calls' must be a list", f"{param}.tool_calls")
         for i, call in enumerate(tool_calls):
+            if (plain := _plain_tool_call(call)) is not None:
+                blocks.append(plain)
+                continue
             call_param = f"{param}.tool_calls[{i}]"
             if not isinstance(call, Mapping):
                 invalid(f"'{call_param}' must be an object", call_param)
@@ -310,7 +349,9 @@ def _decode_messages(raw: Any) -> tuple[tuple[Text, ...], tuple[Message, ...]]:
                 f"'{param}.role' must be one of system, developer, user, assistant, tool, function",
                 f"{param}.role",
             )
-        name = opt_str(message, "name", f"{param}.name")
+        name = message.get("name")
+        if name is not None and type(name) is not str:
+            name = opt_str(message, "name", f"{param}.name")
         if role in ("system", "developer"):
             texts = _system_texts(message, param)
             if leading:
@@ -321,7 +362,7 @@ def _decode_messages(raw: Any) -> tuple[tuple[Text, ...], tuple[Message, ...]]:
             continue
         leading = False
         if role == "user":
-            parts: list[Block] = list(_decode_user_parts(message.get("content"), f"{param}.content"))
+            parts: list[Block] = list(_decode_user_parts(message.get("content"), param))
             _mark_last(parts, _cache_control(message, param))
             content = tuple(parts)
             if tool_turn and name is None:
@@ -345,7 +386,7 @@ def _decode_messages(raw: Any) -> tuple[tuple[Text, ...], tuple[Message, ...]]:
                 call_id = legacy_ids.get(name, f"call_fn{i}")
             result = ToolResult(
                 tool_use_id=call_id,
-                content=_decode_user_parts(message.get("content"), f"{param}.content"),
+                content=_decode_user_parts(message.get("content"), param),
                 cache_control=_cache_control(message, param),
             )
             if tool_turn:

@@ -48,6 +48,8 @@ def _type_name(value: object) -> str:
 
 
 def _expect_mapping(value: object, param: str) -> Mapping[str, Any]:
+    if type(value) is dict:  # what JSON gives; cheaper than the ABC check below
+        return value
     if not isinstance(value, Mapping):
         _fail(f"'{param}' must be an object, got {_type_name(value)}", param)
     return value

@@ -333,6 +333,92 @@ def _thinking_from_reasoning(text: str, encrypted: str | None, item_id: str | No
     return Thinking(text=text, encrypted_content=encrypted, item_id=item_id, origin=PROTOCOL)
 
 
+# Tuples, not sets: the values tested against them may be unhashable (a list as ``role``).
+_TEXT_PART_TYPES: Final = ("input_text", "output_text", "text", "summary_text")
+_MESSAGE_ROLES: Final = ("user", "assistant", "system", "developer")
+
+
+def _quick_parts(content: object, role: str) -> list[Block] | None:
+    """``_decode_parts`` of plain text content without building locations; ``None``: use it."""
+    if type(content) is str:
+        return [Text(text=content)] if content else []
+    if type(content) is not list:
+        return None
+    blocks: list[Block] = []
+    for part in content:
+        if type(part) is not dict:
+            return None
+        kind = part.get("type")
+        if kind in _TEXT_PART_TYPES:
+            text = part.get("text")
+            if type(text) is not str:
+                return None
+            if text:
+                blocks.append(Text(text=text))
+        elif kind == "refusal":
+            text = part.get("refusal")
+            if type(text) is not str:
+                return None
+            if text:
+                blocks.append(Refusal(text=text) if role == "assistant" else Text(text=text))
+        else:
+            return None
+    return blocks
+
+
+def _quick_item(item: dict[str, Any], turns: _Turns) -> bool:
+    """Add a plain message, function call or function output to ``turns``; False: not plain.
+
+    An agent's input is thousands of these. Formatting each one's location (``input[i]...``)
+    for errors that never come was a sixth of a 1 MB request's conversion (issue 22). What is
+    not plain here goes to ``_decode_input``'s field-by-field path, untouched (this adds
+    nothing to ``turns`` before returning False), so results and errors are the same.
+    """
+    kind = item.get("type")
+    if kind is None or kind == "message":
+        role = item.get("role")
+        if role not in _MESSAGE_ROLES or "content" not in item:
+            return False
+        blocks = _quick_parts(item["content"], role)
+        if blocks is None:
+            return False
+        if role in ("system", "developer"):
+            turns.add_system(blocks)
+        elif role == "assistant":
+            turns.add_assistant(blocks)
+        else:
+            turns.add_user(blocks)
+        return True
+    if kind == "function_call":
+        call_id = item.get("call_id")
+        name = item.get("name")
+        namespace = item.get("namespace")
+        arguments = item.get("arguments")
+        if arguments is None:
+            arguments = "{}"
+        if (
+            type(call_id) is not str
+            or type(name) is not str
+            or (namespace is not None and type(namespace) is not str)
+            or type(arguments) is not str
+        ):
+            return False
+        if namespace:
+            name = flat_name(namespace, name)
+        turns.add_assistant([ToolUse(id=call_id, name=name, arguments=arguments)])
+        return True
+    if kind == "function_call_output":
+        call_id = item.get("call_id")
+        output = item.get("output")
+        if type(call_id) is not str or type(output) is not str:
+            return False
+        turns.add_tool_result(
+            ToolResult(tool_use_id=call_id, content=(Text(text=output),) if output else (), kind=FUNCTION)
+        )
+        return True
+    return False
+
+
 def _decode_input(value: object, turns: _Turns, client_tools: Mapping[str, str]) -> bool:
     """Fill ``turns`` from ``input``; True when some items had no canonical form.
 
@@ -345,6 +431,8 @@ def _decode_input(value: object, turns: _Turns, client_tools: Mapping[str, str])
     lossy = False
     sink = turns.unconvertible
     for i, raw in enumerate(_expect_list(value, "input")):
+        if type(raw) is dict and _quick_item(raw, turns):
+            continue
         param = f"input[{i}]"
         item = _expect_mapping(raw, param)
         kind = item.get("type")
