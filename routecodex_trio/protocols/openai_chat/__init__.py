@@ -9,7 +9,8 @@ helper accumulates). PROTOCOLS.md sections 1.1, 2.1, 3.2 and 3.5 B are the refer
 A few helpers (``usage_from_openai``, ``stream_error_from_openai``...) are shared with the
 legacy Completions codec, which uses the same usage, error and finish vocabulary.
 
-Layout: ``request`` (Chat bodies <-> canonical requests), ``response`` (message content ->
+Layout: ``request`` (Chat bodies -> canonical requests), ``request_encode`` (canonical
+requests -> Chat bodies), ``response`` (message content ->
 blocks), ``stream`` (chunk decoder and encoder), ``codec`` (``OpenAIChatCodec`` and ``CODEC``,
 tying them together) and ``_common`` (the helpers shared with Completions). Every name the
 flat module offered is re-exported here, so ``from routecodex_trio.protocols.openai_chat import X``

@@ -49,6 +49,8 @@ from .request import (
     _decode_tool_choice,
     _decode_tools,
     _effort_for,
+)
+from .request_encode import (
     _encode_messages,
     _encode_response_format,
     _encode_tool,
