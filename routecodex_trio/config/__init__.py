@@ -33,6 +33,7 @@ from ._model import (
     Secret,
     ServerConfig,
     SnapshotsConfig,
+    StateConfig,
     TimeoutsConfig,
 )
 
@@ -60,6 +61,7 @@ __all__ = [
     "Secret",
     "ServerConfig",
     "SnapshotsConfig",
+    "StateConfig",
     "TimeoutsConfig",
     "config_from_mapping",
     "default_config_path",

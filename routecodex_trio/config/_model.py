@@ -331,6 +331,22 @@ class SnapshotsConfig:
     max_bytes: int = attrs.field(default=DEFAULT_SNAPSHOTS_MAX_BYTES, validator=attrs.validators.gt(0))
 
 
+# The Responses store (issue 17): how long an answer can be continued or retrieved, and how
+# many bytes of them one in-memory gateway keeps (the least recently used go first).
+DEFAULT_RESPONSES_TTL_S: Final = 86_400.0
+DEFAULT_RESPONSES_MAX_BYTES: Final = 256 * 1024 * 1024
+
+
+@attrs.frozen(kw_only=True)
+class StateConfig:
+    """``[state]``: what the gateway remembers between requests (state/)."""
+
+    responses_ttl: float = attrs.field(default=DEFAULT_RESPONSES_TTL_S, validator=attrs.validators.gt(0))
+    responses_max_bytes: int = attrs.field(
+        default=DEFAULT_RESPONSES_MAX_BYTES, validator=attrs.validators.gt(0)
+    )
+
+
 @attrs.frozen(kw_only=True)
 class ClassifierConfig:
     """What sorts a request into a route category (router/_classifier.py)."""
@@ -410,6 +426,7 @@ class GatewayConfig:
     # ``[aliases]``: client model name or shell pattern -> a category or targets, in file order.
     aliases: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     network: NetworkConfig = attrs.field(factory=NetworkConfig)
+    state: StateConfig = attrs.field(factory=StateConfig)
     source: str | None = None
 
     def provider_timeouts(self, provider: ProviderConfig) -> TimeoutsConfig:

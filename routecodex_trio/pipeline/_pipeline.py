@@ -49,7 +49,7 @@ from ..protocols.canonical import Usage, estimate_request_tokens
 from ..providers import ChunkReader, HttpUpstream, MockUpstream
 from ..providers.compat import apply_compat, profile_name_for
 from ..router import is_context_overflow
-from ..state import MemorySessionStore
+from ..state import MemoryResponseStore, MemorySessionStore
 from ._relay import (
     PassthroughTracker,
     StreamStats,
@@ -58,6 +58,8 @@ from ._relay import (
     relay_passthrough,
     usage_in_body,
 )
+from ._request import RESPONSES
+from ._responses import ResponsesState, account_of
 from ._steering import SteerStage
 
 if TYPE_CHECKING:
@@ -69,7 +71,7 @@ if TYPE_CHECKING:
     from ..protocols.canonical import ProtocolName
     from ..providers import ProviderSet, UpstreamResponse
     from ..router import RouteDecision, RouteHints, Router, Target
-    from ..state import SessionStore
+    from ..state import ResponseStore, SessionStore
     from ._request import ClientRequest
     from ._responder import Responder
 
@@ -161,7 +163,12 @@ class PrepareStage:
         encoded = None
         if passthrough and not compat:
             # The client's own bytes with only the model swapped: no re-encoding (issue 22).
-            encoded = with_model(request.raw, request.model, target.upstream_model)
+            raw = request.raw
+            continuation = request.continuation
+            if continuation is not None and continuation.previous.account == account_of(self.config, target):
+                # The account that produced the previous response holds it: send just its id.
+                raw = continuation.original_raw
+            encoded = with_model(raw, request.model, target.upstream_model)
         if encoded is None:
             if passthrough:
                 # Same protocol: the body goes through untouched but for the model name.
@@ -554,6 +561,9 @@ class Pipeline:
     engines: EngineManager | None = None
     # Session state (affinity, session instructions); in memory unless a store is given.
     store: SessionStore | None = None
+    # The Responses store (issue 17); given by the server so that it outlives a reload.
+    response_store: ResponseStore | None = None
+    responses: ResponsesState = attrs.field(init=False)
     steer: SteerStage = attrs.field(init=False)
     prepare: PrepareStage = attrs.field(init=False)
     exchange: ExchangeStage = attrs.field(init=False)
@@ -585,6 +595,9 @@ class Pipeline:
         if self.store is None:
             self.store = MemorySessionStore(self.config.routing.affinity_max_sessions)
         self.steer = SteerStage(self.config, self.router, self.store)
+        if self.response_store is None:
+            self.response_store = MemoryResponseStore(self.config.state.responses_max_bytes)
+        self.responses = ResponsesState(self.response_store, self.config.state.responses_ttl)
         self.exchange = ExchangeStage(self.config, self.engines)
         self.scrubber = Scrubber(k.reveal() for p in self.config.providers.values() for k in p.all_keys())
 
@@ -621,8 +634,15 @@ class Pipeline:
         Raises:
             GatewayError: the last error when no candidate could answer (the caller renders it).
         """
+        recorder = None
+        if request.endpoint is RESPONSES:
+            request = await self.responses.resolve(request)
+            recorder = self.responses.recorder(request, trace, self.config)
+            responder.on_content = recorder
         decision, hints = await self.route(request, trace)
         await self._run_candidates(request, responder, trace, decision.candidates, decision, hints)
+        if recorder is not None:
+            await recorder.finish()  # an answer whose completion event was split over chunks
 
     async def _run_candidates(
         self,

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from ..config import GatewayConfig
+    from ..state import ResponseStore
 
 LOGGER: Final = logging.getLogger("routecodex_trio.server")
 
@@ -91,7 +92,8 @@ class Gateway:
         if config.server.listen != old.config.server.listen:
             LOGGER.warning("server.listen changed: the new addresses take effect after a restart")
         self._engines.reconfigure(config)
-        new: Pipeline = await self._nursery.start(_run_generation, config, self._engines)
+        # Stored responses outlive a reload: a conversation continues across it (issue 17).
+        new: Pipeline = await self._nursery.start(_run_generation, config, self._engines, old.response_store)
         self._app.pipeline = new
         old.retired.set()
         self.config = config
@@ -186,7 +188,11 @@ async def serve(
 
 
 async def _run_generation(
-    config: GatewayConfig, engines: EngineManager, *, task_status: trio.TaskStatus[Pipeline]
+    config: GatewayConfig,
+    engines: EngineManager,
+    responses: ResponseStore | None = None,
+    *,
+    task_status: trio.TaskStatus[Pipeline],
 ) -> None:
     """One config generation: its upstream clients live until it is retired and idle.
 
@@ -200,6 +206,7 @@ async def _run_generation(
             providers,
             snapshots=SnapshotWriter(config.snapshots, secrets=config_secrets(config)),
             engines=engines,
+            response_store=responses,
         )
         task_status.started(pipeline)
         await pipeline.retired.wait()

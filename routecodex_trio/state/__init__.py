@@ -11,7 +11,14 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-__all__ = ["MemorySessionStore", "SessionRecord", "SessionStore"]
+__all__ = [
+    "MemoryResponseStore",
+    "MemorySessionStore",
+    "ResponseStore",
+    "SessionRecord",
+    "SessionStore",
+    "StoredResponse",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -69,3 +76,4 @@ class SessionStore(Protocol):
 
 
 from ._memory import MemorySessionStore  # noqa: E402  (the implementation needs SessionRecord)
+from ._responses import MemoryResponseStore, ResponseStore, StoredResponse  # noqa: E402
