@@ -334,17 +334,39 @@ class SnapshotsConfig:
 # The Responses store (issue 17): how long an answer can be continued or retrieved, and how
 # many bytes of them one in-memory gateway keeps (the least recently used go first).
 DEFAULT_RESPONSES_TTL_S: Final = 86_400.0
+DEFAULT_REDIS_RESPONSES_TTL_S: Final = 30 * 86_400.0
 DEFAULT_RESPONSES_MAX_BYTES: Final = 256 * 1024 * 1024
+DEFAULT_STATE_PREFIX: Final = "routecodex:"
+# Each Redis call is bounded by this: a slow Redis degrades to local state, never stalls a request.
+DEFAULT_STATE_TIMEOUT_S: Final = 0.05
+DEFAULT_STATE_CONNECT_TIMEOUT_S: Final = 1.0
 
 
 @attrs.frozen(kw_only=True)
 class StateConfig:
-    """``[state]``: what the gateway remembers between requests (state/)."""
+    """``[state]``: what the gateway remembers between requests, and where (state/)."""
 
-    responses_ttl: float = attrs.field(default=DEFAULT_RESPONSES_TTL_S, validator=attrs.validators.gt(0))
+    backend: Literal["memory", "redis"] = "memory"
+    # redis://host:6379/0, rediss://..., unix://...; required with backend = "redis".
+    url: str = ""
+    prefix: str = DEFAULT_STATE_PREFIX
+    timeout: float = attrs.field(default=DEFAULT_STATE_TIMEOUT_S, validator=attrs.validators.gt(0))
+    connect_timeout: float = attrs.field(
+        default=DEFAULT_STATE_CONNECT_TIMEOUT_S, validator=attrs.validators.gt(0)
+    )
+    # None: 1 day in memory, 30 days in Redis.
+    responses_ttl: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
+    )
     responses_max_bytes: int = attrs.field(
         default=DEFAULT_RESPONSES_MAX_BYTES, validator=attrs.validators.gt(0)
     )
+
+    @property
+    def responses_ttl_s(self) -> float:
+        if self.responses_ttl is not None:
+            return self.responses_ttl
+        return DEFAULT_REDIS_RESPONSES_TTL_S if self.backend == "redis" else DEFAULT_RESPONSES_TTL_S
 
 
 @attrs.frozen(kw_only=True)

@@ -597,7 +597,7 @@ class Pipeline:
         self.steer = SteerStage(self.config, self.router, self.store)
         if self.response_store is None:
             self.response_store = MemoryResponseStore(self.config.state.responses_max_bytes)
-        self.responses = ResponsesState(self.response_store, self.config.state.responses_ttl)
+        self.responses = ResponsesState(self.response_store, self.config.state.responses_ttl_s)
         self.exchange = ExchangeStage(self.config, self.engines)
         self.scrubber = Scrubber(k.reveal() for p in self.config.providers.values() for k in p.all_keys())
 

@@ -10,14 +10,15 @@ moment it has this answer finds it stored.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import orjson
 
-from .._errors import InvalidRequest
-from ..state import StoredResponse
+from .._errors import GatewayError, InvalidRequest
+from ..state import StateUnavailable, StoredResponse
 
 if TYPE_CHECKING:
     from ..config import GatewayConfig
@@ -61,6 +62,18 @@ class Continuation:
     context: list[Any]
 
 
+def state_unavailable() -> GatewayError:
+    """A 503 for a request that needs the shared Responses store while it is unreachable."""
+    return GatewayError(
+        "the gateway's response store is unreachable right now; retry, or send the full input "
+        "instead of previous_response_id",
+        status=503,
+        kind="overloaded",
+        code="state_unavailable",
+        retry_after_s=1.0,
+    )
+
+
 def _not_found(response_id: str) -> InvalidRequest:
     return InvalidRequest(
         f"Previous response with id '{response_id}' not found.",
@@ -93,7 +106,10 @@ class ResponsesState:
                 param="previous_response_id",
                 code="invalid_type",
             )
-        record = await self.store.get(previous_id)
+        try:
+            record = await self.store.get(previous_id)
+        except StateUnavailable:
+            raise state_unavailable() from None
         if record is None or record.owner != request.owner:
             raise _not_found(previous_id)
         context = record.conversation()
@@ -149,7 +165,8 @@ class Recorder:
             ),
             context=continuation.context if continuation else [],
         )
-        await self.state.store.put(record, ttl_s=self.state.ttl_s)
+        with contextlib.suppress(StateUnavailable):  # the client still gets its answer
+            await self.state.store.put(record, ttl_s=self.state.ttl_s)
 
     def _response(self) -> dict[str, Any] | None:
         raw = b"".join(self.chunks)

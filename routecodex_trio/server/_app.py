@@ -371,6 +371,8 @@ class GatewayApp:
                     "version": __version__,
                     "pid": os.getpid(),
                     "in_flight": self.drain.in_flight,
+                    # Shared state (issue 17): "degraded" while Redis is unreachable; still a 200.
+                    "state": "degraded" if self.pipeline.responses.store.degraded else "ok",
                 },
             )
             return

@@ -10,7 +10,8 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import InvalidRequest, NotFound
-from ..pipeline._responses import digest
+from ..pipeline._responses import digest, state_unavailable
+from ..state import StateUnavailable
 
 if TYPE_CHECKING:
     from ..pipeline import Pipeline, Responder
@@ -30,11 +31,15 @@ async def stored_response(
     if not response_id or tail not in ("", "input_items") or (tail and scope["method"] != "GET"):
         raise NotFound(f"unknown path {path!r}", code="unknown_url")
     store = pipeline.responses.store
-    record = await store.get(response_id)
+    try:
+        record = await store.get(response_id)
+        if record is not None and record.owner == owner and scope["method"] == "DELETE":
+            await store.delete(response_id)
+    except StateUnavailable:
+        raise state_unavailable() from None
     if record is None or record.owner != owner:
         raise NotFound(f"Response with id '{response_id}' not found.")
     if scope["method"] == "DELETE":
-        await store.delete(response_id)
         await responder.send_json(200, {"id": response_id, "object": "response.deleted", "deleted": True})
     elif tail:
         await responder.send_json(200, _items_page(record, scope.get("query_string", b"")))

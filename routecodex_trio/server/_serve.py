@@ -25,6 +25,7 @@ from ..pipeline import Pipeline
 from ..protocols import load_codecs
 from ..providers import open_providers
 from ..router import Router
+from ..state import ResponseStore, open_response_store
 from ._app import GatewayApp
 from ._h11 import ConnectionLimits
 from ._hypercorn import serve_http
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from ..config import GatewayConfig
-    from ..state import ResponseStore
 
 LOGGER: Final = logging.getLogger("routecodex_trio.server")
 
@@ -223,10 +223,11 @@ async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]
     engines = EngineManager(config)
     # Engines live outside the HTTP server's nursery: on shutdown the streams they serve drain
     # first, then the engines are stopped.
-    async with trio.open_nursery() as engine_nursery:
+    # The state backend (issue 17) outlives every config generation and the HTTP server.
+    async with open_response_store(config.state) as responses, trio.open_nursery() as engine_nursery:
         await engine_nursery.start(engines.run)
         async with trio.open_nursery() as nursery:
-            pipeline: Pipeline = await nursery.start(_run_generation, config, engines)
+            pipeline: Pipeline = await nursery.start(_run_generation, config, engines, responses)
             app = GatewayApp(pipeline, engines=engines)
             gateway = Gateway(config, (), app, nursery, engines)
             app.reload = gateway.reload_from_source

@@ -14,10 +14,13 @@ import attrs
 __all__ = [
     "MemoryResponseStore",
     "MemorySessionStore",
+    "RedisResponseStore",
     "ResponseStore",
     "SessionRecord",
     "SessionStore",
+    "StateUnavailable",
     "StoredResponse",
+    "open_response_store",
 ]
 
 
@@ -76,4 +79,6 @@ class SessionStore(Protocol):
 
 
 from ._memory import MemorySessionStore  # noqa: E402  (the implementation needs SessionRecord)
+from ._open import open_response_store  # noqa: E402
+from ._redis import RedisResponseStore, StateUnavailable  # noqa: E402
 from ._responses import MemoryResponseStore, ResponseStore, StoredResponse  # noqa: E402

@@ -66,6 +66,11 @@ class ResponseStore(Protocol):
         """Whether a record was there to delete."""
         ...
 
+    @property
+    def degraded(self) -> bool:
+        """The backend cannot be reached now (calls raise ``StateUnavailable``)."""
+        ...
+
 
 @attrs.define(eq=False, init=False)
 class MemoryResponseStore:
@@ -111,6 +116,10 @@ class MemoryResponseStore:
         entry = self._records.get(response_id)
         self._drop(response_id)
         return entry is not None and entry[0] > self.clock()
+
+    @property
+    def degraded(self) -> bool:
+        return False
 
     def _drop(self, response_id: str) -> None:
         entry = self._records.pop(response_id, None)

@@ -1,0 +1,110 @@
+"""The Responses store in Redis (or Valkey), through coredis on Trio (anyio).
+
+Redis is a shared copy, never a reason to wait: every call is bounded by ``[state] timeout``
+(50 ms by default). A call that fails or overruns marks the state *degraded* (one log line);
+while degraded, calls fail at once without touching the network, and ``watch`` pings Redis
+every second until it answers (one log line: recovered). Whoever calls decides what a failed
+call means: a continuation that needs the store is a 503, storing an answer is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Final, TypeVar
+
+import attrs
+import coredis
+import coredis.exceptions
+import trio
+
+from ._responses import StoredResponse
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+LOGGER: Final = logging.getLogger("routecodex_trio.state")
+T = TypeVar("T")
+# How often a degraded state layer asks Redis whether it is back.
+PROBE_INTERVAL_S: Final = 1.0
+
+
+class StateUnavailable(Exception):
+    """The shared state could not be reached within its timeout (or is marked degraded)."""
+
+
+@attrs.define(eq=False)
+class RedisLink:
+    """One coredis client with the timeout, the degraded flag and its log lines."""
+
+    client: coredis.Redis[bytes]
+    prefix: str
+    timeout_s: float
+    degraded: bool = False
+
+    async def call(self, what: Callable[[], Awaitable[T]]) -> T:
+        """``what()`` bounded by the timeout.
+
+        Raises:
+            StateUnavailable: degraded, or this call failed or overran (now degraded).
+        """
+        if self.degraded:
+            raise StateUnavailable("shared state (redis) is unreachable")
+        try:
+            with trio.fail_after(self.timeout_s):
+                result = await what()
+        except (trio.TooSlowError, coredis.exceptions.RedisError, OSError) as exc:
+            self._set_degraded(f"{type(exc).__name__}")
+            raise StateUnavailable("shared state (redis) is unreachable") from None
+        return result
+
+    def _set_degraded(self, why: str) -> None:
+        if not self.degraded:
+            self.degraded = True
+            LOGGER.warning(
+                "state: redis unreachable (%s; timeout %.0f ms): serving from local state, "
+                "Responses continuations answer 503 until it is back",
+                why,
+                self.timeout_s * 1000,
+            )
+
+    async def watch(self) -> None:
+        """Ping Redis every second while degraded; runs until cancelled (the server owns it)."""
+        while True:
+            await trio.sleep(PROBE_INTERVAL_S)
+            if not self.degraded:
+                continue
+            try:
+                with trio.fail_after(max(self.timeout_s, 0.5)):
+                    await self.client.ping()
+            except (trio.TooSlowError, coredis.exceptions.RedisError, OSError):
+                continue
+            self.degraded = False
+            LOGGER.warning("state: redis reachable again; shared state recovered")
+
+
+@attrs.define(eq=False)
+class RedisResponseStore:
+    """``ResponseStore`` in Redis: one key per response, expiring by Redis's own TTL."""
+
+    link: RedisLink
+
+    @property
+    def degraded(self) -> bool:
+        return self.link.degraded
+
+    def _key(self, response_id: str) -> str:
+        return f"{self.link.prefix}resp:{response_id}"
+
+    async def get(self, response_id: str) -> StoredResponse | None:
+        client = self.link.client
+        blob = await self.link.call(lambda: client.get(self._key(response_id)))
+        return None if blob is None else StoredResponse.from_bytes(blob)
+
+    async def put(self, record: StoredResponse, *, ttl_s: float) -> None:
+        client = self.link.client
+        blob = record.to_bytes()
+        await self.link.call(lambda: client.set(self._key(record.id), blob, px=max(1, int(ttl_s * 1000))))
+
+    async def delete(self, response_id: str) -> bool:
+        client = self.link.client
+        return bool(await self.link.call(lambda: client.delete([self._key(response_id)])))
