@@ -106,7 +106,8 @@ async def test_continuation_through_chat_upstream_rebuilds_the_conversation(
             events = await client.responses.create(
                 model="cc.text", input="What is 2+2?", instructions="Be terse.", stream=True
             )
-            first_id = next(e async for e in events if e.type == "response.completed").response.id
+            completed = [e async for e in events if e.type == "response.completed"]
+            first_id = completed[-1].response.id
         else:
             first = await client.responses.create(
                 model="cc.text", input="What is 2+2?", instructions="Be terse."

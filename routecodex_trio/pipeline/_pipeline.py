@@ -49,7 +49,7 @@ from ..protocols.canonical import Usage, estimate_request_tokens
 from ..providers import ChunkReader, HttpUpstream, MockUpstream
 from ..providers.compat import apply_compat, profile_name_for
 from ..router import is_context_overflow
-from ..state import MemoryResponseStore, MemorySessionStore
+from ..state import MemoryResponseStore, MemorySessionStore, StateUnavailable
 from ._relay import (
     PassthroughTracker,
     StreamStats,
@@ -71,11 +71,14 @@ if TYPE_CHECKING:
     from ..protocols.canonical import ProtocolName
     from ..providers import ProviderSet, UpstreamResponse
     from ..router import RouteDecision, RouteHints, Router, Target
-    from ..state import ResponseStore, SessionStore
+    from ..state import RedisCooldowns, ResponseStore, SessionStore
     from ._request import ClientRequest
     from ._responder import Responder
 
 LOGGER: Final = logging.getLogger("routecodex_trio.pipeline")
+# Shared cooldowns are read from Redis at most this often (once per request below that): a
+# target cooled elsewhere is skipped here within this, without a round trip per request.
+COOLDOWN_PULL_S: Final = 0.05
 
 
 @attrs.define(eq=False)
@@ -563,6 +566,11 @@ class Pipeline:
     store: SessionStore | None = None
     # The Responses store (issue 17); given by the server so that it outlives a reload.
     response_store: ResponseStore | None = None
+    # Target cooldowns shared with other workers and hosts ([state] backend = "redis").
+    cooldowns: RedisCooldowns | None = None
+    # Health keys the last pull found cooling elsewhere: a success here clears them there.
+    _remote_cooling: frozenset[str] = attrs.field(init=False, default=frozenset())
+    _pulled_at: float = attrs.field(init=False, default=-math.inf)
     responses: ResponsesState = attrs.field(init=False)
     steer: SteerStage = attrs.field(init=False)
     prepare: PrepareStage = attrs.field(init=False)
@@ -639,10 +647,36 @@ class Pipeline:
             request = await self.responses.resolve(request)
             recorder = self.responses.recorder(request, trace, self.config)
             responder.on_content = recorder
+        if self.cooldowns is not None and trio.current_time() - self._pulled_at >= COOLDOWN_PULL_S:
+            await self._pull_cooldowns()
         decision, hints = await self.route(request, trace)
         await self._run_candidates(request, responder, trace, decision.candidates, decision, hints)
         if recorder is not None:
             await recorder.finish()  # an answer whose completion event was split over chunks
+
+    async def _pull_cooldowns(self) -> None:
+        """Adopt the cooldowns other gateways set; unreachable shared state changes nothing."""
+        assert self.cooldowns is not None
+        self._pulled_at = trio.current_time()
+        try:
+            cooling = await self.cooldowns.pull()
+        except StateUnavailable:
+            return
+        for health_key, remaining_s in cooling.items():
+            self.router.health.adopt_cooldown(health_key, remaining_s)
+        self._remote_cooling = frozenset(cooling)
+
+    async def _share_health(self, target: Target) -> None:
+        """Tell the other gateways what this request learnt of ``target`` (cooled or well)."""
+        if self.cooldowns is None:
+            return
+        remaining_s = self.router.health.cooldown_remaining_s(target)
+        with contextlib.suppress(StateUnavailable):
+            if remaining_s > 0:
+                await self.cooldowns.push(target.health_key, remaining_s)
+            elif target.health_key in self._remote_cooling:
+                await self.cooldowns.clear(target.health_key)
+                self._remote_cooling -= {target.health_key}
 
     async def _run_candidates(
         self,
@@ -691,6 +725,7 @@ class Pipeline:
                     trace.route = f"{trace.route}; context overflow at {target.id}, failed over"
                     return await self._run_candidates(request, responder, trace, larger, decision, hints)
                 health.record_failure(target, exc)
+                await self._share_health(target)
                 if responder.committed or not exc.retryable:
                     raise
                 LOGGER.warning(
@@ -703,6 +738,7 @@ class Pipeline:
                 trace.logged_error = exc
             else:
                 health.record_success(target)
+                await self._share_health(target)
                 return
         assert last_error is not None
         raise last_error

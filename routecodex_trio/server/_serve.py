@@ -25,7 +25,7 @@ from ..pipeline import Pipeline
 from ..protocols import load_codecs
 from ..providers import open_providers
 from ..router import Router
-from ..state import ResponseStore, open_response_store
+from ..state import SharedState, open_state
 from ._app import GatewayApp
 from ._h11 import ConnectionLimits
 from ._hypercorn import serve_http
@@ -92,8 +92,10 @@ class Gateway:
         if config.server.listen != old.config.server.listen:
             LOGGER.warning("server.listen changed: the new addresses take effect after a restart")
         self._engines.reconfigure(config)
-        # Stored responses outlive a reload: a conversation continues across it (issue 17).
-        new: Pipeline = await self._nursery.start(_run_generation, config, self._engines, old.response_store)
+        # The state backend outlives a reload: a conversation continues across it (issue 17).
+        new: Pipeline = await self._nursery.start(
+            _run_generation, config, self._engines, SharedState(old.responses.store, old.cooldowns)
+        )
         self._app.pipeline = new
         old.retired.set()
         self.config = config
@@ -190,7 +192,7 @@ async def serve(
 async def _run_generation(
     config: GatewayConfig,
     engines: EngineManager,
-    responses: ResponseStore | None = None,
+    state: SharedState | None = None,
     *,
     task_status: trio.TaskStatus[Pipeline],
 ) -> None:
@@ -206,7 +208,8 @@ async def _run_generation(
             providers,
             snapshots=SnapshotWriter(config.snapshots, secrets=config_secrets(config)),
             engines=engines,
-            response_store=responses,
+            response_store=state.responses if state is not None else None,
+            cooldowns=state.cooldowns if state is not None else None,
         )
         task_status.started(pipeline)
         await pipeline.retired.wait()
@@ -224,10 +227,10 @@ async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]
     # Engines live outside the HTTP server's nursery: on shutdown the streams they serve drain
     # first, then the engines are stopped.
     # The state backend (issue 17) outlives every config generation and the HTTP server.
-    async with open_response_store(config.state) as responses, trio.open_nursery() as engine_nursery:
+    async with open_state(config.state) as state, trio.open_nursery() as engine_nursery:
         await engine_nursery.start(engines.run)
         async with trio.open_nursery() as nursery:
-            pipeline: Pipeline = await nursery.start(_run_generation, config, engines, responses)
+            pipeline: Pipeline = await nursery.start(_run_generation, config, engines, state)
             app = GatewayApp(pipeline, engines=engines)
             gateway = Gateway(config, (), app, nursery, engines)
             app.reload = gateway.reload_from_source

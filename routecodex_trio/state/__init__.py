@@ -14,13 +14,16 @@ import attrs
 __all__ = [
     "MemoryResponseStore",
     "MemorySessionStore",
+    "RedisCooldowns",
     "RedisResponseStore",
     "ResponseStore",
     "SessionRecord",
     "SessionStore",
+    "SharedState",
     "StateUnavailable",
     "StoredResponse",
     "open_response_store",
+    "open_state",
 ]
 
 
@@ -79,6 +82,6 @@ class SessionStore(Protocol):
 
 
 from ._memory import MemorySessionStore  # noqa: E402  (the implementation needs SessionRecord)
-from ._open import open_response_store  # noqa: E402
-from ._redis import RedisResponseStore, StateUnavailable  # noqa: E402
+from ._open import SharedState, open_response_store, open_state  # noqa: E402
+from ._redis import RedisCooldowns, RedisResponseStore, StateUnavailable  # noqa: E402
 from ._responses import MemoryResponseStore, ResponseStore, StoredResponse  # noqa: E402

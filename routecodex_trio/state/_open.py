@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
+import attrs
 import coredis
 import trio
 
-from ._redis import RedisLink, RedisResponseStore
+from ._redis import RedisCooldowns, RedisLink, RedisResponseStore
 from ._responses import MemoryResponseStore
 
 if TYPE_CHECKING:
@@ -18,15 +19,23 @@ if TYPE_CHECKING:
     from ._responses import ResponseStore
 
 
+@attrs.frozen
+class SharedState:
+    """What ``[state] backend`` provides; ``cooldowns`` is ``None`` in memory (nothing to share)."""
+
+    responses: ResponseStore
+    cooldowns: RedisCooldowns | None = None
+
+
 @contextlib.asynccontextmanager
-async def open_response_store(config: StateConfig) -> AsyncIterator[ResponseStore]:
-    """The Responses store of ``[state] backend``; Redis's client and its watcher live inside.
+async def open_state(config: StateConfig) -> AsyncIterator[SharedState]:
+    """The state backend of ``[state]``; Redis's client and its watcher live inside.
 
     A Redis that is down at start-up does not stop the gateway: the first call finds it
     unreachable and the state is degraded until the watcher reaches it.
     """
     if config.backend == "memory":
-        yield MemoryResponseStore(config.responses_max_bytes)
+        yield SharedState(MemoryResponseStore(config.responses_max_bytes))
         return
     client: coredis.Redis[bytes] = coredis.Redis.from_url(
         config.url,
@@ -37,5 +46,12 @@ async def open_response_store(config: StateConfig) -> AsyncIterator[ResponseStor
     async with client, trio.open_nursery() as nursery:
         link = RedisLink(client, config.prefix, config.timeout)
         nursery.start_soon(link.watch)
-        yield RedisResponseStore(link)
+        yield SharedState(RedisResponseStore(link), RedisCooldowns(link))
         nursery.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def open_response_store(config: StateConfig) -> AsyncIterator[ResponseStore]:
+    """Just the Responses store of ``open_state`` (tests, tools)."""
+    async with open_state(config) as state:
+        yield state.responses

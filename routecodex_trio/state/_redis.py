@@ -9,7 +9,9 @@ call means: a continuation that needs the store is a 503, storing an answer is s
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import attrs
@@ -108,3 +110,58 @@ class RedisResponseStore:
     async def delete(self, response_id: str) -> bool:
         client = self.link.client
         return bool(await self.link.call(lambda: client.delete([self._key(response_id)])))
+
+
+@attrs.define(eq=False)
+class RedisCooldowns:
+    """Target cooldowns shared by every gateway on one Redis: one hash, field = health key,
+    value = when the cooldown ends (wall clock: processes' monotonic clocks differ).
+
+    The pipeline pulls the hash before it routes and pushes a cooldown the moment it sets one,
+    so a target cooled by one worker or host is skipped by the others from their next request.
+    """
+
+    link: RedisLink
+    wall: Callable[[], float] = time.time
+
+    @property
+    def degraded(self) -> bool:
+        return self.link.degraded
+
+    @property
+    def _key(self) -> str:
+        return f"{self.link.prefix}cooldowns"
+
+    async def pull(self) -> dict[str, float]:
+        """Seconds left of every cooldown set anywhere; ended ones are removed on the way.
+
+        Raises:
+            StateUnavailable: Redis cannot be reached now.
+        """
+        client, key = self.link.client, self._key
+        fields = await self.link.call(lambda: client.hgetall(key))
+        now = self.wall()
+        cooling: dict[str, float] = {}
+        ended: list[bytes] = []
+        for field, value in fields.items():
+            try:
+                remaining = float(value) - now
+            except ValueError:
+                remaining = 0.0
+            if remaining > 0:
+                cooling[field.decode()] = remaining
+            else:
+                ended.append(field)
+        if ended:
+            with contextlib.suppress(StateUnavailable):
+                await self.link.call(lambda: client.hdel(key, ended))
+        return cooling
+
+    async def push(self, health_key: str, remaining_s: float) -> None:
+        client, key = self.link.client, self._key
+        until = str(self.wall() + remaining_s)
+        await self.link.call(lambda: client.hset(key, {health_key: until}))
+
+    async def clear(self, health_key: str) -> None:
+        client, key = self.link.client, self._key
+        await self.link.call(lambda: client.hdel(key, [health_key]))
