@@ -155,3 +155,40 @@ async def test_redis_killed_mid_traffic(
         created = await client.responses.create(model="cc.text", input="after")
         again = await client.responses.create(model="cc.text", input="and?", previous_response_id=created.id)
         assert again.output_text == TEXT
+
+
+async def test_a_target_cooled_by_one_gateway_is_skipped_by_another(
+    nursery: trio.Nursery, start_gateway: GatewayFactory, redis_server: RedisServer
+) -> None:
+    fake = FakeUpstream()
+    url = await start_app(nursery, fake)
+    config = {
+        "server": {"listen": ["127.0.0.1:0"], "graceful_timeout": 5},
+        "providers": {
+            "bad": {
+                "type": "openai-chat",
+                "base_url": url + "/v1",
+                "api_key": "sk-b",
+                "models": ["error500"],
+            },
+            "good": {"type": "openai-chat", "base_url": url + "/v1", "api_key": "sk-g", "models": ["text"]},
+        },
+        "routing": {"default": ["bad.error500", "good.text"]},
+        "health": {"failure_threshold": 1, "cooldown": 60},
+        "state": {"backend": "redis", "url": redis_server.url},
+    }
+    a = openai_client(await start_gateway(config))
+    b_gateway = await start_gateway(config)
+    b = openai_client(b_gateway)
+    chat: Any = [{"role": "user", "content": "hi"}]
+    with trio.fail_after(30):
+        answer = await a.chat.completions.create(model="any", messages=chat)
+        assert answer.choices[0].message.content == TEXT
+        cooled_at = len(fake.requests)
+        assert any(r.body["model"] == "error500" for r in fake.requests)  # A tried bad, cooled it
+        for _ in range(3):
+            answer = await b.chat.completions.create(model="any", messages=chat)
+            assert answer.choices[0].message.content == TEXT
+    assert [r.body["model"] for r in fake.requests[cooled_at:]] == ["text"] * 3
+    health = b_gateway._app.pipeline.router.health.snapshot()
+    assert [h.healthy for h in health if h.health_key.startswith("bad.")] == [False]
