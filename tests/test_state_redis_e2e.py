@@ -147,11 +147,15 @@ async def test_redis_killed_mid_traffic(
         error: Any = info.value.body
         assert error["code"] == "state_unavailable"
         assert (await health())["state"] == "degraded"
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            assert "routecodex_state_degraded 1.0" in (await http.get("/metrics")).text
         redis_server.start()
         back_at = trio.current_time()
         while (await health())["state"] != "ok":
             await trio.sleep(0.1)
         assert trio.current_time() - back_at < 5
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            assert "routecodex_state_degraded 0.0" in (await http.get("/metrics")).text
         created = await client.responses.create(model="cc.text", input="after")
         again = await client.responses.create(model="cc.text", input="and?", previous_response_id=created.id)
         assert again.output_text == TEXT

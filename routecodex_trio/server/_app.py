@@ -384,6 +384,7 @@ class GatewayApp:
         if path == "/metrics":
             self._authorize(_headers(scope))
             self.metrics.set_in_flight(self.drain.in_flight)
+            self.metrics.set_state_degraded(self.pipeline.responses.store.degraded)
             if self.engines is not None:
                 self.metrics.set_engine_states((st.name, st.state) for st in self.engines.statuses())
             health = self.pipeline.router.health.snapshot()
