@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import openai
+import orjson
 import pytest
 import trio
 
 from routecodex_trio.state import MemoryResponseStore, StoredResponse
 
 from .conftest import openai_client
-from .fakes import start_app
+from .fakes import Recorded, _json, _read_body, start_app
 from .fakes_protocols import TEXT, FakeUpstream
 
 if TYPE_CHECKING:
@@ -295,3 +296,66 @@ async def test_memory_store_expires_and_keeps_to_its_byte_cap() -> None:
     await store.put(_record("resp_huge", 5000), ttl_s=100)
     assert await store.get("resp_huge") is None
     assert await store.delete("resp_9") and not await store.delete("resp_9")
+
+
+@attrs.define(eq=False)
+class ForgetsIds:
+    """A Responses upstream that has lost every stored response (expired, deleted there)."""
+
+    fake: FakeUpstream
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.fake(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        sent = orjson.loads(body)
+        if sent.get("previous_response_id"):
+            self.fake.requests.append(Recorded(scope["path"], {}, sent))
+            error = {
+                "message": f"Previous response with id '{sent['previous_response_id']}' not found.",
+                "type": "invalid_request_error",
+                "param": "previous_response_id",
+                "code": "previous_response_not_found",
+            }
+            await _json(send, 400, {"error": error})
+            return
+        replayed = False
+
+        async def again() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return {"type": "http.disconnect"}
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.fake(scope, again, send)
+
+
+async def test_an_account_that_lost_the_id_gets_the_conversation(
+    nursery: trio.Nursery, start_gateway: GatewayFactory
+) -> None:
+    fake = FakeUpstream()
+    forgetful = await start_app(nursery, ForgetsIds(fake))
+    gateway = await start_gateway(
+        {
+            "server": SERVER,
+            "providers": {
+                "rs": {
+                    "type": "openai-responses",
+                    "base_url": forgetful + "/v1",
+                    "api_key": "sk-rs",
+                    "models": ["text"],
+                },
+            },
+            "routing": {"default": ["rs.text"]},
+        }
+    )
+    client = openai_client(gateway)
+    with trio.fail_after(20):
+        first = await client.responses.create(model="rs.text", input="Hi there")
+        second = await client.responses.create(model="rs.text", input="Again", previous_response_id=first.id)
+    assert second.output_text == TEXT
+    tried, resent = fake.requests[-2:]
+    assert tried.body["previous_response_id"] == first.id
+    assert "previous_response_id" not in resent.body and len(resent.body["input"]) == 3

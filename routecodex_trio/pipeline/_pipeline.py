@@ -26,6 +26,7 @@ import functools
 import logging
 import math
 import random
+import re
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -79,6 +80,9 @@ LOGGER: Final = logging.getLogger("routecodex_trio.pipeline")
 # Shared cooldowns are read from Redis at most this often (once per request below that): a
 # target cooled elsewhere is skipped here within this, without a round trip per request.
 COOLDOWN_PULL_S: Final = 0.05
+# How an upstream says it does not know a previous_response_id (OpenAI: "Previous response
+# with id '...' not found.", code previous_response_not_found).
+_LOST_PREVIOUS: Final = re.compile(r"previous[ _]response", re.IGNORECASE)
 
 
 @attrs.define(eq=False)
@@ -124,6 +128,8 @@ class UpstreamCall:
     # A compatibility profile is active: the answer goes through the codecs (decode, re-encode)
     # so the upstream's quirks (tool indexes, reasoning fields...) are repaired.
     repair: bool = False
+    # The body names the client's previous_response_id (this account produced it, issue 17).
+    forwarded_id: bool = False
 
 
 def upstream_protocol(
@@ -164,14 +170,20 @@ class PrepareStage:
         repair = profile != "passthrough"
         passthrough = protocol == request.protocol
         encoded = None
+        forwarded_id = False
         if passthrough and not compat:
             # The client's own bytes with only the model swapped: no re-encoding (issue 22).
             raw = request.raw
             continuation = request.continuation
-            if continuation is not None and continuation.previous.account == account_of(self.config, target):
+            if (
+                continuation is not None
+                and continuation.forwardable
+                and continuation.previous.account == account_of(self.config, target)
+            ):
                 # The account that produced the previous response holds it: send just its id.
                 raw = continuation.original_raw
             encoded = with_model(raw, request.model, target.upstream_model)
+            forwarded_id = encoded is not None and raw is not request.raw
         if encoded is None:
             if passthrough:
                 # Same protocol: the body goes through untouched but for the model name.
@@ -198,6 +210,7 @@ class PrepareStage:
             stream=request.stream,
             passthrough=passthrough,
             repair=repair,
+            forwarded_id=forwarded_id,
         )
 
 
@@ -654,6 +667,30 @@ class Pipeline:
         if recorder is not None:
             await recorder.finish()  # an answer whose completion event was split over chunks
 
+    async def _attempt(
+        self, request: ClientRequest, target: Target, responder: Responder, trace: Trace
+    ) -> None:
+        """One exchange with ``target``; once more with the conversation when the account that
+        produced ``previous_response_id`` says it no longer has it (expired, deleted there)."""
+        call = self.prepare.prepare(request, target)
+        upstream = self.providers.get(target.provider)
+        try:
+            await self.exchange.run(call, request, upstream, responder, trace)
+        except UpstreamStatusError as exc:
+            continuation = request.continuation
+            if not call.forwarded_id or continuation is None or responder.committed:
+                raise
+            if exc.status not in (400, 404) or not _LOST_PREVIOUS.search(exc.message):
+                raise
+            LOGGER.info(
+                "request %s: %s no longer has the previous response; sending the conversation",
+                request.request_id,
+                target.health_key,
+            )
+            request.continuation = attrs.evolve(continuation, forwardable=False)
+            call = self.prepare.prepare(request, target)
+            await self.exchange.run(call, request, upstream, responder, trace)
+
     async def _pull_cooldowns(self) -> None:
         """Adopt the cooldowns other gateways set; unreachable shared state changes nothing."""
         assert self.cooldowns is not None
@@ -707,8 +744,7 @@ class Pipeline:
             trace.target_ref = target
             responder.on_first_content = functools.partial(self.steer.finish, hints, decision, target)
             try:
-                call = self.prepare.prepare(request, target)
-                await self.exchange.run(call, request, self.providers.get(target.provider), responder, trace)
+                await self._attempt(request, target, responder, trace)
             except UpstreamError as exc:
                 last_error = exc
                 if exc.code == "context_length_exceeded" and not responder.committed:

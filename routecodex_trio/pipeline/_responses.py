@@ -60,6 +60,8 @@ class Continuation:
     original_body: dict[str, Any]
     # The rebuilt conversation before this request's own input.
     context: list[Any]
+    # False once the producing account said it no longer has the id: send it the conversation.
+    forwardable: bool = True
 
 
 def state_unavailable() -> GatewayError:
