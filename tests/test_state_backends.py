@@ -10,18 +10,26 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+import attrs
 import pytest
 import trio
 
 from routecodex_trio.config import StateConfig
-from routecodex_trio.state import StateUnavailable, StoredResponse, open_response_store
+from routecodex_trio.state import (
+    MemorySessionStore,
+    SessionRecord,
+    StateUnavailable,
+    StoredResponse,
+    open_response_store,
+    open_state,
+)
 
 from .redis_server import RedisServer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-    from routecodex_trio.state import ResponseStore
+    from routecodex_trio.state import ResponseStore, SessionStore
 
 
 @pytest.fixture
@@ -123,3 +131,45 @@ async def test_redis_unreachable_at_start_is_degraded_not_fatal() -> None:
         with pytest.raises(StateUnavailable):
             await store.get("resp_x")
         assert store.degraded
+
+
+@contextlib.asynccontextmanager
+async def _sessions(backend: str, redis: RedisServer) -> AsyncIterator[SessionStore]:
+    if backend == "memory":
+        yield MemorySessionStore(100)
+        return
+    async with open_state(StateConfig(backend="redis", url=redis.url, prefix="t17s:"), 100) as state:
+        assert state.sessions is not None
+        yield state.sessions
+
+
+@BACKENDS
+async def test_sessions_put_get_link_resolve_expire(backend: str, redis_server: RedisServer) -> None:
+    record = SessionRecord(
+        target="p.m#1", served_at=trio.current_time(), sticky="p.m", allow=("p",), disabled=()
+    )
+    async with _sessions(backend, redis_server) as store:
+        assert await store.get("s1") is None
+        await store.put("s1", record, ttl_s=0.3)
+        got = await store.get("s1")
+        assert got is not None and attrs.evolve(got, served_at=record.served_at) == record
+        assert abs(got.served_at - record.served_at) < 0.05
+        await store.link("resp_1", "s1", ttl_s=30)
+        assert await store.resolve("resp_1") == "s1"
+        assert await store.resolve("resp_2") is None
+        await trio.sleep(0.4)
+        assert await store.get("s1") is None
+        await store.put("s2", record, ttl_s=30)
+        await store.delete("s2")
+        assert await store.get("s2") is None
+
+
+async def test_redis_sessions_fall_back_to_local_while_degraded(redis_server: RedisServer) -> None:
+    record = SessionRecord(target="p.m#0", served_at=trio.current_time())
+    async with _sessions("redis", redis_server) as store:
+        await store.put("s1", record, ttl_s=30)
+        redis_server.stop()
+        assert await store.get("s1") == record  # the local copy
+        await store.put("s2", record, ttl_s=30)  # bounded, not raised
+        assert await store.get("s2") == record
+        assert len(store) == 2

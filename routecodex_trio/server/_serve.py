@@ -93,8 +93,13 @@ class Gateway:
             LOGGER.warning("server.listen changed: the new addresses take effect after a restart")
         self._engines.reconfigure(config)
         # The state backend outlives a reload: a conversation continues across it (issue 17).
+        shared = old.cooldowns is not None  # Redis: sessions live there too
+        state = SharedState(old.responses.store, old.cooldowns, old.store if shared else None)
         new: Pipeline = await self._nursery.start(
-            _run_generation, config, self._engines, SharedState(old.responses.store, old.cooldowns)
+            _run_generation,
+            config,
+            self._engines,
+            state,
         )
         self._app.pipeline = new
         old.retired.set()
@@ -210,6 +215,7 @@ async def _run_generation(
             engines=engines,
             response_store=state.responses if state is not None else None,
             cooldowns=state.cooldowns if state is not None else None,
+            store=state.sessions if state is not None else None,
         )
         task_status.started(pipeline)
         await pipeline.retired.wait()
@@ -227,7 +233,10 @@ async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]
     # Engines live outside the HTTP server's nursery: on shutdown the streams they serve drain
     # first, then the engines are stopped.
     # The state backend (issue 17) outlives every config generation and the HTTP server.
-    async with open_state(config.state) as state, trio.open_nursery() as engine_nursery:
+    async with (
+        open_state(config.state, config.routing.affinity_max_sessions) as state,
+        trio.open_nursery() as engine_nursery,
+    ):
         await engine_nursery.start(engines.run)
         async with trio.open_nursery() as nursery:
             pipeline: Pipeline = await nursery.start(_run_generation, config, engines, state)

@@ -16,6 +16,7 @@ __all__ = [
     "MemorySessionStore",
     "RedisCooldowns",
     "RedisResponseStore",
+    "RedisSessionStore",
     "ResponseStore",
     "SessionRecord",
     "SessionStore",
@@ -83,5 +84,5 @@ class SessionStore(Protocol):
 
 from ._memory import MemorySessionStore  # noqa: E402  (the implementation needs SessionRecord)
 from ._open import SharedState, open_response_store, open_state  # noqa: E402
-from ._redis import RedisCooldowns, RedisResponseStore, StateUnavailable  # noqa: E402
+from ._redis import RedisCooldowns, RedisResponseStore, RedisSessionStore, StateUnavailable  # noqa: E402
 from ._responses import MemoryResponseStore, ResponseStore, StoredResponse  # noqa: E402

@@ -9,13 +9,15 @@ import attrs
 import coredis
 import trio
 
-from ._redis import RedisCooldowns, RedisLink, RedisResponseStore
+from ._memory import MemorySessionStore
+from ._redis import RedisCooldowns, RedisLink, RedisResponseStore, RedisSessionStore
 from ._responses import MemoryResponseStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from ..config import StateConfig
+    from . import SessionStore
     from ._responses import ResponseStore
 
 
@@ -25,10 +27,12 @@ class SharedState:
 
     responses: ResponseStore
     cooldowns: RedisCooldowns | None = None
+    # None in memory: each config generation keeps its own (issue 16's MemorySessionStore).
+    sessions: SessionStore | None = None
 
 
 @contextlib.asynccontextmanager
-async def open_state(config: StateConfig) -> AsyncIterator[SharedState]:
+async def open_state(config: StateConfig, max_sessions: int = 10_000) -> AsyncIterator[SharedState]:
     """The state backend of ``[state]``; Redis's client and its watcher live inside.
 
     A Redis that is down at start-up does not stop the gateway: the first call finds it
@@ -37,6 +41,7 @@ async def open_state(config: StateConfig) -> AsyncIterator[SharedState]:
     if config.backend == "memory":
         yield SharedState(MemoryResponseStore(config.responses_max_bytes))
         return
+    local = MemorySessionStore(max_sessions)
     client: coredis.Redis[bytes] = coredis.Redis.from_url(
         config.url,
         connect_timeout=config.connect_timeout,
@@ -46,7 +51,7 @@ async def open_state(config: StateConfig) -> AsyncIterator[SharedState]:
     async with client, trio.open_nursery() as nursery:
         link = RedisLink(client, config.prefix, config.timeout)
         nursery.start_soon(link.watch)
-        yield SharedState(RedisResponseStore(link), RedisCooldowns(link))
+        yield SharedState(RedisResponseStore(link), RedisCooldowns(link), RedisSessionStore(link, local))
         nursery.cancel_scope.cancel()
 
 

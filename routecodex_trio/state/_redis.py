@@ -17,12 +17,16 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import attrs
 import coredis
 import coredis.exceptions
+import orjson
 import trio
 
+from . import SessionRecord
 from ._responses import StoredResponse
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from ._memory import MemorySessionStore
 
 LOGGER: Final = logging.getLogger("routecodex_trio.state")
 T = TypeVar("T")
@@ -165,3 +169,73 @@ class RedisCooldowns:
     async def clear(self, health_key: str) -> None:
         client, key = self.link.client, self._key
         await self.link.call(lambda: client.hdel(key, [health_key]))
+
+
+@attrs.define(eq=False)
+class RedisSessionStore:
+    """``SessionStore`` in Redis, over a local ``MemorySessionStore``.
+
+    Every write goes to both; a read asks Redis (another worker or host may have served the
+    session last) and falls back to the local copy while Redis is unreachable, so affinity
+    keeps working on each process alone. ``len`` is the local count.
+    """
+
+    redis: RedisLink
+    local: MemorySessionStore
+
+    def _key(self, kind: str, key: str) -> str:
+        return f"{self.redis.prefix}{kind}:{key}"
+
+    async def get(self, key: str) -> SessionRecord | None:
+        client = self.redis.client
+        try:
+            blob = await self.redis.call(lambda: client.get(self._key("session", key)))
+        except StateUnavailable:
+            return await self.local.get(key)
+        if blob is None:
+            return None
+        fields = orjson.loads(blob)
+        return SessionRecord(
+            target=fields["target"],
+            served_at=self.local.clock() - fields["age"],
+            sticky=fields["sticky"],
+            allow=tuple(fields["allow"]),
+            disabled=tuple(fields["disabled"]),
+        )
+
+    async def put(self, key: str, record: SessionRecord, *, ttl_s: float) -> None:
+        await self.local.put(key, record, ttl_s=ttl_s)
+        fields = attrs.asdict(record)
+        # served_at is on this process's clock: Redis keeps its age, at the time of writing.
+        fields["age"] = self.local.clock() - fields.pop("served_at")
+        blob = orjson.dumps(fields)
+        client = self.redis.client
+        with contextlib.suppress(StateUnavailable):
+            await self.redis.call(lambda: client.set(self._key("session", key), blob, px=_ms(ttl_s)))
+
+    async def delete(self, key: str) -> None:
+        await self.local.delete(key)
+        client = self.redis.client
+        with contextlib.suppress(StateUnavailable):
+            await self.redis.call(lambda: client.delete([self._key("session", key)]))
+
+    async def link(self, alias: str, key: str, *, ttl_s: float) -> None:
+        await self.local.link(alias, key, ttl_s=ttl_s)
+        client = self.redis.client
+        with contextlib.suppress(StateUnavailable):
+            await self.redis.call(lambda: client.set(self._key("alias", alias), key, px=_ms(ttl_s)))
+
+    async def resolve(self, alias: str) -> str | None:
+        client = self.redis.client
+        try:
+            value = await self.redis.call(lambda: client.get(self._key("alias", alias)))
+        except StateUnavailable:
+            return await self.local.resolve(alias)
+        return None if value is None else value.decode()
+
+    def __len__(self) -> int:
+        return len(self.local)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
