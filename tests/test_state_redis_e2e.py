@@ -196,3 +196,42 @@ async def test_a_target_cooled_by_one_gateway_is_skipped_by_another(
     assert [r.body["model"] for r in fake.requests[cooled_at:]] == ["text"] * 3
     health = b_gateway._app.pipeline.router.health.snapshot()
     assert [h.healthy for h in health if h.health_key.startswith("bad.")] == [False]
+
+
+async def test_an_affinity_set_through_one_gateway_holds_through_another(
+    fake_openai: tuple[Any, str], start_gateway: GatewayFactory, redis_server: RedisServer
+) -> None:
+    fake, url = fake_openai
+    config = {
+        "server": {"listen": ["127.0.0.1:0"], "graceful_timeout": 5},
+        "providers": {
+            "p": {
+                "type": "openai-chat",
+                "base_url": url + "/v1",
+                "api_keys": ["sk-a", "sk-b", "sk-c"],
+                "models": ["m"],
+            }
+        },
+        "routing": {"default": ["p.m"]},
+        "state": {"backend": "redis", "url": redis_server.url},
+    }
+    a = openai_client(await start_gateway(config))
+    b = openai_client(await start_gateway(config))
+    with trio.fail_after(30):
+        # B serves two other conversations first: its own key rotation is elsewhere than A's.
+        for other in ("write the docs", "fix the tests"):
+            await b.chat.completions.create(model="p.m", messages=[{"role": "user", "content": other}])
+        start = len(fake.requests)
+        messages: list[Any] = [
+            {"role": "system", "content": "terse"},
+            {"role": "user", "content": "refactor"},
+        ]
+        for turn in range(6):
+            client = a if turn % 2 == 0 else b
+            answer = await client.chat.completions.create(model="p.m", messages=messages)
+            messages += [
+                {"role": "assistant", "content": answer.choices[0].message.content or ""},
+                {"role": "user", "content": f"turn {turn}"},
+            ]
+    keys = [r.headers["authorization"] for r in fake.requests[start:]]
+    assert len(keys) == 6 and len(set(keys)) == 1, keys
