@@ -14,7 +14,7 @@ import attrs
 import pytest
 import trio
 
-from routecodex_trio.config import StateConfig
+from routecodex_trio.config import Secret, StateConfig
 from routecodex_trio.state import (
     MemorySessionStore,
     SessionRecord,
@@ -173,3 +173,9 @@ async def test_redis_sessions_fall_back_to_local_while_degraded(redis_server: Re
         await store.put("s2", record, ttl_s=30)  # bounded, not raised
         assert await store.get("s2") == record
         assert len(store) == 2
+
+
+def test_redis_url_is_a_secret() -> None:
+    """It may carry the Redis password: never in a repr, a log line or an error."""
+    config = StateConfig(backend="redis", url=Secret("redis://:hunter2@127.0.0.1:6379/0"))
+    assert "hunter2" not in repr(config) and "hunter2" not in f"{config.url}"

@@ -43,7 +43,7 @@ async def open_state(config: StateConfig, max_sessions: int = 10_000) -> AsyncIt
         return
     local = MemorySessionStore(max_sessions)
     client: coredis.Redis[bytes] = coredis.Redis.from_url(
-        config.url,
+        config.url.reveal(),
         connect_timeout=config.connect_timeout,
         stream_timeout=max(config.timeout, 1.0),
         verify_version=False,
