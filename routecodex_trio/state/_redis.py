@@ -14,6 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final, TypeVar
 
+import anyio
 import attrs
 import coredis
 import coredis.exceptions
@@ -30,6 +31,16 @@ if TYPE_CHECKING:
 
 LOGGER: Final = logging.getLogger("routecodex_trio.state")
 T = TypeVar("T")
+# What a call to Redis can end with when Redis is down, slow or cut mid-answer: coredis's own
+# errors, socket errors, and anyio's stream errors that coredis lets through.
+_FAILURES: Final = (
+    trio.TooSlowError,
+    coredis.exceptions.RedisError,
+    OSError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+)
 # How often a degraded state layer asks Redis whether it is back.
 PROBE_INTERVAL_S: Final = 1.0
 
@@ -58,7 +69,7 @@ class RedisLink:
         try:
             with trio.fail_after(self.timeout_s):
                 result = await what()
-        except (trio.TooSlowError, coredis.exceptions.RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self._set_degraded(f"{type(exc).__name__}")
             raise StateUnavailable("shared state (redis) is unreachable") from None
         return result
@@ -82,7 +93,7 @@ class RedisLink:
             try:
                 with trio.fail_after(max(self.timeout_s, 0.5)):
                     await self.client.ping()
-            except (trio.TooSlowError, coredis.exceptions.RedisError, OSError):
+            except _FAILURES:
                 continue
             self.degraded = False
             LOGGER.warning("state: redis reachable again; shared state recovered")
