@@ -342,6 +342,11 @@ DEFAULT_STATE_TIMEOUT_S: Final = 0.05
 DEFAULT_STATE_CONNECT_TIMEOUT_S: Final = 1.0
 
 
+def _as_secret(value: str) -> Secret:
+    # Not ``Secret(value)`` for a Secret: str() of one is "***".
+    return value if isinstance(value, Secret) else Secret(value)
+
+
 @attrs.frozen(kw_only=True)
 class StateConfig:
     """``[state]``: what the gateway remembers between requests, and where (state/)."""
@@ -349,7 +354,7 @@ class StateConfig:
     backend: Literal["memory", "redis"] = "memory"
     # redis://host:6379/0, rediss://..., unix://...; required with backend = "redis". A Secret:
     # it may hold the Redis password, so it never shows in logs or ``config show``.
-    url: Secret = attrs.field(default=Secret(""), converter=Secret)
+    url: Secret = attrs.field(default=Secret(""), converter=_as_secret)
     prefix: str = DEFAULT_STATE_PREFIX
     timeout: float = attrs.field(default=DEFAULT_STATE_TIMEOUT_S, validator=attrs.validators.gt(0))
     connect_timeout: float = attrs.field(
