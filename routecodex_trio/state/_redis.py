@@ -58,6 +58,15 @@ class RedisLink:
     timeout_s: float
     degraded: bool = False
 
+    async def send(self, what: Callable[[], Awaitable[object]]) -> None:
+        """``what()`` without waiting for Redis's reply (a write nobody reads back at once).
+
+        Raises:
+            StateUnavailable: as ``call``.
+        """
+        with self.client.ignore_replies():
+            await self.call(what)
+
     async def call(self, what: Callable[[], Awaitable[T]]) -> T:
         """``what()`` bounded by the timeout.
 
@@ -222,7 +231,7 @@ class RedisSessionStore:
         blob = orjson.dumps(fields)
         client = self.redis.client
         with contextlib.suppress(StateUnavailable):
-            await self.redis.call(lambda: client.set(self._key("session", key), blob, px=_ms(ttl_s)))
+            await self.redis.send(lambda: client.set(self._key("session", key), blob, px=_ms(ttl_s)))
 
     async def delete(self, key: str) -> None:
         await self.local.delete(key)
@@ -234,7 +243,7 @@ class RedisSessionStore:
         await self.local.link(alias, key, ttl_s=ttl_s)
         client = self.redis.client
         with contextlib.suppress(StateUnavailable):
-            await self.redis.call(lambda: client.set(self._key("alias", alias), key, px=_ms(ttl_s)))
+            await self.redis.send(lambda: client.set(self._key("alias", alias), key, px=_ms(ttl_s)))
 
     async def resolve(self, alias: str) -> str | None:
         client = self.redis.client
