@@ -179,4 +179,4 @@ def test_redis_url_is_a_secret() -> None:
     """It may carry the Redis password: never in a repr, a log line or an error."""
     config = StateConfig(backend="redis", url=Secret("redis://:hunter2@127.0.0.1:6379/0"))
     assert "hunter2" not in repr(config) and "hunter2" not in f"{config.url}"
-    assert config.url.reveal() == "redis://:hunter2@127.0.0.1:6379/0"
+    assert config.url is not None and config.url.reveal() == "redis://:hunter2@127.0.0.1:6379/0"

@@ -354,7 +354,7 @@ class StateConfig:
     backend: Literal["memory", "redis"] = "memory"
     # redis://host:6379/0, rediss://..., unix://...; required with backend = "redis". A Secret:
     # it may hold the Redis password, so it never shows in logs or ``config show``.
-    url: Secret = attrs.field(default=Secret(""), converter=_as_secret)
+    url: Secret | None = attrs.field(default=None, converter=attrs.converters.optional(_as_secret))
     prefix: str = DEFAULT_STATE_PREFIX
     timeout: float = attrs.field(default=DEFAULT_STATE_TIMEOUT_S, validator=attrs.validators.gt(0))
     connect_timeout: float = attrs.field(

@@ -42,6 +42,8 @@ async def open_state(config: StateConfig, max_sessions: int = 10_000) -> AsyncIt
         yield SharedState(MemoryResponseStore(config.responses_max_bytes))
         return
     local = MemorySessionStore(max_sessions)
+    if config.url is None:
+        raise ValueError('[state] backend = "redis" needs a url')  # the config check says so first
     client: coredis.Redis[bytes] = coredis.Redis.from_url(
         config.url.reveal(),
         connect_timeout=config.connect_timeout,
