@@ -14,7 +14,8 @@ import attrs
 import pytest
 import trio
 
-from routecodex_trio.config import Secret, StateConfig
+from routecodex_trio._errors import ConfigError
+from routecodex_trio.config import Secret, StateConfig, config_from_mapping
 from routecodex_trio.state import (
     MemorySessionStore,
     SessionRecord,
@@ -180,3 +181,16 @@ def test_redis_url_is_a_secret() -> None:
     config = StateConfig(backend="redis", url=Secret("redis://:hunter2@127.0.0.1:6379/0"))
     assert "hunter2" not in repr(config) and "hunter2" not in f"{config.url}"
     assert config.url is not None and config.url.reveal() == "redis://:hunter2@127.0.0.1:6379/0"
+
+
+def test_redis_backend_without_url_is_a_config_error() -> None:
+    raw = {
+        "providers": {"m": {"type": "mock", "models": ["m"]}},
+        "routing": {"default": ["m.m"]},
+        "state": {"backend": "redis"},
+    }
+    with pytest.raises(ConfigError, match=r"state\.url: required"):
+        config_from_mapping(raw, environ={})
+    raw["state"] = {"backend": "valkey"}
+    with pytest.raises(ConfigError, match="state.backend"):
+        config_from_mapping(raw, environ={})
