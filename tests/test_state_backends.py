@@ -192,5 +192,5 @@ def test_redis_backend_without_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"state\.url: required"):
         config_from_mapping(raw, environ={})
     raw["state"] = {"backend": "valkey"}
-    with pytest.raises(ConfigError, match="state.backend"):
+    with pytest.raises(ConfigError, match=r"state\.backend"):
         config_from_mapping(raw, environ={})
