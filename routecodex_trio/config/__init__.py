@@ -35,6 +35,7 @@ from ._model import (
     Secret,
     ServerConfig,
     SnapshotsConfig,
+    StateConfig,
     TimeoutsConfig,
 )
 
@@ -64,6 +65,7 @@ __all__ = [
     "Secret",
     "ServerConfig",
     "SnapshotsConfig",
+    "StateConfig",
     "TimeoutsConfig",
     "config_from_mapping",
     "default_config_path",

@@ -416,6 +416,8 @@ def config_from_mapping(
         _check_provider(provider, problems)
         _check_compat(provider, problems)
     _check_routing(config, problems)
+    if config.state.backend == "redis" and not config.state.url:
+        problems.append('state.url: required with backend = "redis" (e.g. "redis://127.0.0.1:6379/0")')
     for listen in config.server.listen:
         host, sep, port = listen.rpartition(":")
         if not sep or not port.isdigit() or not host:

@@ -337,6 +337,50 @@ class SnapshotsConfig:
     max_bytes: int = attrs.field(default=DEFAULT_SNAPSHOTS_MAX_BYTES, validator=attrs.validators.gt(0))
 
 
+# The Responses store (issue 17): how long an answer can be continued or retrieved, and how
+# many bytes of them one in-memory gateway keeps (the least recently used go first).
+DEFAULT_RESPONSES_TTL_S: Final = 86_400.0
+DEFAULT_REDIS_RESPONSES_TTL_S: Final = 30 * 86_400.0
+DEFAULT_RESPONSES_MAX_BYTES: Final = 256 * 1024 * 1024
+DEFAULT_STATE_PREFIX: Final = "routecodex:"
+# Each Redis call is bounded by this: a slow Redis degrades to local state, never stalls a request.
+DEFAULT_STATE_TIMEOUT_S: Final = 0.05
+DEFAULT_STATE_CONNECT_TIMEOUT_S: Final = 1.0
+
+
+def _as_secret(value: str) -> Secret:
+    # Not ``Secret(value)`` for a Secret: str() of one is "***".
+    return value if isinstance(value, Secret) else Secret(value)
+
+
+@attrs.frozen(kw_only=True)
+class StateConfig:
+    """``[state]``: what the gateway remembers between requests, and where (state/)."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    # redis://host:6379/0, rediss://..., unix://...; required with backend = "redis". A Secret:
+    # it may hold the Redis password, so it never shows in logs or ``config show``.
+    url: Secret | None = attrs.field(default=None, converter=attrs.converters.optional(_as_secret))
+    prefix: str = DEFAULT_STATE_PREFIX
+    timeout: float = attrs.field(default=DEFAULT_STATE_TIMEOUT_S, validator=attrs.validators.gt(0))
+    connect_timeout: float = attrs.field(
+        default=DEFAULT_STATE_CONNECT_TIMEOUT_S, validator=attrs.validators.gt(0)
+    )
+    # None: 1 day in memory, 30 days in Redis.
+    responses_ttl: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
+    )
+    responses_max_bytes: int = attrs.field(
+        default=DEFAULT_RESPONSES_MAX_BYTES, validator=attrs.validators.gt(0)
+    )
+
+    @property
+    def responses_ttl_s(self) -> float:
+        if self.responses_ttl is not None:
+            return self.responses_ttl
+        return DEFAULT_REDIS_RESPONSES_TTL_S if self.backend == "redis" else DEFAULT_RESPONSES_TTL_S
+
+
 @attrs.frozen(kw_only=True)
 class ClassifierConfig:
     """What sorts a request into a route category (router/_classifier.py)."""
@@ -447,6 +491,7 @@ class GatewayConfig:
     aliases: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     network: NetworkConfig = attrs.field(factory=NetworkConfig)
     dashboard: DashboardConfig = attrs.field(factory=DashboardConfig)
+    state: StateConfig = attrs.field(factory=StateConfig)
     source: str | None = None
 
     def provider_timeouts(self, provider: ProviderConfig) -> TimeoutsConfig:

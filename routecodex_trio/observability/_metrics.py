@@ -193,6 +193,7 @@ class Metrics:
     _in_flight: Gauge = attrs.field(init=False)
     _target_health: Gauge = attrs.field(init=False)
     _engine_state: Gauge = attrs.field(init=False)
+    _state_degraded: Gauge = attrs.field(init=False)
     _children: dict[tuple[int, tuple[str, ...]], Any] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
@@ -249,6 +250,11 @@ class Metrics:
             ("engine", "state"),
             registry=reg,
         )
+        self._state_degraded = Gauge(
+            "routecodex_state_degraded",
+            "1 while the shared state ([state] backend = redis) is unreachable, else 0.",
+            registry=reg,
+        )
         Gauge(
             "routecodex_build_info", "Always 1; the version is the label.", ("version",), registry=reg
         ).labels(__version__).set(1)
@@ -292,6 +298,9 @@ class Metrics:
 
     def set_in_flight(self, n: int) -> None:
         self._in_flight.set(n)
+
+    def set_state_degraded(self, degraded: bool) -> None:
+        self._state_degraded.set(1 if degraded else 0)
 
     def set_target_health(self, snapshot: Iterable[tuple[str, bool]]) -> None:
         """Replace the health series with ``snapshot``: keys no longer present disappear.

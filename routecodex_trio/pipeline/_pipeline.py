@@ -26,6 +26,7 @@ import functools
 import logging
 import math
 import random
+import re
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -52,7 +53,7 @@ from ..protocols.fit import Dropped, fit_request
 from ..providers import ChunkReader, HttpUpstream, MockUpstream
 from ..providers.compat import apply_compat, profile_name_for
 from ..router import is_context_overflow
-from ..state import MemorySessionStore
+from ..state import MemoryResponseStore, MemorySessionStore, StateUnavailable
 from ._relay import (
     PassthroughTracker,
     StreamStats,
@@ -61,6 +62,8 @@ from ._relay import (
     relay_passthrough,
     usage_in_body,
 )
+from ._request import RESPONSES
+from ._responses import ResponsesState, account_of
 from ._steering import SteerStage
 
 if TYPE_CHECKING:
@@ -72,13 +75,19 @@ if TYPE_CHECKING:
     from ..protocols.canonical import HostedTool, ProtocolName
     from ..providers import ProviderSet, UpstreamResponse
     from ..router import RouteDecision, RouteHints, Router, Target
-    from ..state import SessionStore
+    from ..state import RedisCooldowns, ResponseStore, SessionStore
     from ._request import ClientRequest
     from ._responder import Responder
 
 LOGGER: Final = logging.getLogger("routecodex_trio.pipeline")
 # Names what a converted request left out (protocols/fit.py); docs/conversion.md.
 DROPPED_HEADER: Final = "x-routecodex-dropped"
+# Shared cooldowns are read from Redis at most this often (once per request below that): a
+# target cooled elsewhere is skipped here within this, without a round trip per request.
+COOLDOWN_PULL_S: Final = 0.05
+# How an upstream says it does not know a previous_response_id (OpenAI: "Previous response
+# with id '...' not found.", code previous_response_not_found).
+_LOST_PREVIOUS: Final = re.compile(r"previous[ _]response", re.IGNORECASE)
 
 
 @attrs.define(eq=False)
@@ -130,6 +139,8 @@ class UpstreamCall:
     # What the conversion left out (hosted tools the target cannot run...): logged, and named
     # to the client in the ``x-routecodex-dropped`` header.
     dropped: tuple[Dropped, ...] = ()
+    # The body names the client's previous_response_id (this account produced it, issue 17).
+    forwarded_id: bool = False
 
     def answer_headers(self) -> dict[str, str]:
         """Headers the client's answer carries because of this call."""
@@ -188,9 +199,20 @@ class PrepareStage:
         dropped: tuple[Dropped, ...] = ()
         encoded = None
         strip_cache = protocol == "anthropic-messages" and provider.prompt_cache == "off"
+        forwarded_id = False
         if passthrough and not compat and not strip_cache:
             # The client's own bytes with only the model swapped: no re-encoding (issue 22).
-            encoded = with_model(request.raw, request.model, target.upstream_model)
+            raw = request.raw
+            continuation = request.continuation
+            if (
+                continuation is not None
+                and continuation.forwardable
+                and continuation.previous.account == account_of(self.config, target)
+            ):
+                # The account that produced the previous response holds it: send just its id.
+                raw = continuation.original_raw
+            encoded = with_model(raw, request.model, target.upstream_model)
+            forwarded_id = encoded is not None and raw is not request.raw
         if encoded is None:
             if passthrough:
                 # Same protocol: the body goes through untouched but for the model name.
@@ -227,6 +249,7 @@ class PrepareStage:
             passthrough=passthrough,
             repair=repair,
             dropped=dropped,
+            forwarded_id=forwarded_id,
         )
 
     def _is_web_search(self, tool: HostedTool | None) -> bool:
@@ -622,6 +645,14 @@ class Pipeline:
     engines: EngineManager | None = None
     # Session state (affinity, session instructions); in memory unless a store is given.
     store: SessionStore | None = None
+    # The Responses store (issue 17); given by the server so that it outlives a reload.
+    response_store: ResponseStore | None = None
+    # Target cooldowns shared with other workers and hosts ([state] backend = "redis").
+    cooldowns: RedisCooldowns | None = None
+    # Health keys the last pull found cooling elsewhere: a success here clears them there.
+    _remote_cooling: frozenset[str] = attrs.field(init=False, default=frozenset())
+    _pulled_at: float = attrs.field(init=False, default=-math.inf)
+    responses: ResponsesState = attrs.field(init=False)
     steer: SteerStage = attrs.field(init=False)
     prepare: PrepareStage = attrs.field(init=False)
     exchange: ExchangeStage = attrs.field(init=False)
@@ -653,6 +684,9 @@ class Pipeline:
         if self.store is None:
             self.store = MemorySessionStore(self.config.routing.affinity_max_sessions)
         self.steer = SteerStage(self.config, self.router, self.store)
+        if self.response_store is None:
+            self.response_store = MemoryResponseStore(self.config.state.responses_max_bytes)
+        self.responses = ResponsesState(self.response_store, self.config.state.responses_ttl_s)
         self.exchange = ExchangeStage(self.config, self.engines)
         self.scrubber = Scrubber(k.reveal() for p in self.config.providers.values() for k in p.all_keys())
 
@@ -690,8 +724,70 @@ class Pipeline:
         Raises:
             GatewayError: the last error when no candidate could answer (the caller renders it).
         """
+        recorder = None
+        if request.endpoint is RESPONSES:
+            request = await self.responses.resolve(request)
+            recorder = self.responses.recorder(request, trace, self.config)
+            responder.on_content = recorder
+        if self.cooldowns is not None and trio.current_time() - self._pulled_at >= COOLDOWN_PULL_S:
+            await self._pull_cooldowns()
         decision, hints = await self.route(request, trace)
         await self._run_candidates(request, responder, trace, decision.candidates, decision, hints)
+        if recorder is not None:
+            await recorder.finish()  # an answer whose completion event was split over chunks
+
+    async def _attempt(
+        self,
+        request: ClientRequest,
+        target: Target,
+        call: UpstreamCall,
+        responder: Responder,
+        trace: Trace,
+        category: str,
+    ) -> None:
+        """One exchange with ``target``; once more with the conversation when the account that
+        produced ``previous_response_id`` says it no longer has it (expired, deleted there)."""
+        upstream = self.providers.get(target.provider)
+        try:
+            await self.exchange.run(call, request, upstream, responder, trace)
+        except UpstreamStatusError as exc:
+            continuation = request.continuation
+            if not call.forwarded_id or continuation is None or responder.committed:
+                raise
+            if exc.status not in (400, 404) or not _LOST_PREVIOUS.search(exc.message):
+                raise
+            LOGGER.info(
+                "request %s: %s no longer has the previous response; sending the conversation",
+                request.request_id,
+                target.health_key,
+            )
+            request.continuation = attrs.evolve(continuation, forwardable=False)
+            call = self.prepare.prepare(request, target, category=category)
+            await self.exchange.run(call, request, upstream, responder, trace)
+
+    async def _pull_cooldowns(self) -> None:
+        """Adopt the cooldowns other gateways set; unreachable shared state changes nothing."""
+        assert self.cooldowns is not None
+        self._pulled_at = trio.current_time()
+        try:
+            cooling = await self.cooldowns.pull()
+        except StateUnavailable:
+            return
+        for health_key, remaining_s in cooling.items():
+            self.router.health.adopt_cooldown(health_key, remaining_s)
+        self._remote_cooling = frozenset(cooling)
+
+    async def _share_health(self, target: Target) -> None:
+        """Tell the other gateways what this request learnt of ``target`` (cooled or well)."""
+        if self.cooldowns is None:
+            return
+        remaining_s = self.router.health.cooldown_remaining_s(target)
+        with contextlib.suppress(StateUnavailable):
+            if remaining_s > 0:
+                await self.cooldowns.push(target.health_key, remaining_s)
+            elif target.health_key in self._remote_cooling:
+                await self.cooldowns.clear(target.health_key)
+                self._remote_cooling -= {target.health_key}
 
     async def _run_candidates(
         self,
@@ -744,7 +840,7 @@ class Pipeline:
                 )
             responder.answer_headers = call.answer_headers()
             try:
-                await self.exchange.run(call, request, self.providers.get(target.provider), responder, trace)
+                await self._attempt(request, target, call, responder, trace, decision.category)
             except UpstreamError as exc:
                 last_error = exc
                 if exc.code == "context_length_exceeded" and not responder.committed:
@@ -764,6 +860,7 @@ class Pipeline:
                 if trace.failures is None:
                     trace.failures = []
                 trace.failures.append((target.health_key, exc.message))
+                await self._share_health(target)
                 if responder.committed or not exc.retryable:
                     raise
                 LOGGER.warning(
@@ -776,6 +873,7 @@ class Pipeline:
                 trace.logged_error = exc
             else:
                 health.record_success(target)
+                await self._share_health(target)
                 return
         assert last_error is not None
         raise last_error

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from ..protocols.base import Codec
     from ..protocols.canonical import ProtocolName, Request
+    from ._responses import Continuation
 
 
 @attrs.frozen(kw_only=True)
@@ -210,6 +211,12 @@ class ClientRequest:
     may_have_tags: bool = True
     #: The body's bytes as received: a same-protocol request is sent on as them (PrepareStage).
     raw: bytes = b""
+    # A hash of the inbound API key ("" without ``[server] api_keys``): whose stored responses
+    # this request may read (issue 17).
+    owner: str = ""
+    # Set when ``previous_response_id`` was resolved: ``body`` and ``raw`` are then the
+    # rebuilt conversation, and this holds what the client sent.
+    continuation: Continuation | None = None
     _canonical: Request | None = None
 
     @property

@@ -64,6 +64,9 @@ class Responder:
     # id) there, so a client that sends its next turn the moment it has this answer already
     # finds the session moved. Set by the pipeline for each attempt.
     on_first_content: Callable[[bytes], Awaitable[None]] | None = None
+    # Called with every successful chunk (and JSON body) as the client gets it, before it is
+    # sent: the Responses store keeps an answer before its last byte leaves (issue 17).
+    on_content: Callable[[bytes], Awaitable[None]] | None = None
 
     # Set when the request body was not read to its end: the connection cannot carry another
     # request, so the client is told not to reuse it.
@@ -123,6 +126,8 @@ class Responder:
         if chunk:
             if self.scrubber:
                 chunk = self.scrubber.bytes(chunk)
+            if self.on_content is not None:
+                await self.on_content(chunk)
             self.last_write_at = trio.current_time()
             self.bytes_sent += len(chunk)
             if self.capture is not None:
@@ -147,6 +152,8 @@ class Responder:
             await self._first_content(body)
         if self.scrubber:
             body = self.scrubber.bytes(body)
+        if status < 400 and self.on_content is not None:
+            await self.on_content(body)
         headers = self._headers(((b"content-type", content_type),), extra_headers)
         self.bytes_sent += len(body)
         if self.capture is not None:

@@ -148,6 +148,8 @@ class SteerStage:
         if explicit is not None:
             return explicit
         previous = request.body.get("previous_response_id")
+        if request.continuation is not None:  # the body was rebuilt without it (issue 17)
+            previous = request.continuation.previous.id
         if isinstance(previous, str) and previous:
             key = await self.store.resolve(previous)
             if key is not None:

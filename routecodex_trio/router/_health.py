@@ -154,6 +154,11 @@ class HealthTracker:
         state.cooling_until = max(state.cooling_until, now + duration)
         state.reason = reason
 
+    def adopt_cooldown(self, health_key: str, remaining_s: float) -> None:
+        """A cooldown another worker or host set (issue 17): honoured here as if set here."""
+        state = self._states.setdefault(health_key, _State())
+        state.cooling_until = max(state.cooling_until, self.clock() + remaining_s)
+
     def is_cooling(self, target: Target) -> bool:
         return self.cooldown_remaining_s(target) > 0.0
 

@@ -49,9 +49,11 @@ from ..pipeline import (
     Responder,
     Trace,
 )
+from ..pipeline._responses import digest
 from ..protocols import codec_for
 from ..protocols.sse import KEEPALIVE_COMMENT
 from ._h11 import BODY_ERROR_KEY, TOO_MANY_CHUNKS, renderer_for
+from ._responses import STORED_PREFIXES, stored_response
 from ._sockets import is_loopback
 from ._ui import DashboardRoutes
 
@@ -270,6 +272,8 @@ class GatewayApp:
                 await self._llm(scope, receive, responder, endpoint)
             elif path == "/ui" or path.startswith("/ui/"):
                 await self.ui.handle(self, scope, receive, responder, _headers(scope))
+            elif path.startswith(STORED_PREFIXES) and method in ("GET", "DELETE"):
+                await stored_response(self.pipeline, self._authorize(_headers(scope)), scope, responder)
             elif method in ("GET", "HEAD"):
                 await self._get(scope, path, responder)
             elif method == "POST" and path == "/admin/reload":
@@ -293,14 +297,20 @@ class GatewayApp:
         status, body = renderer_for(path)(error)
         await responder.send_json(status, body)
 
-    def _authorize(self, headers: dict[str, str]) -> None:
-        """Client endpoints: any ``api_keys`` key, or an ``admin_keys`` one, when keys are set."""
+    def _authorize(self, headers: dict[str, str]) -> str:
+        """Client endpoints: any ``api_keys`` key, or an ``admin_keys`` one, when keys are set.
+
+        Returns the caller's owner name for stored responses: a hash of the key it was let in
+        with, "" when the gateway has no keys.
+        """
         keys = self.api_keys
         if not keys:
-            return
+            return ""
         offered = _offered_keys(headers)
         if not (_matches(offered, keys) | _matches(offered, self.admin_keys)):
             raise AuthError("missing or invalid API key" if any(offered) else "missing API key")
+        allowed = keys + self.admin_keys
+        return next(digest(key.decode()) for key in offered if _matches([key], allowed))
 
     def _authorize_admin(self, scope: dict[str, Any], headers: dict[str, str]) -> None:
         """Admin endpoints (``/admin/reload``, ``/engines/*/stop``).
@@ -366,6 +376,8 @@ class GatewayApp:
                     "version": __version__,
                     "pid": os.getpid(),
                     "in_flight": self.drain.in_flight,
+                    # Shared state (issue 17): "degraded" while Redis is unreachable; still a 200.
+                    "state": "degraded" if self.pipeline.responses.store.degraded else "ok",
                 },
             )
             return
@@ -377,6 +389,7 @@ class GatewayApp:
         if path == "/metrics":
             self._authorize(_headers(scope))
             self.metrics.set_in_flight(self.drain.in_flight)
+            self.metrics.set_state_degraded(self.pipeline.responses.store.degraded)
             if self.engines is not None:
                 self.metrics.set_engine_states((st.name, st.state) for st in self.engines.statuses())
             health = self.pipeline.router.health.snapshot()
@@ -444,7 +457,7 @@ class GatewayApp:
             trace.snapshot = []
             responder.capture = []
         try:
-            self._authorize(headers)
+            owner = self._authorize(headers)
             server = pipeline.config.server
             body = await _read_body(
                 receive, headers, server.max_body, server.keep_alive_timeout, server.body_timeout
@@ -458,6 +471,8 @@ class GatewayApp:
                 codec=codec,
                 max_values=pipeline.config.server.max_json_values,
             )
+            if owner:
+                request.owner = owner
         except GatewayError as exc:
             # The body was not read to its end: the connection cannot carry another request.
             responder.close_connection = (

@@ -25,6 +25,7 @@ from ..pipeline import Pipeline
 from ..protocols import load_codecs
 from ..providers import open_providers
 from ..router import Router
+from ..state import SharedState, open_state
 from ._app import GatewayApp
 from ._h11 import ConnectionLimits
 from ._hypercorn import serve_http
@@ -91,7 +92,15 @@ class Gateway:
         if config.server.listen != old.config.server.listen:
             LOGGER.warning("server.listen changed: the new addresses take effect after a restart")
         self._engines.reconfigure(config)
-        new: Pipeline = await self._nursery.start(_run_generation, config, self._engines)
+        # The state backend outlives a reload: a conversation continues across it (issue 17).
+        shared = old.cooldowns is not None  # Redis: sessions live there too
+        state = SharedState(old.responses.store, old.cooldowns, old.store if shared else None)
+        new: Pipeline = await self._nursery.start(
+            _run_generation,
+            config,
+            self._engines,
+            state,
+        )
         self._app.pipeline = new
         old.retired.set()
         self.config = config
@@ -186,7 +195,11 @@ async def serve(
 
 
 async def _run_generation(
-    config: GatewayConfig, engines: EngineManager, *, task_status: trio.TaskStatus[Pipeline]
+    config: GatewayConfig,
+    engines: EngineManager,
+    state: SharedState | None = None,
+    *,
+    task_status: trio.TaskStatus[Pipeline],
 ) -> None:
     """One config generation: its upstream clients live until it is retired and idle.
 
@@ -200,6 +213,9 @@ async def _run_generation(
             providers,
             snapshots=SnapshotWriter(config.snapshots, secrets=config_secrets(config)),
             engines=engines,
+            response_store=state.responses if state is not None else None,
+            cooldowns=state.cooldowns if state is not None else None,
+            store=state.sessions if state is not None else None,
         )
         task_status.started(pipeline)
         await pipeline.retired.wait()
@@ -216,10 +232,14 @@ async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]
     engines = EngineManager(config)
     # Engines live outside the HTTP server's nursery: on shutdown the streams they serve drain
     # first, then the engines are stopped.
-    async with trio.open_nursery() as engine_nursery:
+    # The state backend (issue 17) outlives every config generation and the HTTP server.
+    async with (
+        open_state(config.state, config.routing.affinity_max_sessions) as state,
+        trio.open_nursery() as engine_nursery,
+    ):
         await engine_nursery.start(engines.run)
         async with trio.open_nursery() as nursery:
-            pipeline: Pipeline = await nursery.start(_run_generation, config, engines)
+            pipeline: Pipeline = await nursery.start(_run_generation, config, engines, state)
             app = GatewayApp(pipeline, engines=engines)
             gateway = Gateway(config, (), app, nursery, engines)
             app.reload = gateway.reload_from_source

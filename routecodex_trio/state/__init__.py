@@ -11,7 +11,21 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-__all__ = ["MemorySessionStore", "SessionRecord", "SessionStore"]
+__all__ = [
+    "MemoryResponseStore",
+    "MemorySessionStore",
+    "RedisCooldowns",
+    "RedisResponseStore",
+    "RedisSessionStore",
+    "ResponseStore",
+    "SessionRecord",
+    "SessionStore",
+    "SharedState",
+    "StateUnavailable",
+    "StoredResponse",
+    "open_response_store",
+    "open_state",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -69,3 +83,6 @@ class SessionStore(Protocol):
 
 
 from ._memory import MemorySessionStore  # noqa: E402  (the implementation needs SessionRecord)
+from ._open import SharedState, open_response_store, open_state  # noqa: E402
+from ._redis import RedisCooldowns, RedisResponseStore, RedisSessionStore, StateUnavailable  # noqa: E402
+from ._responses import MemoryResponseStore, ResponseStore, StoredResponse  # noqa: E402

@@ -6,9 +6,11 @@ regroups the items into turns (a run of assistant-side items is one assistant tu
 tool outputs one user turn) because Anthropic needs a tool call, its thinking and its text in the
 *same* assistant message; encoding flattens the turns back into items in order.
 
-The gateway keeps no response store, so ``previous_response_id`` (and ``conversation`` and
-``item_reference``) are refused with a 400 that tells the client to send the full input: quietly
-answering without the history would be a worse failure than an error.
+The codec itself holds no state: ``previous_response_id`` is resolved before it runs, by the
+pipeline's Responses store (pipeline/_responses.py), which hands the codec the rebuilt full
+input. A body that still names one here (or ``conversation``, ``item_reference``) is refused
+with a 400 telling the client to send the full input: quietly answering without the history
+would be a worse failure than an error.
 
 Reasoning proofs (PROTOCOLS.md 1.6): ``encrypted_content`` is only replayed to a Responses
 upstream. An Anthropic thinking signature shown to a Responses client travels inside
