@@ -238,7 +238,7 @@ async def test_nesting_at_the_limit_passes_one_more_is_400(
     ],
 )
 def test_with_model_swaps_only_a_certain_top_level_model(raw: bytes, expected: bytes | None) -> None:
-    from routecodex_trio.pipeline._pipeline import with_model
+    from routecodex_trio.pipeline._prepare import with_model
 
     result = with_model(raw, "p.m", "up")
     assert result == expected

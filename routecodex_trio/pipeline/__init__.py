@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ._pipeline import ExchangeStage, Pipeline, PrepareStage, Trace, UpstreamCall, upstream_protocol
+from ._pipeline import ExchangeStage, Pipeline, Trace
+from ._prepare import PrepareStage, UpstreamCall, upstream_protocol
 from ._relay import PassthroughTracker, StreamStats
 from ._request import (
     CHAT,
