@@ -121,7 +121,7 @@ class HttpUpstream:
     _key_cycle: Iterator[int] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._key_cycle = itertools.cycle(range(max(1, len(self.config.all_keys()))))
+        self._key_cycle = itertools.cycle(range(max(1, self.config.key_count())))
 
     @classmethod
     def create(
