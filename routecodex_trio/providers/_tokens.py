@@ -164,6 +164,31 @@ def parse_token_document(path: Path, document: Any) -> TokenSet:
     )
 
 
+def shape_of(path: Path) -> TokenSet | None:
+    """An existing file's shape (its fields and expiry format) to write a new login in, or None.
+
+    Unlike ``read_token_file`` this asks for no refresh token: a file whose refresh token was
+    revoked is exactly the one a login replaces.
+    """
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    expiry_key = "expiry_date" if "expiry_date" in document else "expires_at"
+    decoded = _decode_expiry(document.get(expiry_key))
+    unit: ExpiryUnit = decoded[1] if decoded else ("ms" if expiry_key == "expiry_date" else "s")
+    return TokenSet(
+        access_token="",
+        refresh_token=None,
+        expires_at=None,
+        document=dict(document),
+        expiry_key=expiry_key,
+        expiry_unit=unit,
+    )
+
+
 def read_token_file(path: Path) -> TokenSet:
     """Read and parse one token file.
 
