@@ -45,8 +45,8 @@ if TYPE_CHECKING:
 
 LOGGER: Final = logging.getLogger("routecodex_trio.providers.oauth")
 
-# A token this close to its expiry is refreshed before use, whatever the refresher is doing:
-# it could expire on its way upstream.
+# A token this close to its expiry (or refresh_margin, when shorter) is refreshed before use,
+# whatever the refresher is doing: it could expire on its way upstream.
 EXPIRY_SKEW_S: Final = 10.0
 # After a failed refresh that may pass (network, 5xx), try again after this, doubling up to
 # RETRY_MAX_S -- but never later than the expiry.
@@ -157,7 +157,7 @@ class Credential:
         if self._lock.locked():
             async with self._lock:  # a refresh is under way: its result is ours too
                 pass
-        if self.problem is None and self.expired():
+        if self.problem is None and self.expired(min(EXPIRY_SKEW_S, self.auth.refresh_margin)):
             await self.refresh(stale=self.tokens.access_token if self.tokens else None)
         token = self.current()
         if token is None:
