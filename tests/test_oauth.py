@@ -375,6 +375,8 @@ async def test_fifty_requests_on_an_expired_token_wait_for_one_refresh(
                 requests.start_soon(one)
     assert answers == ["ok"] * 50
     assert oauth.refreshes == 1
+    assert upstream.unauthorized == 0
+    assert set(upstream.seen) == {read_token_file(path).access_token}  # all 50 on the new token
     written = json.loads(path.read_text())
     assert set(written) == {"access_token", "refresh_token", "token_type", "resource_url", "expiry_date"}
     assert written["expiry_date"] > time.time() * 1000  # milliseconds, as Qwen Code writes them
