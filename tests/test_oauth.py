@@ -500,3 +500,32 @@ async def test_a_login_while_serving_brings_the_key_back(
     with trio.fail_after(30):
         assert await ask(client) == "ok"
     assert upstream.seen == [answer["access_token"]]
+
+
+async def test_a_reload_keeps_the_refreshers_whose_definition_did_not_change(
+    nursery: trio.Nursery, tmp_path: Path, start_gateway: Any
+) -> None:
+    oauth, oauth_url, _upstream, upstream_url = await start_pair(nursery)
+    files = [write_file(tmp_path / f"{name}.json", tokens_document(oauth.issue())) for name in "ab"]
+    raw = gateway_config(upstream_url, oauth_url, files)
+    gateway = await start_gateway(raw)
+    credentials = gateway._credentials
+    before = credentials.for_provider("q")
+    raw["providers"]["q"]["models"] = ["m1", "m2"]  # the token files and auth table are unchanged
+    await gateway.reload(config_from_mapping(raw, environ={}))
+    assert credentials.for_provider("q") == before
+    raw["providers"]["q"]["auth"]["token_files"] = [str(files[0]), str(tmp_path / "c.json")]
+    await gateway.reload(config_from_mapping(raw, environ={}))
+    kept, new = credentials.for_provider("q")
+    assert kept is before[0]
+    assert kept.tokens is not None
+    assert kept.tokens.access_token not in repr(credentials)  # no token in any repr
+    assert new is not before[1]
+    assert new.problem is not None
+    assert new.problem.startswith("no such token file")
+    raw["providers"]["q"]["auth"]["refresh_margin"] = 60
+    await gateway.reload(config_from_mapping(raw, environ={}))
+    assert all(c not in before for c in credentials.for_provider("q"))
+    client = openai_client(gateway)
+    with trio.fail_after(30):
+        assert await ask(client) == "ok"

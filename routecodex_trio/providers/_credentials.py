@@ -68,8 +68,8 @@ class Credential:
     index: int
     path: Path
     auth: AuthConfig
-    client: httpx.AsyncClient | None = None
-    tokens: TokenSet | None = None
+    client: httpx.AsyncClient | None = attrs.field(default=None, repr=False)
+    tokens: TokenSet | None = attrs.field(default=None, repr=False)
     # Why the credential cannot be used (short, no token, no path); None when usable.
     problem: str | None = None
     refreshes: int = 0
@@ -79,12 +79,15 @@ class Credential:
     _obtained_at: float = 0.0
     _failed_at: float = 0.0
     # Tokens this credential has held: scrubbed from every text that leaves the gateway.
-    _seen: list[str] = attrs.field(factory=list)
+    _seen: list[str] = attrs.field(factory=list, repr=False)
 
     @property
     def definition(self) -> tuple[str, int, Path, AuthConfig]:
-        """What a reload compares: the same definition keeps the credential and its refresher."""
-        return self.provider, self.index, self.path, self.auth
+        """What a reload compares: the same definition keeps the credential and its refresher.
+
+        The list of files is left out: adding a file to ``token_files`` keeps the others.
+        """
+        return self.provider, self.index, self.path, _without_files(self.auth)
 
     @property
     def needs_login(self) -> bool:
@@ -269,6 +272,10 @@ class Credential:
                 failures = 0
 
 
+def _without_files(auth: AuthConfig) -> AuthConfig:
+    return attrs.evolve(auth, token_file=None, token_files=())
+
+
 class CredentialError(Exception):
     """A credential that cannot give a token now; ``fatal``: it needs a login."""
 
@@ -320,16 +327,18 @@ class CredentialSet:
             if provider.auth is None:
                 continue
             for index, path in enumerate(provider.auth.paths(name)):
-                wanted[(name, index)] = (name, index, path, provider.auth)
+                wanted[(name, index)] = (name, index, path, _without_files(provider.auth))
         for key, credential in list(self._by_key.items()):
             if wanted.get(key) != credential.definition:
                 del self._by_key[key]
                 scope = self._scopes.pop(key, None)
                 if scope is not None:
                     scope.cancel()
-        for key, (name, index, path, auth) in wanted.items():
+        for key, (name, index, path, _) in wanted.items():
             if key in self._by_key:
                 continue
+            auth = config.providers[name].auth
+            assert auth is not None
             credential = Credential(name, index, path, auth, self.client)
             credential.load()
             self._by_key[key] = credential
