@@ -88,7 +88,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 async def _login(auth: AuthConfig, path: Path, timeout_s: float) -> None:
     import httpx
 
-    from .providers._oauth import OAuthError
+    from .providers._oauth import OAuthError, grant_with_api_key
     from .providers._tokens import new_token_set, shape_of, write_token_file
 
     async with httpx.AsyncClient(trust_env=True) as client:
@@ -98,6 +98,7 @@ async def _login(auth: AuthConfig, path: Path, timeout_s: float) -> None:
                     answer = await _device(client, auth)
                 else:
                     answer = await _pkce(client, auth)
+                answer = await grant_with_api_key(client, auth, answer)
         except trio.TooSlowError:
             raise LoginFailed(f"no login within {timeout_s:g} s") from None
         except OAuthError as exc:

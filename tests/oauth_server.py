@@ -61,6 +61,8 @@ class FakeOAuth:
     device_codes: dict[str, str] = attrs.field(factory=dict)  # device_code -> challenge
     auth_codes: dict[str, tuple[str, str]] = attrs.field(factory=dict)  # code -> (challenge, redirect)
     errors: list[str] = attrs.field(factory=list)
+    # iFlow's second step: GET /userinfo?accessToken=... names the account's API key.
+    api_keys: dict[str, str] = attrs.field(factory=dict)  # api key -> access token it came from
 
     def issue(self, expires_in: float | None = None) -> dict[str, Any]:
         access = "at-" + secrets.token_urlsafe(12)
@@ -84,6 +86,15 @@ class FakeOAuth:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
+            return
+        if scope["path"] == "/userinfo":
+            access = parse_qs(scope["query_string"].decode()).get("accessToken", [""])[0]
+            if access not in self.access:
+                await _json(send, 200, {"success": False, "message": "invalid token"})
+                return
+            api_key = "sk-" + access.removeprefix("at-")
+            self.api_keys[api_key] = access
+            await _json(send, 200, {"success": True, "data": {"apiKey": api_key, "email": "a@b.c"}})
             return
         form = {k: v[0] for k, v in parse_qs((await _read_body(receive)).decode()).items()}
         if form.get("client_id") != self.client_id:
@@ -179,7 +190,7 @@ class TokenUpstream:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         await _read_body(receive)
         token = headers.get("authorization", "").removeprefix("Bearer ")
-        expiry = self.oauth.access.get(token)
+        expiry = self.oauth.access.get(self.oauth.api_keys.get(token, token))
         if expiry is None or time.time() >= expiry:
             self.unauthorized += 1
             message = f"invalid access token {token}"

@@ -529,3 +529,21 @@ async def test_a_reload_keeps_the_refreshers_whose_definition_did_not_change(
     client = openai_client(gateway)
     with trio.fail_after(30):
         assert await ask(client) == "ok"
+
+
+async def test_an_iflow_style_login_sends_the_account_api_key(
+    nursery: trio.Nursery, tmp_path: Path, start_gateway: Any
+) -> None:
+    oauth, oauth_url, upstream, upstream_url = await start_pair(nursery)
+    answer = oauth.issue()
+    document = tokens_document(answer) | {"expires_at": int(time.time()) - 1, "type": "iflow"}
+    path = write_file(tmp_path / "iflow-oauth.json", document)
+    raw = gateway_config(upstream_url, oauth_url, [path], userinfo_url=oauth_url + "/userinfo")
+    gateway = await start_gateway(raw)
+    with trio.fail_after(30):
+        assert await ask(openai_client(gateway)) == "ok"
+    written = json.loads(path.read_text())
+    assert written["api_key"].startswith("sk-")
+    assert written["type"] == "iflow"  # fields the gateway does not know are kept
+    assert upstream.seen == [written["api_key"]]  # the API key, not the access token
+    assert oauth.refreshes == 1

@@ -38,6 +38,7 @@ class AuthPresetValues:
     authorize_url: str | None = None
     scopes: tuple[str, ...] = ()
     client_secret: str | None = None
+    userinfo_url: str | None = None
     source: str = ""
 
 
@@ -62,6 +63,8 @@ PRESETS: Final[dict[str, AuthPresetValues]] = {
         client_secret="4Z3YjXycVsQvyGF1etiNlIBB4RsqSDtW",
         token_url="https://iflow.cn/oauth/token",
         authorize_url="https://iflow.cn/oauth",
+        # iFlow's access token only buys the account's API key, which chat requests carry.
+        userinfo_url="https://iflow.cn/api/oauth/getUserInfo",
         scopes=(),
         source="iFlow CLI (@iflow-ai/iflow-cli), as quoted in public OAuth clients",
     ),
@@ -85,6 +88,9 @@ class AuthConfig:
     device_url: str | None = None
     authorize_url: str | None = None
     scopes: tuple[str, ...] | None = None
+    # After every token grant, GET this with the access token: its ``data.apiKey`` is what
+    # requests carry instead of the access token (iFlow's two-step login).
+    userinfo_url: str | None = None
     refresh_margin: float = attrs.field(default=DEFAULT_REFRESH_MARGIN_S, validator=attrs.validators.ge(1))
     token_file: str | None = None
     token_files: tuple[str, ...] = ()
@@ -113,6 +119,7 @@ def resolve_auth(auth: AuthConfig | None) -> AuthConfig | None:
         token_url=auth.token_url or preset.token_url,
         device_url=auth.device_url or preset.device_url,
         authorize_url=auth.authorize_url or preset.authorize_url,
+        userinfo_url=auth.userinfo_url or preset.userinfo_url,
         scopes=auth.scopes if auth.scopes is not None else preset.scopes,
     )
 
@@ -146,6 +153,10 @@ def auth_problems(provider: str, provider_type: str, auth: AuthConfig, has_api_k
         + (("authorize_url",) if auth.flow == "pkce" else ())
     ):
         problem = _url_problem(f"{where}.{key}", getattr(auth, key))
+        if problem:
+            problems.append(problem)
+    if auth.userinfo_url is not None:
+        problem = _url_problem(f"{where}.userinfo_url", auth.userinfo_url)
         if problem:
             problems.append(problem)
     if auth.client_secret is not None and not auth.client_secret.reveal():

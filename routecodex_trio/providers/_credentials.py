@@ -28,7 +28,7 @@ import httpx
 import trio
 
 from .._errors import UpstreamError, UpstreamStatusError, UpstreamUnavailable
-from ._oauth import OAuthError, refresh
+from ._oauth import OAuthError, grant_with_api_key, refresh
 from ._tokens import (
     TokenFileError,
     TokenSet,
@@ -147,7 +147,7 @@ class Credential:
 
     def current(self) -> str | None:
         """The access token to send now (``None``: unusable)."""
-        return self.tokens.access_token if self.tokens is not None and self.problem is None else None
+        return self.tokens.bearer if self.tokens is not None and self.problem is None else None
 
     async def fresh_token(self) -> str:
         """A usable access token: waits for a refresh under way, refreshes an expired one.
@@ -161,7 +161,7 @@ class Credential:
             async with self._lock:  # a refresh is under way: its result is ours too
                 pass
         if self.problem is None and self.expired(min(EXPIRY_SKEW_S, self.auth.refresh_margin)):
-            await self.refresh(stale=self.tokens.access_token if self.tokens else None)
+            await self.refresh(stale=self.tokens.bearer if self.tokens else None)
         token = self.current()
         if token is None:
             raise CredentialError(self, self.problem or "no token")
@@ -179,9 +179,9 @@ class Credential:
             tokens = self.tokens
             if tokens is None or self.problem is not None:
                 raise CredentialError(self, self.problem or "no token")
-            if stale is not None and tokens.access_token != stale:
+            if stale is not None and tokens.bearer != stale:
                 return  # another request refreshed it while this one waited
-            if self.reload_if_changed() and self.tokens is not None and self.tokens.access_token != stale:
+            if self.reload_if_changed() and self.tokens is not None and self.tokens.bearer != stale:
                 return  # a login rewrote the file meanwhile
             await self._refresh_locked(tokens)
 
@@ -191,7 +191,9 @@ class Credential:
             raise CredentialError(self, "no HTTP client for the token endpoint")
         self.refreshes += 1
         try:
-            answer = await refresh(self.client, self.auth, tokens.refresh_token)
+            answer = await grant_with_api_key(
+                self.client, self.auth, await refresh(self.client, self.auth, tokens.refresh_token)
+            )
         except OAuthError as exc:
             if exc.fatal:
                 self.problem = f"refresh refused ({exc.error or exc.status or 'error'}): log in again"
@@ -264,7 +266,7 @@ class Credential:
                 self.reload_if_changed()
                 continue
             try:
-                await self.refresh(stale=tokens.access_token)
+                await self.refresh(stale=tokens.bearer)
             except CredentialError:
                 failures += 1
                 self._failed_at = time.time()

@@ -184,6 +184,41 @@ async def poll_device(
     return _token_answer(status, body, auth.token_url)
 
 
+async def fetch_api_key(client: httpx.AsyncClient, auth: AuthConfig, access_token: str) -> str | None:
+    """The account's API key from ``userinfo_url`` (iFlow), or None without one.
+
+    iFlow reads the token from the ``accessToken`` parameter; it is also sent as a Bearer.
+
+    Raises:
+        OAuthError: the endpoint failed or named no API key (not fatal: the next refresh may work).
+    """
+    if auth.userinfo_url is None:
+        return None
+    try:
+        response = await client.get(
+            auth.userinfo_url,
+            params={"accessToken": access_token},
+            headers={"accept": "application/json", "authorization": f"Bearer {access_token}"},
+            timeout=TOKEN_TIMEOUT_S,
+        )
+        body = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise OAuthError(f"user info at {auth.userinfo_url} failed: {type(exc).__name__}") from None
+    data = body.get("data") if isinstance(body, dict) else None
+    api_key = data.get("apiKey") if isinstance(data, dict) else None
+    if response.status_code >= 400 or not isinstance(api_key, str) or not api_key.strip():
+        raise OAuthError(f"user info at {auth.userinfo_url} named no API key (HTTP {response.status_code})")
+    return api_key.strip()
+
+
+async def grant_with_api_key(
+    client: httpx.AsyncClient, auth: AuthConfig, answer: dict[str, Any]
+) -> dict[str, Any]:
+    """A token answer, with the account's ``api_key`` added when the provider has one."""
+    api_key = await fetch_api_key(client, auth, str(answer["access_token"]))
+    return answer if api_key is None else {**answer, "api_key": api_key}
+
+
 def authorization_url(auth: AuthConfig, redirect_uri: str, state: str, pkce: PkcePair) -> str:
     """The URL the user opens for the authorization code flow (RFC 6749 4.1.1 + RFC 7636)."""
     assert auth.authorize_url is not None

@@ -62,8 +62,15 @@ class TokenSet:
         refresh = "set" if self.refresh_token else "none"
         return f"TokenSet(expires_at={self.expires_at!r}, refresh_token={refresh})"
 
+    @property
+    def bearer(self) -> str:
+        """What requests carry: the account's ``api_key`` when the file has one (iFlow), else
+        the access token."""
+        api_key = self.document.get("api_key")
+        return api_key if isinstance(api_key, str) and api_key else self.access_token
+
     def secrets(self) -> tuple[str, ...]:
-        return tuple(t for t in (self.access_token, self.refresh_token) if t)
+        return tuple(t for t in (self.access_token, self.refresh_token, self.bearer) if t)
 
     def renewed(
         self, access_token: str, refresh_token: str | None, expires_in: float | None, extra: dict[str, Any]
@@ -74,7 +81,7 @@ class TokenSet:
         document["access_token"] = access_token
         if refresh_token:
             document["refresh_token"] = refresh_token
-        for key in ("token_type", "scope", "resource_url", "id_token"):
+        for key in ("token_type", "scope", "resource_url", "id_token", "api_key"):
             if extra.get(key):
                 document[key] = extra[key]
         if expires_at is not None:
