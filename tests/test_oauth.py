@@ -547,3 +547,26 @@ async def test_an_iflow_style_login_sends_the_account_api_key(
     assert written["type"] == "iflow"  # fields the gateway does not know are kept
     assert upstream.seen == [written["api_key"]]  # the API key, not the access token
     assert oauth.refreshes == 1
+
+
+async def test_two_gateways_sharing_a_token_file_refresh_it_once(
+    nursery: trio.Nursery, tmp_path: Path, start_gateway: Any
+) -> None:
+    """Workers share token files; with rotating refresh tokens a second refresh would fail."""
+    oauth, oauth_url, upstream, upstream_url = await start_pair(nursery, refresh_delay_s=0.3)
+    answer = oauth.issue()
+    path = write_file(tmp_path / "q.json", tokens_document(answer) | {"expires_at": int(time.time()) - 1})
+    raw = gateway_config(upstream_url, oauth_url, [path])
+    clients = [openai_client(await start_gateway(raw)) for _ in range(2)]
+    answers: list[str] = []
+
+    async def one(client: openai.AsyncOpenAI) -> None:
+        answers.append(await ask(client))
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as requests:
+            for i in range(20):
+                requests.start_soon(one, clients[i % 2])
+    assert answers == ["ok"] * 20
+    assert oauth.refreshes == 1
+    assert set(upstream.seen) == {read_token_file(path).access_token}

@@ -33,6 +33,7 @@ from ._tokens import (
     TokenFileError,
     TokenSet,
     file_signature,
+    locked_file,
     permission_problem,
     read_token_file,
     write_token_file,
@@ -181,9 +182,23 @@ class Credential:
                 raise CredentialError(self, self.problem or "no token")
             if stale is not None and tokens.bearer != stale:
                 return  # another request refreshed it while this one waited
-            if self.reload_if_changed() and self.tokens is not None and self.tokens.bearer != stale:
-                return  # a login rewrote the file meanwhile
-            await self._refresh_locked(tokens)
+            try:
+                async with locked_file(self.path):
+                    await self._refresh_unless_done(tokens)
+            except OSError as exc:  # only the lock file raises it: the rest reports its own
+                reason = f"cannot lock the token file: {exc.strerror or exc}"
+                raise CredentialError(self, reason, fatal=False) from None
+
+    async def _refresh_unless_done(self, tokens: TokenSet) -> None:
+        """Under the file lock: another process (a worker, a login) may have just refreshed."""
+        if self.reload_if_changed():
+            fresh = self.tokens
+            if fresh is None or self.problem is not None:
+                raise CredentialError(self, self.problem or "no token")
+            if fresh.bearer != tokens.bearer and not self.expired(0.0):
+                return
+            tokens = fresh
+        await self._refresh_locked(tokens)
 
     async def _refresh_locked(self, tokens: TokenSet) -> None:
         assert tokens.refresh_token is not None

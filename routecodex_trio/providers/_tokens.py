@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import json
 import os
 import stat
@@ -28,8 +29,10 @@ import time
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
+import trio
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
 ExpiryUnit = Literal["s", "ms", "iso"]
@@ -254,6 +257,30 @@ def write_token_file(path: Path, tokens: TokenSet) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+
+
+@contextlib.asynccontextmanager
+async def locked_file(path: Path, *, poll_s: float = 0.05) -> AsyncIterator[None]:
+    """Hold an exclusive lock on ``<file>.lock`` (flock) while refreshing ``path``.
+
+    Gateway workers (``[server] workers``) and other gateways share token files; with rotating
+    refresh tokens, two processes refreshing at once would leave one with a dead token. The
+    lock is polled (trio has no waiting flock), and a process that dies drops it.
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await trio.sleep(poll_s)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 def file_signature(path: Path) -> tuple[int, int] | None:
