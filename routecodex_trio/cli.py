@@ -345,7 +345,7 @@ def cmd_route(args: argparse.Namespace) -> int:
                 "target": target.id,
                 "upstream_model": target.upstream_model,
                 "key_index": target.key_index,
-                "keys": len(provider.all_keys()),
+                "keys": provider.key_count(),
                 "context_window": router.window(target),
                 "cooling": remaining > 0,
                 "cooldown_remaining_s": round(remaining, 3),

@@ -786,9 +786,13 @@ class Pipeline:
         if provider.type == "anthropic-messages" and provider.base_url and isinstance(upstream, HttpUpstream):
             body = dict(request.body)
             body["model"] = target.upstream_model
-            headers = upstream.headers("anthropic-messages", target.key_index, request.headers)
+            credential = upstream.credential(target.key_index)
             limits = self.config.limits
             try:
+                token = await usable_token(credential) if credential is not None else None
+                headers = upstream.headers(
+                    "anthropic-messages", target.key_index, request.headers, token=token
+                )
                 async with upstream.exchange(
                     "/v1/messages/count_tokens",
                     orjson.dumps(body),
@@ -807,7 +811,7 @@ class Pipeline:
                         await responder.send_bytes(200, response.content)
                         return
                     if response.status_code not in (404, 405):
-                        secrets = tuple(k.reveal() for k in provider.all_keys())
+                        secrets = upstream.secrets()
                         raise upstream_status_error(
                             target.provider, response, secrets, self.config.health.max_cooldown
                         )
