@@ -149,7 +149,9 @@ class FakeOAuth:
         if self.refresh_delay_s:
             await trio.sleep(self.refresh_delay_s)
         if token in self.revoked or token not in self.refresh_tokens:
-            await _json(send, 400, {"error": "invalid_grant", "error_description": "refresh token revoked"})
+            # Quoting the token, as some servers do: the gateway must scrub it from its logs.
+            description = f"refresh token {token} revoked"
+            await _json(send, 400, {"error": "invalid_grant", "error_description": description})
             return
         answer = self.issue()
         if self.rotate:

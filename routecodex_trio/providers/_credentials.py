@@ -28,6 +28,7 @@ import httpx
 import trio
 
 from .._errors import UpstreamError, UpstreamStatusError, UpstreamUnavailable
+from .._scrub import scrubber_for
 from ._oauth import OAuthError, grant_with_api_key, refresh
 from ._tokens import (
     TokenFileError,
@@ -210,6 +211,8 @@ class Credential:
                 self.client, self.auth, await refresh(self.client, self.auth, tokens.refresh_token)
             )
         except OAuthError as exc:
+            # A server may quote what it was sent in its error description.
+            exc.message = scrubber_for(self.secrets()).text(exc.message)
             if exc.fatal:
                 self.problem = f"refresh refused ({exc.error or exc.status or 'error'}): log in again"
                 LOGGER.error(
