@@ -570,3 +570,25 @@ async def test_two_gateways_sharing_a_token_file_refresh_it_once(
     assert answers == ["ok"] * 20
     assert oauth.refreshes == 1
     assert set(upstream.seen) == {read_token_file(path).access_token}
+
+
+async def test_the_refresher_renews_ahead_of_expiry_without_traffic(
+    nursery: trio.Nursery, tmp_path: Path, start_gateway: Any
+) -> None:
+    oauth, oauth_url, upstream, upstream_url = await start_pair(nursery, expires_in=3600)
+    first = oauth.issue(expires_in=8)
+    path = write_file(tmp_path / "q.json", tokens_document(first))
+    # Due at max(expiry - margin, half its life): about 4 s in, 4 s before the expiry.
+    await start_gateway(gateway_config(upstream_url, oauth_url, [path], refresh_margin=5))
+    with trio.fail_after(20):
+        while oauth.refreshes == 0:
+            await trio.sleep(0.1)
+    renewed = read_token_file(path)
+    assert renewed.access_token != first["access_token"]
+    assert renewed.expires_at is not None
+    assert renewed.expires_at > time.time() + 3000
+    assert first["access_token"] in oauth.access  # refreshed before the old one expired: not needed yet
+    assert time.time() < oauth.access[first["access_token"]]
+    await trio.sleep(0.5)
+    assert oauth.refreshes == 1  # and not again: the new token lives an hour
+    assert upstream.seen == []
