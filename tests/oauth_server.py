@@ -184,6 +184,7 @@ class TokenUpstream:
     oauth: FakeOAuth
     seen: list[str] = attrs.field(factory=list)
     unauthorized: int = 0
+    reject_all: bool = False  # a 401 for every token, quoting it
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -193,7 +194,7 @@ class TokenUpstream:
         await _read_body(receive)
         token = headers.get("authorization", "").removeprefix("Bearer ")
         expiry = self.oauth.access.get(self.oauth.api_keys.get(token, token))
-        if expiry is None or time.time() >= expiry:
+        if self.reject_all or expiry is None or time.time() >= expiry:
             self.unauthorized += 1
             message = f"invalid access token {token}"
             await _json(send, 401, {"error": {"message": message, "type": "invalid_request_error"}})

@@ -592,3 +592,28 @@ async def test_the_refresher_renews_ahead_of_expiry_without_traffic(
     await trio.sleep(0.5)
     assert oauth.refreshes == 1  # and not again: the new token lives an hour
     assert upstream.seen == []
+
+
+async def test_tokens_quoted_by_an_upstream_never_reach_the_client(
+    nursery: trio.Nursery, tmp_path: Path, start_gateway: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    oauth, oauth_url, upstream, upstream_url = await start_pair(nursery)
+    upstream.reject_all = True
+    answer = oauth.issue()
+    path = write_file(tmp_path / "q.json", tokens_document(answer))
+    gateway = await start_gateway(gateway_config(upstream_url, oauth_url, [path]))
+    with pytest.raises(openai.AuthenticationError) as caught, trio.fail_after(30):
+        await ask(openai_client(gateway))
+    renewed = read_token_file(path)
+    assert oauth.refreshes == 1  # the 401 refreshed once; the second 401 is the answer
+    assert upstream.unauthorized == 2
+    text = str(caught.value) + caplog.text
+    assert "invalid access token ***" in str(caught.value)
+    for token in (
+        answer["access_token"],
+        answer["refresh_token"],
+        renewed.access_token,
+        renewed.refresh_token,
+    ):
+        assert token
+        assert token not in text

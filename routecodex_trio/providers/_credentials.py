@@ -54,6 +54,8 @@ EXPIRY_SKEW_S: Final = 10.0
 # RETRY_MAX_S -- but never later than the expiry.
 RETRY_MIN_S: Final = 5.0
 RETRY_MAX_S: Final = 120.0
+# Tokens of one credential kept for scrubbing: access, refresh and API key, now and before.
+MAX_REMEMBERED_TOKENS: Final = 6
 # How often a credential waiting for a login (or with no expiry to wait for) looks at its file.
 FILE_POLL_S: Final = 5.0
 
@@ -75,6 +77,8 @@ class Credential:
     # Why the credential cannot be used (short, no token, no path); None when usable.
     problem: str | None = None
     refreshes: int = 0
+    # Token sets taken in (file reads and refreshes): scrubbers rebuild when this moves.
+    adopted: int = 0
     _signature: tuple[int, int] | None = None
     _lock: trio.Lock = attrs.field(factory=trio.Lock)
     _changed: trio.Event = attrs.field(factory=trio.Event)
@@ -123,10 +127,14 @@ class Credential:
 
     def _adopt(self, tokens: TokenSet) -> None:
         self.tokens = tokens
+        self.adopted += 1
         self._obtained_at = time.time()
         for secret in tokens.secrets():
             if secret not in self._seen:
                 self._seen.append(secret)
+        # The current tokens and the previous ones (an answer in flight may still quote them);
+        # older ones are dead, and every remembered token costs a scan of every chunk sent.
+        del self._seen[:-MAX_REMEMBERED_TOKENS]
         # Wakes the refresher to plan its next refresh from the new expiry.
         self._changed.set()
         self._changed = trio.Event()
@@ -322,7 +330,7 @@ class CredentialSet:
     @property
     def version(self) -> int:
         """Changes whenever the set of known tokens may have grown (scrubbers rebuild then)."""
-        return self._generation + sum(len(c.secrets()) for c in self._by_key.values())
+        return self._generation + sum(c.adopted for c in self._by_key.values())
 
     def get(self, provider: str, index: int) -> Credential | None:
         return self._by_key.get((provider, index))
@@ -364,7 +372,7 @@ class CredentialSet:
             self._by_key[key] = credential
             if self._nursery is not None:
                 self._nursery.start_soon(self._refresher, key, credential)
-        self._generation += 1000
+        self._generation += 1_000_000  # never equal to a sum of adoptions of another generation
 
     async def _refresher(self, key: tuple[str, int], credential: Credential) -> None:
         with trio.CancelScope() as scope:
