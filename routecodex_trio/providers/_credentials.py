@@ -191,12 +191,8 @@ class Credential:
                 raise CredentialError(self, self.problem or "no token")
             if stale is not None and tokens.bearer != stale:
                 return  # another request refreshed it while this one waited
-            try:
-                async with locked_file(self.path):
-                    await self._refresh_unless_done(tokens)
-            except OSError as exc:  # only the lock file raises it: the rest reports its own
-                reason = f"cannot lock the token file: {exc.strerror or exc}"
-                raise CredentialError(self, reason, fatal=False) from None
+            async with locked_file(self.path):
+                await self._refresh_unless_done(tokens)
 
     async def _refresh_unless_done(self, tokens: TokenSet) -> None:
         """Under the file lock: another process (a worker, a login) may have just refreshed."""

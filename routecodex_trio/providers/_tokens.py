@@ -268,9 +268,15 @@ async def locked_file(path: Path, *, poll_s: float = 0.05) -> AsyncIterator[None
     lock is polled (trio has no waiting flock), and a process that dies drops it.
     """
     lock_path = path.with_name(path.name + ".lock")
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        # A folder we cannot write to: nobody else can refresh there either (the new tokens
+        # could not be saved), so there is nothing to serialise against.
+        yield
+        return
     try:
         while True:
             try:
