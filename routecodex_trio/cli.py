@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import trio
 
+from . import _cli_login
 from ._errors import ConfigError, GatewayError
 from ._version import __version__
 from .config import default_config_path, load_config, permission_warning
@@ -219,7 +220,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 f"  WARNING: {name}: TLS verification is OFF (verify = false): anyone on the path "
                 "can read and change its traffic, API key included"
             )
-    return 1 if failed else 0
+    errors, warnings = _cli_login.check_token_files(config)  # OAuth token files (issue 19)
+    for line in warnings:
+        print(f"  WARNING: {line}")
+    for line in errors:
+        print(f"  ERROR: {line}")
+    return 1 if failed or errors else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -339,7 +345,7 @@ def cmd_route(args: argparse.Namespace) -> int:
                 "target": target.id,
                 "upstream_model": target.upstream_model,
                 "key_index": target.key_index,
-                "keys": len(provider.all_keys()),
+                "keys": provider.key_count(),
                 "context_window": router.window(target),
                 "cooling": remaining > 0,
                 "cooldown_remaining_s": round(remaining, 3),
@@ -434,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "env", "Print the exports that point Claude Code, Codex CLI and OpenAI SDKs at the gateway."
     ).set_defaults(func=cmd_env)
+    _cli_login.register(add)
     return parser
 
 

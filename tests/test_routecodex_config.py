@@ -254,7 +254,8 @@ def test_unsupported_settings_are_named_all_at_once() -> None:
     router["providers"]["qwen"] = {
         "type": "openai",
         "baseURL": "https://portal.qwen.ai/v1",
-        "auth": {"type": "qwen-oauth", "tokenFile": "~/.routecodex/auth/qwen-oauth.json"},
+        # qwen-oauth and iflow-oauth map onto [auth] presets (test_oauth.py); other logins do not.
+        "auth": {"type": "gemini-cli-oauth", "tokenFile": "~/.routecodex/auth/gemini.json"},
         "models": {"qwen3-coder-plus": {"supportsStreaming": True}},
     }
     router["providers"]["gem"] = {"type": "gemini", "apiKey": "g", "models": {"gemini-2.5-pro": {}}}
@@ -271,7 +272,7 @@ def test_unsupported_settings_are_named_all_at_once() -> None:
     for expected in (
         "serverTools: not supported",
         "httpserver.cors: not supported",
-        "virtualrouter.providers.qwen.auth.type: 'qwen-oauth' is not supported (only API keys are)",
+        "virtualrouter.providers.qwen.auth.type: 'gemini-cli-oauth' is not supported (only API keys are)",
         "virtualrouter.providers.qwen.auth.tokenFile: not supported",
         "virtualrouter.providers.qwen.models.qwen3-coder-plus.supportsStreaming: not supported",
         "virtualrouter.providers.gem.type: provider type 'gemini' is not supported",

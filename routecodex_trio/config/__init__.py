@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._auth import PRESETS as AUTH_PRESETS
+from ._auth import AuthConfig
 from ._engines import EngineConfig, EnginesConfig, EngineVariantConfig
 from ._load import (
     CONFIG_CONVERTER,
@@ -40,11 +42,13 @@ from ._model import (
 )
 
 __all__ = [
+    "AUTH_PRESETS",
     "COMPAT_PROFILES",
     "CONFIG_CONVERTER",
     "PROVIDER_TYPES",
     "ROUTE_CATEGORIES",
     "WILDCARD_MODEL",
+    "AuthConfig",
     "ClassifierConfig",
     "ConversionConfig",
     "DashboardConfig",

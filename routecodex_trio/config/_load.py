@@ -23,6 +23,7 @@ import attrs
 import cattrs
 
 from .._errors import ConfigError
+from ._auth import auth_problems, resolve_auth
 from ._engines import PORT_PLACEHOLDER, engine_problems
 from ._model import (
     ROUTE_CATEGORIES,
@@ -245,6 +246,8 @@ def _check_provider(provider: ProviderConfig, problems: list[str]) -> None:
                 problems.append(f"{where}.base_url: {provider.base_url!r} is not an http(s) URL")
     if not provider.models:
         problems.append(f"{where}.models: list at least one model")
+    if provider.auth is not None:
+        problems.extend(auth_problems(provider.name, provider.type, provider.auth, bool(provider.all_keys())))
     for key in provider.all_keys():
         if not key.reveal():
             problems.append(f"{where}: an API key is empty")
@@ -408,9 +411,13 @@ def config_from_mapping(
     except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
         problems.extend(_cattrs_problems(exc) if isinstance(exc, cattrs.BaseValidationError) else [str(exc)])
         raise _config_error(source, problems, from_env) from None
-    # A provider's name is its table key; cattrs left it empty.
+    # A provider's name is its table key; cattrs left it empty. An auth preset fills in its values.
     config = attrs.evolve(
-        config, providers={name: attrs.evolve(p, name=name) for name, p in config.providers.items()}
+        config,
+        providers={
+            name: attrs.evolve(p, name=name, auth=resolve_auth(p.auth))
+            for name, p in config.providers.items()
+        },
     )
     for provider in config.providers.values():
         _check_provider(provider, problems)

@@ -258,10 +258,18 @@ class ProviderConfig:
     client_key: str | None = None
     verify: bool = True
     http2: bool = False  # offer h2 in ALPN; streams share one connection
+    # Account credentials (issue 19, config/_auth.py): token files instead of api_keys.
+    auth: AuthConfig | None = None
 
     def all_keys(self) -> tuple[Secret, ...]:
         """Every configured key, ``api_key`` first."""
         return ((self.api_key,) if self.api_key else ()) + self.api_keys
+
+    def key_count(self) -> int:
+        """How many keys rotate: API keys, or token files for an OAuth provider."""
+        if self.auth is not None:
+            return len(self.auth.paths(self.name))
+        return len(self.all_keys())
 
     def model(self, model_id: str) -> ModelConfig | None:
         for model in self.models:
@@ -496,3 +504,8 @@ class GatewayConfig:
 
     def provider_timeouts(self, provider: ProviderConfig) -> TimeoutsConfig:
         return provider.timeouts.over(self.timeouts)
+
+
+# Last: _auth imports Secret from here; the package imports this module first, so by the time
+# _auth runs every name it needs exists (cattrs resolves the ``auth`` annotation later).
+from ._auth import AuthConfig  # noqa: E402

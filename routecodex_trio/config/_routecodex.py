@@ -25,8 +25,11 @@ What maps (RouteCodex key -> ours):
 Ignored because they change nothing here: ``version``, ``description``, ``$schema``,
 ``virtualrouter.inputProtocol``/``outputProtocol`` (every protocol has its own endpoint) and a
 disabled ``dryRun``. Everything else is rejected by name, all problems at once: a setting that
-silently did nothing would be worse than an error (OAuth logins, keyword classifiers, sticky
+silently did nothing would be worse than an error (other auth kinds, keyword classifiers, sticky
 balancing, key-pinned targets of a provider with several keys, server tools...).
+
+OAuth logins: ``auth: {type: "qwen-oauth" | "iflow-oauth", tokenFile}`` -> ``auth = {preset =
+"qwen" | "iflow", token_files = [tokenFile]}``; a list of files rotates like ``apiKeys``.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ _PROVIDER_KEYS: Final = frozenset(
         "compatibilityProfile",
     }
 )
+# RouteCodex's OAuth provider logins -> our auth presets (config/_auth.py).
+_OAUTH_TYPES: Final[Mapping[str, str]] = {"qwen-oauth": "qwen", "iflow-oauth": "iflow"}
 _MODEL_KEYS: Final[Mapping[str, str]] = {
     "maxTokens": "max_tokens",
     "maxOutputTokens": "max_tokens",
@@ -301,7 +306,10 @@ class _Converter:
         base_url = raw.get("baseURL", raw.get("baseUrl", raw.get("endpoint")))
         if base_url is not None:
             out["base_url"] = base_url
-        keys, aliases = self._keys(where, raw)
+        oauth = self._oauth(where, raw.get("auth"))
+        keys, aliases = ([], []) if oauth is not None else self._keys(where, raw)
+        if oauth is not None:
+            out["auth"] = oauth
         if keys:
             out["api_keys"] = keys
         self.aliases[name] = aliases
@@ -317,6 +325,30 @@ class _Converter:
                     f"{where}.compatibilityProfile", "compat profiles apply to OpenAI-chat providers only"
                 )
         out["models"] = self._models(f"{where}.models", name, raw.get("models"), out["type"])
+        return out
+
+    def _oauth(self, where: str, auth: Any) -> dict[str, Any] | None:
+        """``auth: {type: "qwen-oauth" | "iflow-oauth", tokenFile}`` -> an ``[auth]`` preset (issue 19)."""
+        if not isinstance(auth, Mapping):
+            return None
+        preset = _OAUTH_TYPES.get(str(auth.get("type", "")).strip().lower())
+        if preset is None:
+            return None
+        out: dict[str, Any] = {"type": "oauth", "preset": preset}
+        for key in auth:
+            if key not in ("type", "tokenFile", "tokenFiles"):
+                self.reject(
+                    f"{where}.auth.{key}", "not supported with an OAuth login (type and tokenFile are)"
+                )
+        for key in ("tokenFile", "tokenFiles"):
+            value = auth.get(key)
+            if value is None:
+                continue
+            files = value if isinstance(value, list) else [value]
+            if not files or not all(isinstance(f, str) and f.strip() for f in files):
+                self.reject(f"{where}.auth.{key}", "a token file path or a list of them")
+                continue
+            out.setdefault("token_files", []).extend(files)
         return out
 
     def _keys(self, where: str, raw: Mapping[str, Any]) -> tuple[list[str], list[str]]:

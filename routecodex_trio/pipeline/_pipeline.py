@@ -46,9 +46,10 @@ from ..config._model import DEFAULT_MAX_COOLDOWN_S
 from ..protocols import codec_for
 from ..protocols.base import extract_error_message
 from ..protocols.canonical import Usage, estimate_request_tokens
-from ..providers import ChunkReader, HttpUpstream, MockUpstream
+from ..providers import ChunkReader, HttpUpstream, LoginRequired, MockUpstream, refreshed_token, usable_token
 from ..router import is_context_overflow
 from ..state import MemoryResponseStore, MemorySessionStore, StateUnavailable
+from ._accounts import cool_account, cool_logins, login_required
 from ._prepare import PrepareStage, UpstreamCall
 from ._relay import (
     PassthroughTracker,
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
     from ..engines import EngineManager
     from ..observability import SnapshotWriter
     from ..protocols.fit import Dropped
-    from ..providers import ProviderSet, UpstreamResponse
+    from ..providers import CredentialSet, ProviderSet, UpstreamResponse
     from ..router import RouteDecision, RouteHints, Router, Target
     from ..state import RedisCooldowns, ResponseStore, SessionStore
     from ._request import ClientRequest
@@ -204,6 +205,10 @@ def upstream_status_error(
     return error
 
 
+class _StaleToken(Exception):
+    """An upstream 401 on an OAuth token: ``_exchange_once_more`` refreshes it and tries again."""
+
+
 @attrs.define(eq=False)
 class ExchangeStage:
     """Runs one ``UpstreamCall`` and writes the client's answer."""
@@ -270,8 +275,10 @@ class ExchangeStage:
     ) -> None:
         assert call.protocol is not None
         provider = call.target.provider
-        headers = upstream.headers(call.protocol, call.target.key_index, request.headers)
-        secrets = tuple(k.reveal() for k in upstream.config.all_keys())
+        credential = upstream.credential(call.target.key_index)
+        token = await usable_token(credential) if credential is not None else None
+        headers = upstream.headers(call.protocol, call.target.key_index, request.headers, token=token)
+        secrets = upstream.secrets()
         trace.snap(
             "upstream-request",
             {"target": call.target.health_key, "path": call.path, "headers": headers, "body": call.body},
@@ -284,11 +291,47 @@ class ExchangeStage:
                 trace.snap(
                     "engine", {"engine": lease.engine, "variant": lease.variant, "reason": lease.reason}
                 )
-                await self._exchange(
-                    upstream, request, call, headers, secrets, responder, trace, lease.base_url
+                await self._exchange_once_more(
+                    upstream, request, call, (headers, token), secrets, responder, trace, lease.base_url
                 )
             return
-        await self._exchange(upstream, request, call, headers, secrets, responder, trace, None)
+        await self._exchange_once_more(
+            upstream, request, call, (headers, token), secrets, responder, trace, None
+        )
+
+    async def _exchange_once_more(
+        self,
+        upstream: HttpUpstream,
+        request: ClientRequest,
+        call: UpstreamCall,
+        sent: tuple[dict[str, str], str | None],
+        secrets: tuple[str, ...],
+        responder: Responder,
+        trace: Trace,
+        base_url: str | None,
+    ) -> None:
+        """``_exchange``; after a 401 on an OAuth key, refresh its token once and try again.
+
+        The 401 comes before any byte reached the client, so the retry is invisible to it.
+        """
+        headers, token = sent
+        credential = upstream.credential(call.target.key_index)
+        try:
+            await self._exchange(
+                upstream, request, call, headers, secrets, responder, trace, base_url, stale=token
+            )
+        except _StaleToken:
+            assert credential is not None
+            assert token is not None
+            assert call.protocol is not None
+            LOGGER.info(
+                "upstream %r key %d answered 401: refreshing its token", credential.provider, credential.index
+            )
+            token = await refreshed_token(credential, token)
+            headers = upstream.headers(call.protocol, call.target.key_index, request.headers, token=token)
+            await self._exchange(
+                upstream, request, call, headers, upstream.secrets(), responder, trace, base_url
+            )
 
     async def _exchange(
         self,
@@ -300,6 +343,8 @@ class ExchangeStage:
         responder: Responder,
         trace: Trace,
         base_url: str | None,
+        *,
+        stale: str | None = None,
     ) -> None:
         assert call.protocol is not None
         provider = call.target.provider
@@ -317,6 +362,8 @@ class ExchangeStage:
             trace.upstream_wait_s += trio.current_time() - waited
             if not call.stream or response.status_code >= 400:
                 trace.snap("upstream-response", {"status": response.status_code, "body": response.content})
+            if response.status_code == 401 and stale is not None:
+                raise _StaleToken  # an OAuth token the upstream no longer takes: refresh, retry
             if response.status_code >= 400:
                 raise upstream_status_error(provider, response, secrets, self.config.health.max_cooldown)
             upstream_codec = codec_for(call.protocol)
@@ -480,8 +527,30 @@ class Pipeline:
         while self.in_flight:
             await self._idle.wait()
 
-    # Every upstream key, in every encoded form, scrubbed from client-bound bytes.
-    scrubber: Scrubber = attrs.field(init=False, default=Scrubber(()))
+    # OAuth credentials (issue 19): they outlive the generation, like the engines.
+    credentials: CredentialSet | None = None
+    # Every upstream key and token, in every encoded form, scrubbed from client-bound bytes.
+    _scrubber: Scrubber = attrs.field(init=False, default=Scrubber(()))
+    _scrubbed_version: int = attrs.field(init=False, default=-1)
+
+    @property
+    def scrubber(self) -> Scrubber:
+        """The scrubber for the keys, and for every OAuth token seen so far (refreshes add some)."""
+        version = self.credentials.version if self.credentials is not None else 0
+        if version != self._scrubbed_version:
+            keys = [k.reveal() for p in self.config.providers.values() for k in p.all_keys()]
+            tokens = self.credentials.secrets() if self.credentials is not None else ()
+            self._scrubber = Scrubber((*keys, *tokens))
+            self._scrubbed_version = version
+        return self._scrubber
+
+    def cool_login(self, provider: str, index: int, reason: str) -> None:
+        """Cool every target of an OAuth key that needs a login, for ``fatal_cooldown``."""
+        cool_account(self.config, self.router, provider, index, reason)
+
+    def login_required(self) -> list[dict[str, Any]]:
+        """``GET /health``: the OAuth keys that need ``routecodex login``."""
+        return login_required(self.config, self.credentials)
 
     def __attrs_post_init__(self) -> None:
         self.prepare = PrepareStage(self.config)
@@ -492,7 +561,8 @@ class Pipeline:
             self.response_store = MemoryResponseStore(self.config.state.responses_max_bytes)
         self.responses = ResponsesState(self.response_store, self.config.state.responses_ttl_s)
         self.exchange = ExchangeStage(self.config, self.engines)
-        self.scrubber = Scrubber(k.reveal() for p in self.config.providers.values() for k in p.all_keys())
+        # A key whose token file is missing or unusable starts cooled, with the reason.
+        cool_logins(self.config, self.router, self.credentials)
 
     async def route(
         self, request: ClientRequest, trace: Trace, *, fit_context: bool = True
@@ -661,6 +731,8 @@ class Pipeline:
                     trace.route = f"{trace.route}; context overflow at {target.id}, failed over"
                     return await self._run_candidates(request, responder, trace, larger, decision, hints)
                 health.record_failure(target, exc)
+                if isinstance(exc, LoginRequired):  # every model of that account waits for a login
+                    self.cool_login(target.provider, exc.credential.index, exc.message)
                 if trace.failures is None:
                     trace.failures = []
                 trace.failures.append((target.health_key, exc.message))
@@ -714,9 +786,13 @@ class Pipeline:
         if provider.type == "anthropic-messages" and provider.base_url and isinstance(upstream, HttpUpstream):
             body = dict(request.body)
             body["model"] = target.upstream_model
-            headers = upstream.headers("anthropic-messages", target.key_index, request.headers)
+            credential = upstream.credential(target.key_index)
             limits = self.config.limits
             try:
+                token = await usable_token(credential) if credential is not None else None
+                headers = upstream.headers(
+                    "anthropic-messages", target.key_index, request.headers, token=token
+                )
                 async with upstream.exchange(
                     "/v1/messages/count_tokens",
                     orjson.dumps(body),
@@ -735,7 +811,7 @@ class Pipeline:
                         await responder.send_bytes(200, response.content)
                         return
                     if response.status_code not in (404, 405):
-                        secrets = tuple(k.reveal() for k in provider.all_keys())
+                        secrets = upstream.secrets()
                         raise upstream_status_error(
                             target.provider, response, secrets, self.config.health.max_cooldown
                         )

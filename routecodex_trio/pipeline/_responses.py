@@ -37,7 +37,13 @@ def account_of(config: GatewayConfig, target: Target) -> str:
     """The upstream account a target answers with: its provider and a hash of its key."""
     if target.key_index is None:
         return target.provider
-    keys = config.providers[target.provider].all_keys()
+    provider = config.providers[target.provider]
+    if provider.auth is not None:  # an OAuth account: its token file names it (tokens rotate)
+        paths = provider.auth.paths(provider.name)
+        if target.key_index < len(paths):
+            return f"{target.provider}#{digest(str(paths[target.key_index]))}"
+        return target.provider
+    keys = provider.all_keys()
     if target.key_index >= len(keys):
         return target.provider
     return f"{target.provider}#{digest(keys[target.key_index].reveal())}"

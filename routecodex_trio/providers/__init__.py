@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Final
 import attrs
 import trio
 
+from ._credentials import Credential, CredentialSet, LoginRequired, refreshed_token, usable_token
 from ._h1 import H1Pool, H1Response
 from ._http import FORWARDED_HEADERS, ChunkReader, HttpUpstream, map_upstream_errors
 from ._hx import HxPool, HxResponse
@@ -37,8 +38,12 @@ class ProviderSet:
 
 
 @contextlib.asynccontextmanager
-async def open_providers(config: GatewayConfig) -> AsyncIterator[ProviderSet]:
+async def open_providers(
+    config: GatewayConfig, credentials: CredentialSet | None = None
+) -> AsyncIterator[ProviderSet]:
     """Open one HTTP client per provider; close them all on exit.
+
+    ``credentials`` gives OAuth providers their token files' credentials (issue 19).
 
     Resource handling: clients are closed even when the body is cancelled.
     """
@@ -55,7 +60,10 @@ async def open_providers(config: GatewayConfig) -> AsyncIterator[ProviderSet]:
                         name,
                     )
                 upstreams[name] = HttpUpstream.create(
-                    provider, config.provider_timeouts(provider), config.network
+                    provider,
+                    config.provider_timeouts(provider),
+                    config.network,
+                    credentials.for_provider(name) if credentials is not None else (),
                 )
         yield ProviderSet(upstreams)
     finally:
@@ -68,11 +76,14 @@ async def open_providers(config: GatewayConfig) -> AsyncIterator[ProviderSet]:
 __all__ = [
     "FORWARDED_HEADERS",
     "ChunkReader",
+    "Credential",
+    "CredentialSet",
     "H1Pool",
     "H1Response",
     "HttpUpstream",
     "HxPool",
     "HxResponse",
+    "LoginRequired",
     "MockUpstream",
     "ProviderSet",
     "ProxyChoice",
@@ -88,4 +99,6 @@ __all__ = [
     "load_tls",
     "map_upstream_errors",
     "open_providers",
+    "refreshed_token",
+    "usable_token",
 ]

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
 
     from ..config import NetworkConfig, ProviderConfig, Secret, TimeoutsConfig
+    from ._credentials import Credential
     from ._transport import UpstreamResponse, UpstreamTransport
 
 LOGGER: Final = logging.getLogger("routecodex_trio.providers")
@@ -117,17 +118,34 @@ class HttpUpstream:
     # changes with each start, so there may be several).
     limit: trio.Semaphore
     network: NetworkConfig | None = None
+    # OAuth providers (issue 19): one credential per token file, by key index.
+    credentials: tuple[Credential, ...] = ()
     _pools: dict[str, UpstreamTransport] = attrs.field(factory=dict)
     _key_cycle: Iterator[int] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._key_cycle = itertools.cycle(range(max(1, len(self.config.all_keys()))))
+        self._key_cycle = itertools.cycle(range(max(1, self.config.key_count())))
 
     @classmethod
     def create(
-        cls, config: ProviderConfig, timeouts: TimeoutsConfig, network: NetworkConfig | None = None
+        cls,
+        config: ProviderConfig,
+        timeouts: TimeoutsConfig,
+        network: NetworkConfig | None = None,
+        credentials: tuple[Credential, ...] = (),
     ) -> HttpUpstream:
-        return cls(config, timeouts, trio.Semaphore(config.max_connections), network)
+        return cls(config, timeouts, trio.Semaphore(config.max_connections), network, credentials)
+
+    def credential(self, key_index: int | None) -> Credential | None:
+        """The OAuth credential behind a key index; None for API keys and keyless providers."""
+        if not self.credentials or key_index is None:
+            return None
+        return self.credentials[key_index % len(self.credentials)]
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every key and token of this provider, for scrubbing upstream text."""
+        keys = tuple(k.reveal() for k in self.config.all_keys())
+        return keys + tuple(s for c in self.credentials for s in c.secrets())
 
     def _transport(self, base_url: str, origin: Origin) -> UpstreamTransport:
         """The h11 pool for plain http reached directly, else httpcore with proxy and trust."""
@@ -199,8 +217,14 @@ class HttpUpstream:
         return next(self._key_cycle)
 
     def headers(
-        self, protocol: str, key_index: int | None, client_headers: Mapping[str, str]
+        self,
+        protocol: str,
+        key_index: int | None,
+        client_headers: Mapping[str, str],
+        *,
+        token: str | None = None,
     ) -> dict[str, str]:
+        """The upstream request headers; ``token``: an OAuth access token, sent as a Bearer."""
         # identity encoding: a gzip-compressed event stream would be held back by the
         # compressor and could not be relayed frame by frame.
         headers = {
@@ -221,6 +245,8 @@ class HttpUpstream:
                 headers["x-api-key"] = key.reveal()
         elif key is not None:
             headers["authorization"] = "Bearer " + key.reveal()
+        if token is not None:
+            headers["authorization"] = "Bearer " + token
         headers.update(self.config.headers)
         return headers
 

@@ -154,6 +154,12 @@ class HealthTracker:
         state.cooling_until = max(state.cooling_until, now + duration)
         state.reason = reason
 
+    def cool(self, health_key: str, duration_s: float, reason: str) -> None:
+        """Cool a target for a reason found outside an attempt (an OAuth key needing a login)."""
+        state = self._states.setdefault(health_key, _State())
+        state.cooling_until = max(state.cooling_until, self.clock() + duration_s)
+        state.reason = reason
+
     def adopt_cooldown(self, health_key: str, remaining_s: float) -> None:
         """A cooldown another worker or host set (issue 17): honoured here as if set here."""
         state = self._states.setdefault(health_key, _State())

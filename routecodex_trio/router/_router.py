@@ -210,7 +210,7 @@ class Router:
             self.target(name, model.id, key)
             for name, provider in config.providers.items()
             for model in provider.models
-            for key in (range(len(provider.all_keys())) or (None,))
+            for key in (range(provider.key_count()) or (None,))
         )
 
     def direct_target(self, provider_name: str, model_id: str) -> Target:
@@ -588,7 +588,7 @@ class Router:
         return [targets[best]] + [targets[i] for i in rest]
 
     def _with_keys(self, target: Target, *, advance: bool = True) -> list[Target]:
-        count = len(self.config.providers[target.provider].all_keys())
+        count = self.config.providers[target.provider].key_count()
         if count == 0:
             return [target]
         start = self._key_cursor.get(target.id, 0) % count

@@ -378,6 +378,8 @@ class GatewayApp:
                     "in_flight": self.drain.in_flight,
                     # Shared state (issue 17): "degraded" while Redis is unreachable; still a 200.
                     "state": "degraded" if self.pipeline.responses.store.degraded else "ok",
+                    # OAuth keys whose token file is unusable or whose refresh was refused (issue 19).
+                    "login_required": self.pipeline.login_required(),
                 },
             )
             return

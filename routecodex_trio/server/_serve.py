@@ -23,7 +23,7 @@ from ..engines import EngineManager
 from ..observability import SnapshotWriter, config_secrets
 from ..pipeline import Pipeline
 from ..protocols import load_codecs
-from ..providers import open_providers
+from ..providers import CredentialSet, open_providers
 from ..router import Router
 from ..state import SharedState, open_state
 from ._app import GatewayApp
@@ -59,6 +59,7 @@ class Gateway:
     _app: GatewayApp
     _nursery: trio.Nursery
     _engines: EngineManager
+    _credentials: CredentialSet = attrs.field(factory=CredentialSet)
     _stop: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -92,6 +93,7 @@ class Gateway:
         if config.server.listen != old.config.server.listen:
             LOGGER.warning("server.listen changed: the new addresses take effect after a restart")
         self._engines.reconfigure(config)
+        self._credentials.configure(config)  # unchanged token files keep their refreshers
         # The state backend outlives a reload: a conversation continues across it (issue 17).
         shared = old.cooldowns is not None  # Redis: sessions live there too
         state = SharedState(old.responses.store, old.cooldowns, old.store if shared else None)
@@ -100,6 +102,7 @@ class Gateway:
             config,
             self._engines,
             state,
+            self._credentials,
         )
         self._app.pipeline = new
         old.retired.set()
@@ -198,6 +201,7 @@ async def _run_generation(
     config: GatewayConfig,
     engines: EngineManager,
     state: SharedState | None = None,
+    credentials: CredentialSet | None = None,
     *,
     task_status: trio.TaskStatus[Pipeline],
 ) -> None:
@@ -206,7 +210,7 @@ async def _run_generation(
     Resource handling: the provider clients are closed when the generation ends, i.e. after
     ``retire`` was set and its last in-flight request finished (or when cancelled).
     """
-    async with open_providers(config) as providers:
+    async with open_providers(config, credentials) as providers:
         pipeline = Pipeline(
             config,
             Router(config),
@@ -216,6 +220,7 @@ async def _run_generation(
             response_store=state.responses if state is not None else None,
             cooldowns=state.cooldowns if state is not None else None,
             store=state.sessions if state is not None else None,
+            credentials=credentials,
         )
         task_status.started(pipeline)
         await pipeline.retired.wait()
@@ -238,10 +243,12 @@ async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]
         trio.open_nursery() as engine_nursery,
     ):
         await engine_nursery.start(engines.run)
+        # OAuth token refreshers (issue 19) live beside the engines: a reload keeps them.
+        credentials: CredentialSet = await engine_nursery.start(CredentialSet().run, config)
         async with trio.open_nursery() as nursery:
-            pipeline: Pipeline = await nursery.start(_run_generation, config, engines, state)
+            pipeline: Pipeline = await nursery.start(_run_generation, config, engines, state, credentials)
             app = GatewayApp(pipeline, engines=engines)
-            gateway = Gateway(config, (), app, nursery, engines)
+            gateway = Gateway(config, (), app, nursery, engines, credentials)
             app.reload = gateway.reload_from_source
             hconfig = to_hypercorn_config(config)
 
