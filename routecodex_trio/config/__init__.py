@@ -10,6 +10,7 @@ from ._load import (
     expand_env,
     hide_expanded,
     holds_keys,
+    listen_problems,
     load_config,
     permission_warning,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "expand_env",
     "hide_expanded",
     "holds_keys",
+    "listen_problems",
     "load_config",
     "permission_warning",
 ]

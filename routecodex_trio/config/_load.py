@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import attrs
 import cattrs
+import cattrs.gen
 
 from .._errors import ConfigError
 from ._engines import PORT_PLACEHOLDER, engine_problems
@@ -32,6 +33,7 @@ from ._model import (
     PoolConfig,
     ProviderConfig,
     Secret,
+    ServerConfig,
 )
 from ._routecodex import is_routecodex_config, routecodex_to_mapping
 
@@ -108,6 +110,16 @@ CONFIG_CONVERTER.register_structure_hook_func(
 )
 CONFIG_CONVERTER.register_structure_hook_func(lambda t: t == tuple[ModelConfig, ...], _structure_models)
 CONFIG_CONVERTER.register_structure_hook_func(lambda t: t == tuple[PoolConfig, ...], _structure_pools)
+# ``listen_is_default`` is set by the loader, never by a file: as a TOML key it is unknown.
+CONFIG_CONVERTER.register_structure_hook(
+    ServerConfig,
+    cattrs.gen.make_dict_structure_fn(
+        ServerConfig,
+        CONFIG_CONVERTER,
+        _cattrs_forbid_extra_keys=True,
+        listen_is_default=cattrs.gen.override(omit=True),
+    ),
+)
 
 
 def expand_env(
@@ -391,6 +403,28 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def listen_problems(server: ServerConfig) -> list[str]:
+    """What is wrong with ``server.listen``; also run on ``serve --listen/--port`` overrides."""
+    problems: list[str] = []
+    if not server.listen:
+        problems.append(
+            "server.listen: list at least one address (or leave the key out for the loopback default)"
+        )
+    for listen in server.listen:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            problems.append(f"server.listen: {listen!r} is not 'host:port' (IPv6 as '[::1]:port')")
+        elif int(port) > 65535:
+            problems.append(f"server.listen: {listen!r}: a port is 0-65535")
+        elif not _loopback(host) and not server.api_keys and not server.allow_unauthenticated:
+            problems.append(
+                f"server.listen: {listen!r} is reachable from other hosts but server.api_keys is empty; "
+                "set api_keys, or allow_unauthenticated = true if that is really intended "
+                "(in a RouteCodex config.json: httpserver.apiKeys / httpserver.allowUnauthenticated)"
+            )
+    return problems
+
+
 def config_from_mapping(
     raw: Mapping[str, Any], *, source: str | None = None, environ: Mapping[str, str] | None = None
 ) -> GatewayConfig:
@@ -409,8 +443,12 @@ def config_from_mapping(
         problems.extend(_cattrs_problems(exc) if isinstance(exc, cattrs.BaseValidationError) else [str(exc)])
         raise _config_error(source, problems, from_env) from None
     # A provider's name is its table key; cattrs left it empty.
+    server_table = tree.get("server")
+    listen_set = isinstance(server_table, Mapping) and "listen" in server_table
     config = attrs.evolve(
-        config, providers={name: attrs.evolve(p, name=name) for name, p in config.providers.items()}
+        config,
+        providers={name: attrs.evolve(p, name=name) for name, p in config.providers.items()},
+        server=attrs.evolve(config.server, listen_is_default=not listen_set),
     )
     for provider in config.providers.values():
         _check_provider(provider, problems)
@@ -418,16 +456,7 @@ def config_from_mapping(
     _check_routing(config, problems)
     if config.state.backend == "redis" and not config.state.url:
         problems.append('state.url: required with backend = "redis" (e.g. "redis://127.0.0.1:6379/0")')
-    for listen in config.server.listen:
-        host, sep, port = listen.rpartition(":")
-        if not sep or not port.isdigit() or not host:
-            problems.append(f"server.listen: {listen!r} is not 'host:port' (IPv6 as '[::1]:port')")
-        elif not _loopback(host) and not config.server.api_keys and not config.server.allow_unauthenticated:
-            problems.append(
-                f"server.listen: {listen!r} is reachable from other hosts but server.api_keys is empty; "
-                "set api_keys, or allow_unauthenticated = true if that is really intended "
-                "(in a RouteCodex config.json: httpserver.apiKeys / httpserver.allowUnauthenticated)"
-            )
+    problems.extend(listen_problems(config.server))
     if config.server.workers > 1 and any(p.engine is not None for p in config.providers.values()):
         problems.append(
             "server.workers: local engines need workers = 1 (each worker would start its own engine)"

@@ -165,6 +165,10 @@ class PartialTimeouts:
 @attrs.frozen(kw_only=True)
 class ServerConfig:
     listen: tuple[str, ...] = DEFAULT_LISTEN
+    # Not a TOML key (the loader sets it): True when no config layer and no ``--listen`` set
+    # ``listen``. The built-in loopback pair then starts on whichever family binds (a host with
+    # IPv6 disabled has no ``[::1]``), while addresses someone wrote must all bind.
+    listen_is_default: bool = True
     graceful_timeout: float = attrs.field(
         default=DEFAULT_GRACEFUL_TIMEOUT_S, validator=attrs.validators.ge(0)
     )

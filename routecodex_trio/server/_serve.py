@@ -228,7 +228,11 @@ async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]
     # the first burst's short-lived ones, where they would keep the allocator's arenas from
     # being returned once the burst is over.
     load_codecs()
-    sockets = bind_sockets(config.server.listen, reuse_port=config.server.workers > 1)
+    sockets = bind_sockets(
+        config.server.listen,
+        reuse_port=config.server.workers > 1,
+        any_of=config.server.listen_is_default,
+    )
     engines = EngineManager(config)
     # Engines live outside the HTTP server's nursery: on shutdown the streams they serve drain
     # first, then the engines are stopped.
