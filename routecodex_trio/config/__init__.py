@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from ._engines import EngineConfig, EnginesConfig, EngineVariantConfig
+from ._layers import ConfigLayer, ConfigTree, config_layers, default_config_path, read_config_tree
 from ._load import (
     CONFIG_CONVERTER,
     config_from_mapping,
-    default_config_path,
     expand_env,
     hide_expanded,
     holds_keys,
@@ -47,6 +47,8 @@ __all__ = [
     "ROUTE_CATEGORIES",
     "WILDCARD_MODEL",
     "ClassifierConfig",
+    "ConfigLayer",
+    "ConfigTree",
     "ConversionConfig",
     "DashboardConfig",
     "EngineConfig",
@@ -69,6 +71,7 @@ __all__ = [
     "StateConfig",
     "TimeoutsConfig",
     "config_from_mapping",
+    "config_layers",
     "default_config_path",
     "expand_env",
     "hide_expanded",
@@ -76,4 +79,5 @@ __all__ = [
     "listen_problems",
     "load_config",
     "permission_warning",
+    "read_config_tree",
 ]

@@ -8,14 +8,11 @@ converter (STYLE rule 4).
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import re
 import stat
-import tomllib
 import typing
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -25,6 +22,7 @@ import cattrs.gen
 
 from .._errors import ConfigError
 from ._engines import PORT_PLACEHOLDER, engine_problems
+from ._layers import read_config_tree
 from ._model import (
     ROUTE_CATEGORIES,
     WILDCARD_MODEL,
@@ -35,7 +33,6 @@ from ._model import (
     Secret,
     ServerConfig,
 )
-from ._routecodex import is_routecodex_config, routecodex_to_mapping
 
 _VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Engine commands keep ${PORT}: the engine manager fills it with the port it picks.
@@ -480,33 +477,20 @@ def _config_error(source: str | None, problems: list[str], from_env: Mapping[str
     return ConfigError(head + ":\n  " + "\n  ".join(problems), problems=tuple(problems))
 
 
-def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> GatewayConfig:
-    """Read a TOML (or RouteCodex JSON) config file.
+def load_config(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None, layered: bool = True
+) -> GatewayConfig:
+    """Read a TOML (or RouteCodex JSON) config file, over the system and user layers.
+
+    Args:
+        layered: ``False`` reads ``path`` alone, without ``/etc/routecodex/config.toml`` and
+            ``~/.routecodex/config.toml`` (``_layers.py``).
 
     Raises:
         ConfigError: unreadable file, bad syntax, unknown keys or bad values (all of them).
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    if path.suffix.lower() == ".json":
-        # RouteCodex's config.json (or our own tree written as JSON).
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"invalid JSON in {path}: {exc}") from None
-        if isinstance(raw, dict) and is_routecodex_config(raw):
-            raw = routecodex_to_mapping(raw, environ=environ)
-        elif not isinstance(raw, dict):
-            raise ConfigError(f"invalid JSON in {path}: the file must hold an object")
-        return config_from_mapping(raw, source=str(path), environ=environ)
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML in {path}: {exc}") from None
-    return config_from_mapping(raw, source=str(path), environ=environ)
+    layers = read_config_tree(path, environ=environ, layered=layered)
+    return config_from_mapping(layers.tree, source=str(path), environ=environ)
 
 
 def holds_keys(config: GatewayConfig) -> bool:
@@ -535,11 +519,3 @@ def permission_warning(path: str | os.PathLike[str], config: GatewayConfig) -> s
         f"config file {os.fspath(path)} holds API keys and is readable by {' and '.join(readers)} "
         f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {os.fspath(path)}"
     )
-
-
-def default_config_path() -> Path:
-    """``conf/routecodex.toml`` in the working directory, else the copy shipped in the package."""
-    local = Path("conf/routecodex.toml")
-    if local.exists():
-        return local
-    return Path(__file__).resolve().parent.parent / "defaults" / "routecodex.toml"
