@@ -122,10 +122,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config_path = _config_path(args.config)
-    config = apply_listen_overrides(load_config(config_path), args.listen, args.port)
+    warnings: list[str] = []
+    config = apply_listen_overrides(load_config(config_path, warnings=warnings), args.listen, args.port)
     warning = permission_warning(config_path, config)
-    if warning:
-        LOGGER.warning("%s", warning)
+    for line in [*warnings, warning] if warning else warnings:
+        LOGGER.warning("%s", line)
     if args.snap:
         config = attrs.evolve(config, snapshots=attrs.evolve(config.snapshots, enabled=True))
         LOGGER.info("snapshots on: %s", Path(config.snapshots.dir).expanduser())
@@ -230,8 +231,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Every problem of the file in one run; exit 0 (valid, warnings or not), 1 (problems)."""
     path = _config_path(args.path or args.config)
-    config = load_config(path)
+    if not path.exists():
+        # A path that names nothing is a mistake on the command line, not in a file (exit 2).
+        print(f"routecodex check-config: error: {path}: no such file", file=sys.stderr)
+        return 2
+    warnings: list[str] = []
+    try:
+        config = load_config(path, warnings=warnings)
+    finally:
+        for line in warnings:
+            print(f"routecodex: warning: {line}", file=sys.stderr)
     warning = permission_warning(path, config)
     if warning:
         print(f"routecodex: warning: {warning}", file=sys.stderr)
