@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._cors import CorsConfig
 from ._engines import EngineConfig, EnginesConfig, EngineVariantConfig
 from ._layers import ConfigLayer, ConfigTree, config_layers, default_config_path, read_config_tree
 from ._load import (
@@ -50,6 +51,7 @@ __all__ = [
     "ConfigLayer",
     "ConfigTree",
     "ConversionConfig",
+    "CorsConfig",
     "DashboardConfig",
     "EngineConfig",
     "EngineVariantConfig",

@@ -23,6 +23,7 @@ import cattrs.gen
 
 from .._errors import ConfigError
 from ._advice import config_warnings, did_you_mean, target_path
+from ._cors import cors_problems
 from ._engines import PORT_PLACEHOLDER, engine_problems
 from ._layers import read_config_tree
 from ._model import (
@@ -596,6 +597,7 @@ def config_from_mapping(
     if config.state.backend == "redis" and not config.state.url:
         problems.append('state.url: required with backend = "redis" (e.g. "redis://127.0.0.1:6379/0")')
     problems.extend(listen_problems(config.server))
+    problems.extend(cors_problems(config.server.cors))
     if config.server.workers > 1 and any(p.engine is not None for p in config.providers.values()):
         problems.append(
             "server.workers: local engines need workers = 1 (each worker would start its own engine)"

@@ -12,6 +12,7 @@ from typing import Final, Literal, get_args
 
 import attrs
 
+from ._cors import CorsConfig
 from ._engines import EngineConfig, EnginesConfig
 
 ProviderType = Literal["openai-chat", "anthropic-messages", "openai-responses", "mock"]
@@ -194,6 +195,8 @@ class ServerConfig:
     min_chunk_bytes: int = attrs.field(default=DEFAULT_MIN_CHUNK_BYTES, validator=attrs.validators.ge(1))
     # Keys for /admin/reload and /engines/*/stop (api_keys' rules); see docs/config.md.
     admin_keys: tuple[Secret, ...] = ()
+    # ``[server.cors]`` (config/_cors.py); off while allow_origins is empty.
+    cors: CorsConfig = attrs.field(factory=CorsConfig)
 
 
 # A provider listing this model id passes any ``provider.<name>`` a client asks for upstream
