@@ -197,6 +197,8 @@ class ServerConfig:
     admin_keys: tuple[Secret, ...] = ()
     # ``[server.cors]`` (config/_cors.py); off while allow_origins is empty.
     cors: CorsConfig = attrs.field(factory=CorsConfig)
+    # x-routecodex-target / x-routecodex-category on answers: which target answered, and why.
+    route_headers: bool = True
 
 
 # A provider listing this model id passes any ``provider.<name>`` a client asks for upstream
