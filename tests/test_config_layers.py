@@ -201,3 +201,19 @@ def test_config_path_lists_every_file_looked_at(tmp_path: Path, monkeypatch: pyt
         ["user", "exists", str(user)],
         ["main", "exists", str(main)],
     ]
+
+
+def test_a_problem_in_another_layer_names_that_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    system = tmp_path / "system.toml"
+    system.write_text("[server]\ngraceful_timeout = -1\n\n[timeouts]\nconect = 1\n")
+    monkeypatch.setenv("ROUTECODEX_SYSTEM_CONFIG", str(system))
+    main = tmp_path / "main.toml"
+    main.write_text('[providers.m]\ntype = "mock"\nmodels = ["m1"]\n\n[routing]\ndefault = ["m.m2"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(main, environ={})
+    assert sorted(caught.value.problems) == [
+        "routing.default[0]: 'm.m2': provider 'm' lists no model 'm2'",
+        f"server.graceful_timeout: must be >= 0: -1.0 (set in {system})",
+        f"timeouts: unknown key conect (did you mean 'connect'?) (set in {system})",
+    ]
+    assert caught.value.message.startswith(f"invalid configuration in {main}:\n  ")

@@ -25,7 +25,7 @@ from .._errors import ConfigError
 from ._advice import config_warnings, did_you_mean, target_path
 from ._cors import cors_problems
 from ._engines import PORT_PLACEHOLDER, engine_problems
-from ._layers import read_config_tree
+from ._layers import BUILT_IN, origin_of, read_config_tree
 from ._model import (
     ROUTE_CATEGORIES,
     WILDCARD_MODEL,
@@ -642,7 +642,35 @@ def load_config(
     layers = read_config_tree(path, environ=environ, layered=layered)
     if warnings is not None:
         warnings.extend(config_warnings(layers.tree))
-    return config_from_mapping(layers.tree, source=str(path), environ=environ)
+    try:
+        return config_from_mapping(layers.tree, source=str(path), environ=environ)
+    except ConfigError as exc:
+        raise _attributed(exc, layers.origins, str(path)) from None
+
+
+def _problem_key(problem: str) -> str:
+    """The dotted key a problem message is about: ``routing.default[2]: ...`` ->
+    ``routing.default``; ``timeouts: unknown key conect`` -> ``timeouts.conect``."""
+    if problem.startswith("unknown key "):
+        return problem.split()[2]
+    path, _, rest = problem.partition(": ")
+    path = re.sub(r"\[\d+\].*$", "", path)
+    if rest.startswith("unknown key "):
+        return f"{path}.{rest.split()[2]}"
+    return path
+
+
+def _attributed(exc: ConfigError, origins: Mapping[str, str], main: str) -> ConfigError:
+    """Each problem about a key another layer set names that layer's file: the operator edits
+    /etc/routecodex/config.toml, not the file the error is headed with."""
+    if not any(origin != main for origin in origins.values()):
+        return exc
+    problems = []
+    for problem in exc.problems:
+        origin = origin_of(_problem_key(problem), origins)
+        problems.append(problem if origin in (main, BUILT_IN) else f"{problem} (set in {origin})")
+    head = exc.message.split("\n", 1)[0]
+    return ConfigError(head + "\n  " + "\n  ".join(problems), problems=tuple(problems))
 
 
 def holds_keys(config: GatewayConfig) -> bool:
