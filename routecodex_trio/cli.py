@@ -7,6 +7,7 @@ second one is the hard stop. Errors are one line on stderr; usage errors exit 2.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -24,6 +25,8 @@ from ._version import __version__
 from .config import default_config_path, load_config, permission_warning
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .config import GatewayConfig
     from .server import Gateway
 
@@ -35,7 +38,10 @@ def _config_path(value: str | None) -> Path:
 
 
 async def _run(
-    config: GatewayConfig, log_handler: logging.Handler | None = None, json_lines: bool = False
+    config: GatewayConfig,
+    log_handler: logging.Handler | None = None,
+    json_lines: bool = False,
+    adjust: Callable[[GatewayConfig], GatewayConfig] | None = None,
 ) -> None:
     from .observability import READY, STOPPING, flush_logs_periodically, notify, reloading_state, watchdog
     from .server import serve
@@ -50,6 +56,7 @@ async def _run(
                 nursery.cancel_scope.cancel()  # drained: stop waiting for signals
 
             gateway: Gateway = await nursery.start(run_serve)
+            gateway.adjust = adjust
             await nursery.start(watchdog)
             if log_handler is not None:
                 nursery.start_soon(flush_logs_periodically, log_handler)
@@ -133,7 +140,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if config.server.workers > 1 and not os.environ.get(_WORKER_ENV):
         return _supervise_workers(config, sys.argv[1:])
     try:
-        trio.run(_run, config, log_handler, args.log_format == "json")
+        overrides = functools.partial(apply_listen_overrides, listen=args.listen, port=args.port)
+        trio.run(_run, config, log_handler, args.log_format == "json", overrides)
     except BaseExceptionGroup as group:
         from .server._serve import _unwrap
 

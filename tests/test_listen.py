@@ -244,3 +244,40 @@ def test_json_logs_a_fatal_error_is_a_json_line(tmp_path: Path, v6_taken: int) -
     entries = [json.loads(line) for line in run.stderr.splitlines()]
     assert entries[-1]["level"] == "error"
     assert f"cannot bind '[::1]:{v6_taken}'" in entries[-1]["msg"]
+
+
+async def test_listen_overrides_hold_across_a_reload(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "gw.toml"
+    config.write_text('[server]\nlisten = ["127.0.0.1:1"]\n' + MOCK_NO_LISTEN)
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "routecodex_trio", "serve", "--config", str(config), "--port", str(port)],
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stderr is not None
+    stderr = bytearray()
+
+    async def read_until(marker: bytes) -> None:
+        assert process.stderr is not None
+        while marker not in stderr:
+            chunk = await process.stderr.receive_some(65536)
+            assert chunk, stderr.decode(errors="replace")
+            stderr.extend(chunk)
+
+    with trio.fail_after(30):
+        await read_until(b"listening on")
+        assert f"listening on http://127.0.0.1:{port}".encode() in stderr
+        config.write_text(config.read_text().replace('"m1"', '"m2"').replace("mock.m1", "mock.m2"))
+        process.send_signal(signal.SIGHUP)
+        await read_until(b"reloaded ")
+        async with httpx.AsyncClient(trust_env=False) as http:
+            models = (await http.get(f"http://127.0.0.1:{port}/v1/models")).json()
+        process.send_signal(signal.SIGTERM)
+        while chunk := await process.stderr.receive_some(65536):
+            stderr.extend(chunk)
+        assert await process.wait() == 0
+    assert [m["id"] for m in models["data"]] == ["mock.m2"]
+    assert b"server.listen changed" not in stderr, stderr.decode()

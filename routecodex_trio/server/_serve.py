@@ -33,7 +33,7 @@ from ._memory import release_memory_when_idle
 from ._sockets import BACKLOG, bind_sockets
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from ..config import GatewayConfig
 
@@ -60,6 +60,9 @@ class Gateway:
     _nursery: trio.Nursery
     _engines: EngineManager
     _stop: trio.Event = attrs.field(factory=trio.Event)
+    # Applied to every config re-read from its file: what the command line overrode
+    # (``serve --listen/--port``) stays overridden across SIGHUP and /admin/reload.
+    adjust: Callable[[GatewayConfig], GatewayConfig] | None = None
 
     @property
     def url(self) -> str:
@@ -119,6 +122,8 @@ class Gateway:
             raise ConfigError("the running config was not loaded from a file; nothing to re-read")
         try:
             config = load_config(self.config.source)
+            if self.adjust is not None:
+                config = self.adjust(config)
         except ConfigError as exc:
             LOGGER.error("reload refused, keeping the running config: %s", exc.message)
             raise
