@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -185,3 +186,28 @@ def origin_of(path: str, origins: Mapping[str, str]) -> str:
             return origins[path]
         path = path.rpartition(".")[0]
     return BUILT_IN
+
+
+def _problem_key(problem: str) -> str:
+    """The dotted key a problem message is about: ``routing.default[2]: ...`` ->
+    ``routing.default``; ``timeouts: unknown key conect`` -> ``timeouts.conect``."""
+    if problem.startswith("unknown key "):
+        return problem.split()[2]
+    path, _, rest = problem.partition(": ")
+    path = re.sub(r"\[\d+\].*$", "", path)
+    if rest.startswith("unknown key "):
+        return f"{path}.{rest.split()[2]}"
+    return path
+
+
+def attribute_problems(exc: ConfigError, origins: Mapping[str, str], main: str) -> ConfigError:
+    """Each problem about a key another layer set names that layer's file: the operator edits
+    /etc/routecodex/config.toml, not the file the error is headed with."""
+    if not any(origin != main for origin in origins.values()):
+        return exc
+    problems = []
+    for problem in exc.problems:
+        origin = origin_of(_problem_key(problem), origins)
+        problems.append(problem if origin in (main, BUILT_IN) else f"{problem} (set in {origin})")
+    head = exc.message.split("\n", 1)[0]
+    return ConfigError(head + "\n  " + "\n  ".join(problems), problems=tuple(problems))

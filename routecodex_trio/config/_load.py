@@ -25,7 +25,7 @@ from .._errors import ConfigError
 from ._advice import config_warnings, did_you_mean, target_path
 from ._cors import cors_problems
 from ._engines import PORT_PLACEHOLDER, engine_problems
-from ._layers import BUILT_IN, origin_of, read_config_tree
+from ._layers import attribute_problems, read_config_tree
 from ._model import (
     ROUTE_CATEGORIES,
     WILDCARD_MODEL,
@@ -36,6 +36,7 @@ from ._model import (
     Secret,
     ServerConfig,
 )
+from ._partial import extra_key_paths, without_keys
 
 _VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Engine commands keep ${PORT}: the engine manager fills it with the port it picks.
@@ -519,53 +520,16 @@ def _structure_one(value: Any, type_: Any, path: str, problems: list[str]) -> An
         return CONFIG_CONVERTER.structure(value, type_)
     except cattrs.BaseValidationError as exc:
         problems.extend(_cattrs_problems(exc, path))
-        extra = _extra_keys(exc)
+        extra = extra_key_paths(exc)
         if extra is not None and isinstance(value, Mapping):
             try:
-                return CONFIG_CONVERTER.structure(_without(value, extra), type_)
+                return CONFIG_CONVERTER.structure(without_keys(value, extra), type_)
             except (cattrs.BaseValidationError, ValueError, TypeError):
                 return None
     except (ValueError, TypeError, AttributeError) as exc:
         where = _dotted(path)
         problems.append(f"{where}: {exc}" if str(exc) else f"{where}: expected a table")
     return None
-
-
-def _extra_keys(exc: BaseException, at: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]] | None:
-    """The paths of the unknown keys in a cattrs error, or None if it holds any other problem."""
-    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
-        return [(*at, key) for key in exc.extra_fields]
-    if not isinstance(exc, BaseExceptionGroup):
-        return None
-    found: list[tuple[str | int, ...]] = []
-    for inner in exc.exceptions:
-        step: tuple[str | int, ...] = ()
-        for note in getattr(inner, "__notes__", ()):
-            if isinstance(note, cattrs.AttributeValidationNote):
-                step = (note.name,)
-            elif isinstance(note, cattrs.IterableValidationNote):
-                step = (note.index,)
-        paths = _extra_keys(inner, (*at, *step))
-        if paths is None:
-            return None
-        found.extend(paths)
-    return found
-
-
-def _without(value: Any, paths: list[tuple[str | int, ...]]) -> Any:
-    """A copy of ``value`` with the keys at ``paths`` removed."""
-    if not paths:
-        return value
-    if isinstance(value, Mapping):
-        drop = {p[0] for p in paths if len(p) == 1}
-        return {
-            k: _without(v, [p[1:] for p in paths if len(p) > 1 and p[0] == k])
-            for k, v in value.items()
-            if k not in drop
-        }
-    if isinstance(value, list):
-        return [_without(v, [p[1:] for p in paths if len(p) > 1 and p[0] == i]) for i, v in enumerate(value)]
-    return value
 
 
 def config_from_mapping(
@@ -645,32 +609,7 @@ def load_config(
     try:
         return config_from_mapping(layers.tree, source=str(path), environ=environ)
     except ConfigError as exc:
-        raise _attributed(exc, layers.origins, str(path)) from None
-
-
-def _problem_key(problem: str) -> str:
-    """The dotted key a problem message is about: ``routing.default[2]: ...`` ->
-    ``routing.default``; ``timeouts: unknown key conect`` -> ``timeouts.conect``."""
-    if problem.startswith("unknown key "):
-        return problem.split()[2]
-    path, _, rest = problem.partition(": ")
-    path = re.sub(r"\[\d+\].*$", "", path)
-    if rest.startswith("unknown key "):
-        return f"{path}.{rest.split()[2]}"
-    return path
-
-
-def _attributed(exc: ConfigError, origins: Mapping[str, str], main: str) -> ConfigError:
-    """Each problem about a key another layer set names that layer's file: the operator edits
-    /etc/routecodex/config.toml, not the file the error is headed with."""
-    if not any(origin != main for origin in origins.values()):
-        return exc
-    problems = []
-    for problem in exc.problems:
-        origin = origin_of(_problem_key(problem), origins)
-        problems.append(problem if origin in (main, BUILT_IN) else f"{problem} (set in {origin})")
-    head = exc.message.split("\n", 1)[0]
-    return ConfigError(head + "\n  " + "\n  ".join(problems), problems=tuple(problems))
+        raise attribute_problems(exc, layers.origins, str(path)) from None
 
 
 def holds_keys(config: GatewayConfig) -> bool:
