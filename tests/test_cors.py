@@ -139,3 +139,17 @@ def test_cors_config_problems() -> None:
         "server.cors.allow_origins[2]: 'https://x.example/path' is not an origin "
         '(scheme://host[:port], no path; or "*")',
     )
+
+
+def test_server_and_cors_keys_are_documented() -> None:
+    from pathlib import Path
+
+    import attrs as attrs_
+
+    from routecodex_trio.config import CorsConfig, ServerConfig
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "config.md").read_text()
+    assert "## `[server.cors]`" in docs
+    fields = [f.name for f in attrs_.fields(ServerConfig) if f.name != "listen_is_default"]
+    fields += [f.name for f in attrs_.fields(CorsConfig)]
+    assert [name for name in fields if f"| `{name}` |" not in docs] == []
