@@ -7,6 +7,7 @@ second one is the hard stop. Errors are one line on stderr; usage errors exit 2.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -18,12 +19,14 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import trio
 
-from . import _cli_login
+from . import _cli_config, _cli_login
 from ._errors import ConfigError, GatewayError
 from ._version import __version__
 from .config import default_config_path, load_config, permission_warning
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .config import GatewayConfig
     from .server import Gateway
 
@@ -34,7 +37,12 @@ def _config_path(value: str | None) -> Path:
     return Path(value) if value else default_config_path()
 
 
-async def _run(config: GatewayConfig, log_handler: logging.Handler | None = None) -> None:
+async def _run(
+    config: GatewayConfig,
+    log_handler: logging.Handler | None = None,
+    json_lines: bool = False,
+    adjust: Callable[[GatewayConfig], GatewayConfig] | None = None,
+) -> None:
     from .observability import READY, STOPPING, flush_logs_periodically, notify, reloading_state, watchdog
     from .server import serve
 
@@ -48,14 +56,13 @@ async def _run(config: GatewayConfig, log_handler: logging.Handler | None = None
                 nursery.cancel_scope.cancel()  # drained: stop waiting for signals
 
             gateway: Gateway = await nursery.start(run_serve)
+            gateway.adjust = adjust
             await nursery.start(watchdog)
             if log_handler is not None:
                 nursery.start_soon(flush_logs_periodically, log_handler)
             notify(READY)
-            print(
-                f"routecodex {__version__} listening on {', '.join(gateway.urls)}",
-                file=sys.stderr,
-                flush=True,
+            _announce(
+                f"routecodex {__version__} listening on {', '.join(gateway.urls)}", json_lines=json_lines
             )
             async for signum in signals:
                 name = signal.Signals(signum).name
@@ -77,6 +84,42 @@ async def _run(config: GatewayConfig, log_handler: logging.Handler | None = None
     LOGGER.info("exiting")
 
 
+def _announce(line: str, *, json_lines: bool) -> None:
+    """The start-up line, whatever ``--log-level`` says: scripts and tests wait for it.
+
+    Under ``--log-format json`` it is a JSON line like every other line on stderr.
+    """
+    _report(line, json_lines=json_lines, level=logging.INFO)
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port (0-65535)")
+    return int(value)
+
+
+def apply_listen_overrides(
+    config: GatewayConfig, listen: list[str] | None, port: int | None
+) -> GatewayConfig:
+    """``serve --listen ADDR`` (repeatable) replaces the file's addresses; ``--port N`` then
+    sets the port of every address (the loopback default's too, which stays a default).
+
+    Raises:
+        ConfigError: an override is not a valid address for this config.
+    """
+    from .config import listen_problems
+
+    server = config.server
+    if listen:
+        server = attrs.evolve(server, listen=tuple(listen), listen_is_default=False)
+    if port is not None:
+        server = attrs.evolve(server, listen=tuple(f"{a.rpartition(':')[0]}:{port}" for a in server.listen))
+    problems = listen_problems(server)
+    if problems:
+        raise ConfigError("invalid --listen/--port:\n  " + "\n  ".join(problems), problems=tuple(problems))
+    return attrs.evolve(config, server=server)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .observability import setup_logging
 
@@ -86,17 +129,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config_path = _config_path(args.config)
-    config = load_config(config_path)
+    warnings: list[str] = []
+    config = apply_listen_overrides(load_config(config_path, warnings=warnings), args.listen, args.port)
     warning = permission_warning(config_path, config)
-    if warning:
-        LOGGER.warning("%s", warning)
+    for line in [*warnings, warning] if warning else warnings:
+        LOGGER.warning("%s", line)
     if args.snap:
         config = attrs.evolve(config, snapshots=attrs.evolve(config.snapshots, enabled=True))
         LOGGER.info("snapshots on: %s", Path(config.snapshots.dir).expanduser())
     if config.server.workers > 1 and not os.environ.get(_WORKER_ENV):
         return _supervise_workers(config, sys.argv[1:])
     try:
-        trio.run(_run, config, log_handler)
+        overrides = functools.partial(apply_listen_overrides, listen=args.listen, port=args.port)
+        trio.run(_run, config, log_handler, args.log_format == "json", overrides)
     except BaseExceptionGroup as group:
         from .server._serve import _unwrap
 
@@ -194,8 +239,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Every problem of the file in one run; exit 0 (valid, warnings or not), 1 (problems)."""
     path = _config_path(args.path or args.config)
-    config = load_config(path)
+    if not path.exists():
+        # A path that names nothing is a mistake on the command line, not in a file (exit 2).
+        print(f"routecodex check-config: error: {path}: no such file", file=sys.stderr)
+        return 2
+    warnings: list[str] = []
+    try:
+        config = load_config(path, warnings=warnings)
+    finally:
+        for line in warnings:
+            print(f"routecodex: warning: {line}", file=sys.stderr)
     warning = permission_warning(path, config)
     if warning:
         print(f"routecodex: warning: {warning}", file=sys.stderr)
@@ -406,8 +461,31 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     serve = add("serve", "Run the gateway.")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--log-format", default="text", choices=["text", "json"])
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log lines written to stderr (default: info)",
+    )
+    serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text lines, or one JSON object per line on stderr, start-up and errors included "
+        "(default: text)",
+    )
+    serve.add_argument(
+        "--listen",
+        action="append",
+        metavar="HOST:PORT",
+        help="address to listen on, instead of [server] listen (repeatable; IPv6 as [::1]:PORT)",
+    )
+    serve.add_argument(
+        "--port",
+        type=_port,
+        metavar="N",
+        help="port for every listen address (the file's, --listen's or the loopback default's)",
+    )
     serve.add_argument("--snap", action="store_true", help="write snapshots of every stage ([snapshots] dir)")
     serve.set_defaults(func=cmd_serve)
 
@@ -441,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
         "env", "Print the exports that point Claude Code, Codex CLI and OpenAI SDKs at the gateway."
     ).set_defaults(func=cmd_env)
     _cli_login.register(add)
+    _cli_config.register(sub, add)
     return parser
 
 
@@ -449,11 +528,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
-        print(f"routecodex: {exc.message}", file=sys.stderr)
-        return 1
-    except GatewayError as exc:
-        print(f"routecodex: {exc.message}", file=sys.stderr)
+    except GatewayError as exc:  # ConfigError included
+        _report(f"routecodex: {exc.message}", json_lines=getattr(args, "log_format", None) == "json")
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _report(message: str, *, json_lines: bool, level: int = logging.ERROR) -> None:
+    """A line on stderr outside the logging tree: plain, or shaped like the JSON log lines."""
+    if json_lines:
+        from .observability import JsonFormatter
+
+        record = logging.LogRecord(LOGGER.name, level, __file__, 0, message, None, None)
+        message = JsonFormatter().format(record)
+    print(message, file=sys.stderr, flush=True)

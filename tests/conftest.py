@@ -18,7 +18,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path  # noqa: TC003 - a fixture's annotation, resolved by pytest
+from typing import Any
 
 import anthropic
 import attrs
@@ -30,9 +31,6 @@ from routecodex_trio import Gateway, config_from_mapping, serve
 
 from .fakes import FakeOpenAI, start_app
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
 
 @pytest.fixture(params=["h11", "httpcore"])
 def upstream_transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
@@ -43,6 +41,21 @@ def upstream_transport(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(_http, "H11_FAST_PATH", request.param == "h11")
     return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def _absent_layers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("no-config-layers")
+
+
+@pytest.fixture(autouse=True)
+def _no_developer_config(_absent_layers: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The system and user config layers (issue 20) point at files that do not exist, so the
+    developer's own /etc/routecodex and ~/.routecodex never leak into a test (subprocesses
+    inherit this environment too). A test that wants a layer sets the variable itself."""
+    monkeypatch.setenv("ROUTECODEX_SYSTEM_CONFIG", str(_absent_layers / "system.toml"))
+    monkeypatch.setenv("ROUTECODEX_USER_CONFIG", str(_absent_layers / "user.toml"))
+    monkeypatch.delenv("ROUTECODEX_CONFIG", raising=False)
 
 
 @pytest.fixture(autouse=True)

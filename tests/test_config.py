@@ -118,7 +118,10 @@ def test_unknown_keys_and_bad_values_are_all_reported() -> None:
         "providers": {"p": {"type": "openai-chat", "base_url": "http://a/v1", "models": ["m"], "zz": 1}},
         "routing": {"default": ["p.m"]},
     }
-    assert set(_problems(raw)) == {"server: unknown key graceful", "providers.p: unknown key zz"}
+    assert set(_problems(raw)) == {
+        "server: unknown key graceful (did you mean 'graceful_timeout'?)",
+        "providers.p: unknown key zz",
+    }
     assert _problems({"server": {"graceful_timeout": -1}}) == ("server.graceful_timeout: must be >= 0: -1.0",)
     assert _problems({"timeouts": {"connect": "soon"}})[0].startswith("timeouts.connect:")
 
@@ -137,8 +140,8 @@ def test_cross_checks() -> None:
         "providers.p.base_url: 'ftp://a' is not an http(s) URL",
         "providers.q.base_url: required for type 'anthropic-messages'",
         "routing.default[0]: 'p.other': provider 'p' lists no model 'other'",
-        "routing.default[0]: 'nope.m' names unknown provider 'nope'",
-        "routing.default[0]: 'flat' is not 'provider.model'",
+        "routing.default[1]: 'nope.m' names unknown provider 'nope'",
+        "routing.default[2]: 'flat' is not 'provider.model'",
         "server.listen: '5520' is not 'host:port' (IPv6 as '[::1]:port')",
     }
 

@@ -265,9 +265,13 @@ async def _start_cli(config: Path, env: dict[str, str]) -> tuple[trio.Process, s
         chunk = await process.stderr.receive_some(4096)
         assert chunk, buffer.decode()
         buffer += chunk
-        # The plain banner line, not the JSON log line saying the same.
-        banner = [line for line in buffer.decode().splitlines() if line.startswith("routecodex ")]
-    url = banner[0].split("listening on ", 1)[1].split(",")[0].strip()
+        # The start-up line is a JSON line like every other (issue 20).
+        banner = [
+            line
+            for line in buffer.decode().splitlines()
+            if line.startswith("{") and json.loads(line)["msg"].startswith("routecodex ")
+        ]
+    url = json.loads(banner[0])["msg"].split("listening on ", 1)[1].split(",")[0].strip()
     return process, url, [buffer]
 
 
@@ -320,7 +324,7 @@ async def test_cli_sighup_systemd_notify_and_json_logs(
     assert [m["id"] for m in before["data"]] == ["fake.gpt-test"]
     assert [m["id"] for m in after["data"]] == ["fake.other-model"]
     assert code == 0
-    lines = [json.loads(line) for line in b"".join(log).decode().splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in b"".join(log).decode().splitlines()]  # every line is JSON
     request_lines = [entry for entry in lines if entry.get("endpoint") == "chat"]
     assert request_lines and request_lines[-1]["status"] == 200
     assert request_lines[-1]["id"] == served.headers["x-request-id"]

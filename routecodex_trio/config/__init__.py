@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from ._auth import PRESETS as AUTH_PRESETS
 from ._auth import AuthConfig
+from ._cors import CorsConfig
 from ._engines import EngineConfig, EnginesConfig, EngineVariantConfig
+from ._layers import ConfigLayer, ConfigTree, config_layers, default_config_path, read_config_tree
 from ._load import (
     CONFIG_CONVERTER,
     config_from_mapping,
-    default_config_path,
     expand_env,
     hide_expanded,
     holds_keys,
+    listen_problems,
     load_config,
     permission_warning,
 )
@@ -50,7 +52,10 @@ __all__ = [
     "WILDCARD_MODEL",
     "AuthConfig",
     "ClassifierConfig",
+    "ConfigLayer",
+    "ConfigTree",
     "ConversionConfig",
+    "CorsConfig",
     "DashboardConfig",
     "EngineConfig",
     "EngineVariantConfig",
@@ -72,10 +77,13 @@ __all__ = [
     "StateConfig",
     "TimeoutsConfig",
     "config_from_mapping",
+    "config_layers",
     "default_config_path",
     "expand_env",
     "hide_expanded",
     "holds_keys",
+    "listen_problems",
     "load_config",
     "permission_warning",
+    "read_config_tree",
 ]

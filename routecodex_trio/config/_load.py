@@ -12,19 +12,21 @@ import json
 import os
 import re
 import stat
-import tomllib
 import typing
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import attrs
 import cattrs
+import cattrs.gen
 
 from .._errors import ConfigError
+from ._advice import config_warnings, did_you_mean, target_path
 from ._auth import auth_problems, resolve_auth
+from ._cors import cors_problems
 from ._engines import PORT_PLACEHOLDER, engine_problems
+from ._layers import attribute_problems, read_config_tree
 from ._model import (
     ROUTE_CATEGORIES,
     WILDCARD_MODEL,
@@ -33,8 +35,9 @@ from ._model import (
     PoolConfig,
     ProviderConfig,
     Secret,
+    ServerConfig,
 )
-from ._routecodex import is_routecodex_config, routecodex_to_mapping
+from ._partial import extra_key_paths, without_keys
 
 _VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Engine commands keep ${PORT}: the engine manager fills it with the port it picks.
@@ -103,12 +106,39 @@ def _structure_aliases(value: object, _: type) -> Mapping[str, tuple[str, ...]]:
     return aliases
 
 
+def _is_list_type(type_: Any) -> bool:
+    args = typing.get_args(type_)
+    return typing.get_origin(type_) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+
+def _structure_list(value: object, type_: Any) -> tuple[Any, ...]:
+    """A TOML array; a string where one is expected is one problem, not one per character."""
+    if isinstance(value, str):
+        raise ValueError(f"expected a list, got the string {value!r} (write [{json.dumps(value)}])")
+    if isinstance(value, Mapping) or not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list, got {type(value).__name__}")
+    structured: tuple[Any, ...] = CONFIG_CONVERTER._structure_tuple(value, type_)
+    return structured
+
+
+# Registered first: the specific list hooks below (models, pools) take precedence over it.
+CONFIG_CONVERTER.register_structure_hook_func(_is_list_type, _structure_list)
 CONFIG_CONVERTER.register_structure_hook(Secret, _structure_secret)
 CONFIG_CONVERTER.register_structure_hook_func(
     lambda t: t == Mapping[str, tuple[str, ...]], _structure_aliases
 )
 CONFIG_CONVERTER.register_structure_hook_func(lambda t: t == tuple[ModelConfig, ...], _structure_models)
 CONFIG_CONVERTER.register_structure_hook_func(lambda t: t == tuple[PoolConfig, ...], _structure_pools)
+# ``listen_is_default`` is set by the loader, never by a file: as a TOML key it is unknown.
+CONFIG_CONVERTER.register_structure_hook(
+    ServerConfig,
+    cattrs.gen.make_dict_structure_fn(
+        ServerConfig,
+        CONFIG_CONVERTER,
+        _cattrs_forbid_extra_keys=True,
+        listen_is_default=cattrs.gen.override(omit=True),
+    ),
+)
 
 
 def expand_env(
@@ -191,12 +221,24 @@ def hide_expanded(problem: str, expanded: Mapping[str, str]) -> str:
     return problem
 
 
+# Separates the messages of one cattrs error that holds several problems (unknown keys).
+_SPLIT: Final = "\x00"
+
+
+def _unknown_keys(extra: Iterable[str], cl: type) -> str:
+    known = [field.name for field in attrs.fields(cl)] if attrs.has(cl) else []
+    known = [name for name in known if name not in _NOT_KEYS]
+    return _SPLIT.join(f"unknown key {key}{did_you_mean(key, known)}" for key in sorted(extra))
+
+
 def _format_cattrs_error(exc: BaseException, type_: Any) -> str:
     if typing.get_origin(type_) is typing.Literal:
         value = str(exc).split(" not in literal", 1)[0]
-        return f"{value!r} is not one of {', '.join(map(str, typing.get_args(type_)))}"
+        choices = [str(choice) for choice in typing.get_args(type_)]
+        hint = did_you_mean(value.strip("'\""), choices)
+        return f"{value!r} is not one of {', '.join(choices)}{hint}"
     if isinstance(exc, cattrs.ForbiddenExtraKeysError):
-        return f"unknown key{'s' if len(exc.extra_fields) > 1 else ''} {', '.join(sorted(exc.extra_fields))}"
+        return _unknown_keys(exc.extra_fields, exc.cl)
     if isinstance(exc, KeyError):
         return "required key missing"
     if isinstance(exc, ValueError | TypeError) and type_ in (int, float, str, bool):
@@ -215,15 +257,18 @@ def _dotted(path: str) -> str:
     return ".".join(parts)
 
 
-def _cattrs_problems(exc: BaseException) -> list[str]:
-    problems = []
-    for line in cattrs.transform_error(exc, format_exception=_format_cattrs_error):
-        message, _, path = line.rpartition(" @ ")
+def _cattrs_problems(exc: BaseException, path: str = "$") -> list[str]:
+    problems: list[str] = []
+    for line in cattrs.transform_error(exc, path=path, format_exception=_format_cattrs_error):
+        message, _, where = line.rpartition(" @ ")
+        if _SPLIT in message:
+            problems.extend(f"{_dotted(where)}: {m}" if _dotted(where) else m for m in message.split(_SPLIT))
+            continue
         # attrs validators report at the class level: "'graceful_timeout' must be >= 0: -1.0".
         field = re.match(r"^'(\w+)' (must .*)$", message)
         if field:
-            path, message = f"{path}.{field.group(1)}", field.group(2)
-        problems.append(f"{_dotted(path)}: {message}" if _dotted(path) else message)
+            where, message = f"{where}.{field.group(1)}", field.group(2)
+        problems.append(f"{_dotted(where)}: {message}" if _dotted(where) else message)
     return problems
 
 
@@ -308,7 +353,11 @@ def _check_network(provider: ProviderConfig, problems: list[str]) -> None:
         problems.append(f"{where}.verify: verify = false ignores ca_bundle; set one or the other")
 
 
-def _check_routing(config: GatewayConfig, problems: list[str]) -> None:
+def _check_routing(
+    config: GatewayConfig, problems: list[str], raw_routing: Any = None, broken: Iterable[str] = ()
+) -> None:
+    """Routes and aliases name real targets. ``broken`` providers were reported already."""
+    unreported = {name.removeprefix("providers.") for name in broken if name.startswith("providers.")}
     for category in ROUTE_CATEGORIES:
         for p, pool in enumerate(config.routing.pools(category)):
             where = f"routing.{category}[{p}]"
@@ -318,22 +367,10 @@ def _check_routing(config: GatewayConfig, problems: list[str]) -> None:
                 problems.append(f"{where}.weights: one weight per target")
             if pool.mode == "weighted" and (any(w < 0 for w in pool.weights) or not any(pool.weights)):
                 problems.append(f"{where}.weights: weights are >= 0 and at least one is > 0")
-            for target in pool.targets:
-                provider_name, dot, model_id = target.partition(".")
-                provider = config.providers.get(provider_name)
-                if not dot or not model_id:
-                    problems.append(f"{where}: {target!r} is not 'provider.model'")
-                elif provider is None:
-                    problems.append(f"{where}: {target!r} names unknown provider {provider_name!r}")
-                elif model_id == WILDCARD_MODEL:
-                    problems.append(
-                        f"{where}: {target!r}: the wildcard model is for clients naming "
-                        f"'{provider_name}.<model>'; a route lists real models"
-                    )
-                elif provider.model(model_id) is None:
-                    problems.append(
-                        f"{where}: {target!r}: provider {provider_name!r} lists no model {model_id!r}"
-                    )
+            for i, target in enumerate(pool.targets):
+                problem = _target_problem(config, target, unreported, in_route=True)
+                if problem:
+                    problems.append(f"{target_path(raw_routing, category, p, i)}: {problem}")
     for name, targets in config.aliases.items():
         where = f"aliases.{name}"
         if not name.strip():
@@ -342,25 +379,43 @@ def _check_routing(config: GatewayConfig, problems: list[str]) -> None:
             if targets[0] not in ROUTE_CATEGORIES:
                 problems.append(
                     f"{where}: {targets[0]!r} is neither a routing category "
-                    f"({', '.join(ROUTE_CATEGORIES)}) nor a 'provider.model' target"
+                    f"({', '.join(ROUTE_CATEGORIES)}){did_you_mean(targets[0], ROUTE_CATEGORIES)} "
+                    "nor a 'provider.model' target"
                 )
             continue
-        for target in targets:
-            provider_name, dot, model_id = target.partition(".")
-            provider = config.providers.get(provider_name)
-            if not dot or not model_id:
-                problems.append(f"{where}: {target!r} is not 'provider.model' (a list holds targets only)")
-            elif provider is None:
-                problems.append(f"{where}: {target!r} names unknown provider {provider_name!r}")
-            elif provider.model(model_id) is None and provider.model("*") is None:
-                problems.append(
-                    f"{where}: {target!r}: provider {provider_name!r} lists no model {model_id!r}"
-                )
+        for i, target in enumerate(targets):
+            problem = _target_problem(config, target, unreported, in_route=False)
+            if problem:
+                problems.append(f"{where}{f'[{i}]' if len(targets) > 1 else ''}: {problem}")
     if not config.routing.default and config.providers:
         problems.append("routing.default: required (the route for requests no other category takes)")
     for key in ("background_models", "coding_tools", "web_search_tools"):
         if any(not item.strip() for item in getattr(config.classifier, key)):
             problems.append(f"classifier.{key}: entries must be non-empty strings")
+
+
+def _target_problem(
+    config: GatewayConfig, target: str, unreported: set[str], *, in_route: bool
+) -> str | None:
+    """What is wrong with a ``provider.model`` target, or None (also for a broken provider)."""
+    provider_name, dot, model_id = target.partition(".")
+    provider = config.providers.get(provider_name)
+    if provider_name in unreported:
+        return None
+    if not dot or not model_id:
+        return f"{target!r} is not 'provider.model'" + ("" if in_route else " (a list holds targets only)")
+    if provider is None:
+        hint = did_you_mean(provider_name, config.providers)
+        return f"{target!r} names unknown provider {provider_name!r}{hint}"
+    if in_route and model_id == WILDCARD_MODEL:
+        return (
+            f"{target!r}: the wildcard model is for clients naming "
+            f"'{provider_name}.<model>'; a route lists real models"
+        )
+    if provider.model(model_id) is None and (in_route or provider.model("*") is None):
+        hint = did_you_mean(model_id, [m.id for m in provider.models])
+        return f"{target!r}: provider {provider_name!r} lists no model {model_id!r}{hint}"
+    return None
 
 
 def _check_compat(provider: ProviderConfig, problems: list[str]) -> None:
@@ -394,6 +449,92 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def listen_problems(server: ServerConfig) -> list[str]:
+    """What is wrong with ``server.listen``; also run on ``serve --listen/--port`` overrides."""
+    problems: list[str] = []
+    if not server.listen:
+        problems.append(
+            "server.listen: list at least one address (or leave the key out for the loopback default)"
+        )
+    for listen in server.listen:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            problems.append(f"server.listen: {listen!r} is not 'host:port' (IPv6 as '[::1]:port')")
+        elif int(port) > 65535:
+            problems.append(f"server.listen: {listen!r}: a port is 0-65535")
+        elif not _loopback(host) and not server.api_keys and not server.allow_unauthenticated:
+            problems.append(
+                f"server.listen: {listen!r} is reachable from other hosts but server.api_keys is empty; "
+                "set api_keys, or allow_unauthenticated = true if that is really intended "
+                "(in a RouteCodex config.json: httpserver.apiKeys / httpserver.allowUnauthenticated)"
+            )
+    return problems
+
+
+# Fields of the tree that no file sets.
+_NOT_KEYS: Final = frozenset({"source", "name", "listen_is_default"})
+
+
+def _structure_parts(
+    tree: Mapping[str, Any], source: str | None, problems: list[str]
+) -> tuple[GatewayConfig, set[str]]:
+    """Structure each table on its own, so one broken table does not hide the others' problems.
+
+    A table that fails is reported and replaced by its default; a provider that fails is left
+    out. Returns the config and the names of what failed (``"routing"``, ``"providers.glm"``...):
+    the cross-checks skip what refers to them, so a broken provider is not also reported as
+    unknown by every route naming it.
+    """
+    fields = typing.get_type_hints(GatewayConfig)
+    parts: dict[str, Any] = {}
+    broken: set[str] = set()
+    for key, value in tree.items():
+        field_type = fields.get(key)
+        if field_type is None or key in _NOT_KEYS:
+            problems.append(
+                f"unknown key {key}{did_you_mean(key, [f for f in fields if f not in _NOT_KEYS])}"
+            )
+            continue
+        if key == "providers" and isinstance(value, Mapping):
+            providers: dict[str, ProviderConfig] = {}
+            for name, table in value.items():
+                found = _structure_one(table, ProviderConfig, f"$.providers[{name!r}]", problems)
+                if found is None:
+                    broken.add(f"providers.{name}")
+                else:
+                    providers[name] = found
+            parts[key] = providers
+            continue
+        found = _structure_one(value, field_type, f"$.{key}", problems)
+        if found is None:
+            broken.add(key)
+        else:
+            parts[key] = found
+    return GatewayConfig(**parts, source=source), broken
+
+
+def _structure_one(value: Any, type_: Any, path: str, problems: list[str]) -> Any:
+    """One table structured, its problems reported; ``None`` when it cannot be used.
+
+    A table whose only problems are unknown keys is structured again without them (they did
+    nothing anyway), so the checks of its other values still run in the same pass.
+    """
+    try:
+        return CONFIG_CONVERTER.structure(value, type_)
+    except cattrs.BaseValidationError as exc:
+        problems.extend(_cattrs_problems(exc, path))
+        extra = extra_key_paths(exc)
+        if extra is not None and isinstance(value, Mapping):
+            try:
+                return CONFIG_CONVERTER.structure(without_keys(value, extra), type_)
+            except (cattrs.BaseValidationError, ValueError, TypeError):
+                return None
+    except (ValueError, TypeError, AttributeError) as exc:
+        where = _dotted(path)
+        problems.append(f"{where}: {exc}" if str(exc) else f"{where}: expected a table")
+    return None
+
+
 def config_from_mapping(
     raw: Mapping[str, Any], *, source: str | None = None, environ: Mapping[str, str] | None = None
 ) -> GatewayConfig:
@@ -406,35 +547,27 @@ def config_from_mapping(
     from_env: dict[str, str] = {}
     tree = expand_env(dict(raw), "", problems, os.environ if environ is None else environ, expanded=from_env)
     tree.pop("source", None)
-    try:
-        config = CONFIG_CONVERTER.structure({**tree, "source": source}, GatewayConfig)
-    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
-        problems.extend(_cattrs_problems(exc) if isinstance(exc, cattrs.BaseValidationError) else [str(exc)])
-        raise _config_error(source, problems, from_env) from None
+    config, broken = _structure_parts(tree, source, problems)
     # A provider's name is its table key; cattrs left it empty. An auth preset fills in its values.
+    server_table = tree.get("server")
+    listen_set = isinstance(server_table, Mapping) and "listen" in server_table
     config = attrs.evolve(
         config,
         providers={
             name: attrs.evolve(p, name=name, auth=resolve_auth(p.auth))
             for name, p in config.providers.items()
         },
+        server=attrs.evolve(config.server, listen_is_default=not listen_set),
     )
     for provider in config.providers.values():
         _check_provider(provider, problems)
         _check_compat(provider, problems)
-    _check_routing(config, problems)
+    if "routing" not in broken and "aliases" not in broken:
+        _check_routing(config, problems, tree.get("routing"), broken)
     if config.state.backend == "redis" and not config.state.url:
         problems.append('state.url: required with backend = "redis" (e.g. "redis://127.0.0.1:6379/0")')
-    for listen in config.server.listen:
-        host, sep, port = listen.rpartition(":")
-        if not sep or not port.isdigit() or not host:
-            problems.append(f"server.listen: {listen!r} is not 'host:port' (IPv6 as '[::1]:port')")
-        elif not _loopback(host) and not config.server.api_keys and not config.server.allow_unauthenticated:
-            problems.append(
-                f"server.listen: {listen!r} is reachable from other hosts but server.api_keys is empty; "
-                "set api_keys, or allow_unauthenticated = true if that is really intended "
-                "(in a RouteCodex config.json: httpserver.apiKeys / httpserver.allowUnauthenticated)"
-            )
+    problems.extend(listen_problems(config.server))
+    problems.extend(cors_problems(config.server.cors))
     if config.server.workers > 1 and any(p.engine is not None for p in config.providers.values()):
         problems.append(
             "server.workers: local engines need workers = 1 (each worker would start its own engine)"
@@ -458,33 +591,31 @@ def _config_error(source: str | None, problems: list[str], from_env: Mapping[str
     return ConfigError(head + ":\n  " + "\n  ".join(problems), problems=tuple(problems))
 
 
-def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> GatewayConfig:
-    """Read a TOML (or RouteCodex JSON) config file.
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    layered: bool = True,
+    warnings: list[str] | None = None,
+) -> GatewayConfig:
+    """Read a TOML (or RouteCodex JSON) config file, over the system and user layers.
+
+    Args:
+        layered: ``False`` reads ``path`` alone, without ``/etc/routecodex/config.toml`` and
+            ``~/.routecodex/config.toml`` (``_layers.py``).
+        warnings: if given, receives what loads but looks wrong (``_advice.config_warnings``),
+            also when the file then turns out invalid.
 
     Raises:
         ConfigError: unreadable file, bad syntax, unknown keys or bad values (all of them).
     """
-    path = Path(path)
+    layers = read_config_tree(path, environ=environ, layered=layered)
+    if warnings is not None:
+        warnings.extend(config_warnings(layers.tree))
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    if path.suffix.lower() == ".json":
-        # RouteCodex's config.json (or our own tree written as JSON).
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"invalid JSON in {path}: {exc}") from None
-        if isinstance(raw, dict) and is_routecodex_config(raw):
-            raw = routecodex_to_mapping(raw, environ=environ)
-        elif not isinstance(raw, dict):
-            raise ConfigError(f"invalid JSON in {path}: the file must hold an object")
-        return config_from_mapping(raw, source=str(path), environ=environ)
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML in {path}: {exc}") from None
-    return config_from_mapping(raw, source=str(path), environ=environ)
+        return config_from_mapping(layers.tree, source=str(path), environ=environ)
+    except ConfigError as exc:
+        raise attribute_problems(exc, layers.origins, str(path)) from None
 
 
 def holds_keys(config: GatewayConfig) -> bool:
@@ -513,11 +644,3 @@ def permission_warning(path: str | os.PathLike[str], config: GatewayConfig) -> s
         f"config file {os.fspath(path)} holds API keys and is readable by {' and '.join(readers)} "
         f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {os.fspath(path)}"
     )
-
-
-def default_config_path() -> Path:
-    """``conf/routecodex.toml`` in the working directory, else the copy shipped in the package."""
-    local = Path("conf/routecodex.toml")
-    if local.exists():
-        return local
-    return Path(__file__).resolve().parent.parent / "defaults" / "routecodex.toml"

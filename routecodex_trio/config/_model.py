@@ -12,6 +12,7 @@ from typing import Final, Literal, get_args
 
 import attrs
 
+from ._cors import CorsConfig
 from ._engines import EngineConfig, EnginesConfig
 
 ProviderType = Literal["openai-chat", "anthropic-messages", "openai-responses", "mock"]
@@ -165,6 +166,10 @@ class PartialTimeouts:
 @attrs.frozen(kw_only=True)
 class ServerConfig:
     listen: tuple[str, ...] = DEFAULT_LISTEN
+    # Not a TOML key (the loader sets it): True when no config layer and no ``--listen`` set
+    # ``listen``. The built-in loopback pair then starts on whichever family binds (a host with
+    # IPv6 disabled has no ``[::1]``), while addresses someone wrote must all bind.
+    listen_is_default: bool = True
     graceful_timeout: float = attrs.field(
         default=DEFAULT_GRACEFUL_TIMEOUT_S, validator=attrs.validators.ge(0)
     )
@@ -190,6 +195,10 @@ class ServerConfig:
     min_chunk_bytes: int = attrs.field(default=DEFAULT_MIN_CHUNK_BYTES, validator=attrs.validators.ge(1))
     # Keys for /admin/reload and /engines/*/stop (api_keys' rules); see docs/config.md.
     admin_keys: tuple[Secret, ...] = ()
+    # ``[server.cors]`` (config/_cors.py); off while allow_origins is empty.
+    cors: CorsConfig = attrs.field(factory=CorsConfig)
+    # x-routecodex-target / x-routecodex-category on answers: which target answered, and why.
+    route_headers: bool = True
 
 
 # A provider listing this model id passes any ``provider.<name>`` a client asks for upstream

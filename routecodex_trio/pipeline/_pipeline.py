@@ -50,7 +50,7 @@ from ..providers import ChunkReader, HttpUpstream, LoginRequired, MockUpstream, 
 from ..router import is_context_overflow
 from ..state import MemoryResponseStore, MemorySessionStore, StateUnavailable
 from ._accounts import cool_account, cool_logins, login_required
-from ._prepare import PrepareStage, UpstreamCall
+from ._prepare import CATEGORY_HEADER, TARGET_HEADER, PrepareStage, UpstreamCall
 from ._relay import (
     PassthroughTracker,
     StreamStats,
@@ -712,7 +712,10 @@ class Pipeline:
                     target.health_key,
                     "; ".join(f"{entry.what} at {entry.path}" for entry in call.dropped),
                 )
-            responder.answer_headers = call.answer_headers()
+            responder.answer_headers = {
+                **call.answer_headers(),
+                **self._route_headers(target, decision.category),
+            }
             try:
                 await self._attempt(request, target, call, responder, trace, decision.category)
             except UpstreamError as exc:
@@ -754,6 +757,13 @@ class Pipeline:
         assert last_error is not None
         raise last_error
 
+    def _route_headers(self, target: Target, category: str) -> dict[str, str]:
+        """Which target answered (``provider.model``; never a key or its index) and the route's
+        category, unless ``[server] route_headers = false``."""
+        if not self.config.server.route_headers:
+            return {}
+        return {TARGET_HEADER: target.id, CATEGORY_HEADER: category}
+
     def _larger_windows(
         self, failed: Target, candidates: tuple[Target, ...], decision: RouteDecision
     ) -> tuple[Target, ...]:
@@ -781,6 +791,7 @@ class Pipeline:
         decision, _ = await self.route(request, trace, fit_context=False)
         target = decision.candidates[0]
         trace.target = target.id
+        responder.answer_headers = self._route_headers(target, decision.category)
         provider = self.config.providers[target.provider]
         upstream = self.providers.get(target.provider)
         if provider.type == "anthropic-messages" and provider.base_url and isinstance(upstream, HttpUpstream):

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 # Names what a converted request left out (protocols/fit.py); docs/conversion.md.
 DROPPED_HEADER: Final = "x-routecodex-dropped"
+# Which target answered and the route's category ([server] route_headers, issue 20).
+TARGET_HEADER: Final = "x-routecodex-target"
+CATEGORY_HEADER: Final = "x-routecodex-category"
 
 
 @attrs.frozen(kw_only=True)

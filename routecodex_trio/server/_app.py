@@ -52,6 +52,7 @@ from ..pipeline import (
 from ..pipeline._responses import digest
 from ..protocols import codec_for
 from ..protocols.sse import KEEPALIVE_COMMENT
+from ._cors import is_preflight, preflight_headers, request_header, with_cors
 from ._h11 import BODY_ERROR_KEY, TOO_MANY_CHUNKS, renderer_for
 from ._responses import STORED_PREFIXES, stored_response
 from ._sockets import is_loopback
@@ -258,9 +259,20 @@ class GatewayApp:
         path: str = scope["path"]
         method: str = scope["method"]
         request_id = "req_" + secrets.token_hex(12)
+        cors = self.pipeline.config.server.cors
+        origin = request_header(scope, b"origin") if cors.enabled else None
+        if origin is not None and cors.allows(origin):
+            if is_preflight(scope):
+                headers = preflight_headers(scope, origin, cors)
+                await send({"type": "http.response.start", "status": 204, "headers": headers})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            send = with_cors(send, origin)
         responder = Responder(send, request_id)
         endpoint = _LLM_ROUTES.get(path)
         try:
+            if origin is not None and is_preflight(scope) and not cors.allows(origin):
+                raise _forbidden(f"origin {origin!r} is not in [server.cors] allow_origins")
             if endpoint is not None:
                 if method != "POST":
                     raise GatewayError(

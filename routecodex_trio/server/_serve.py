@@ -33,7 +33,7 @@ from ._memory import release_memory_when_idle
 from ._sockets import BACKLOG, bind_sockets
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from ..config import GatewayConfig
 
@@ -61,6 +61,9 @@ class Gateway:
     _engines: EngineManager
     _credentials: CredentialSet = attrs.field(factory=CredentialSet)
     _stop: trio.Event = attrs.field(factory=trio.Event)
+    # Applied to every config re-read from its file: what the command line overrode
+    # (``serve --listen/--port``) stays overridden across SIGHUP and /admin/reload.
+    adjust: Callable[[GatewayConfig], GatewayConfig] | None = None
 
     @property
     def url(self) -> str:
@@ -122,6 +125,8 @@ class Gateway:
             raise ConfigError("the running config was not loaded from a file; nothing to re-read")
         try:
             config = load_config(self.config.source)
+            if self.adjust is not None:
+                config = self.adjust(config)
         except ConfigError as exc:
             LOGGER.error("reload refused, keeping the running config: %s", exc.message)
             raise
@@ -233,7 +238,11 @@ async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]
     # the first burst's short-lived ones, where they would keep the allocator's arenas from
     # being returned once the burst is over.
     load_codecs()
-    sockets = bind_sockets(config.server.listen, reuse_port=config.server.workers > 1)
+    sockets = bind_sockets(
+        config.server.listen,
+        reuse_port=config.server.workers > 1,
+        any_of=config.server.listen_is_default,
+    )
     engines = EngineManager(config)
     # Engines live outside the HTTP server's nursery: on shutdown the streams they serve drain
     # first, then the engines are stopped.
