@@ -255,7 +255,7 @@ def test_unsupported_settings_are_named_all_at_once() -> None:
         "type": "openai",
         "baseURL": "https://portal.qwen.ai/v1",
         "auth": {"type": "qwen-oauth", "tokenFile": "~/.routecodex/auth/qwen-oauth.json"},
-        "models": {"qwen3-coder-plus": {"supportsStreaming": True}},
+        "models": {"qwen3-coder-plus": {"supportsStreaming": "yes", "supportsThinking": True}},
     }
     router["providers"]["gem"] = {"type": "gemini", "apiKey": "g", "models": {"gemini-2.5-pro": {}}}
     router["routing"]["anthropic"] = ["glm.glm-4.6"]
@@ -273,10 +273,10 @@ def test_unsupported_settings_are_named_all_at_once() -> None:
         "httpserver.cors: not supported",
         "virtualrouter.providers.qwen.auth.type: 'qwen-oauth' is not supported (only API keys are)",
         "virtualrouter.providers.qwen.auth.tokenFile: not supported",
-        "virtualrouter.providers.qwen.models.qwen3-coder-plus.supportsStreaming: not supported",
+        "virtualrouter.providers.qwen.models.qwen3-coder-plus.supportsStreaming: must be true or false",
+        "virtualrouter.providers.qwen.models.qwen3-coder-plus.supportsThinking: not supported",
         "virtualrouter.providers.gem.type: provider type 'gemini' is not supported",
         "virtualrouter.routing.anthropic: category not supported",
-        "virtualrouter.routing.tools[0]: 'glm.primary.glm-4.6' pins key 'primary'",
         "virtualrouter.routing.tools[1]: 'glm.glm-4.7': provider 'glm' lists no model 'glm-4.7'",
         "virtualrouter.routing.tools[2]: 'nobody.x' names unknown provider 'nobody'",
         "virtualrouter.classifier.thinkingKeywords: not supported",
