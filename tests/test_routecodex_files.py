@@ -100,6 +100,13 @@ async def test_v090_file_serves_with_its_keys_streams_and_pools(nursery: trio.Nu
         )
         assert fake.requests[-1].headers["authorization"] == "Bearer sk-kimi-3333"
         assert fake.requests[-1].headers["user-agent"] == "KimiCLI/1.0"
+        # supportsStreaming: false -> called without streaming, streamed to the client by the gateway.
+        stream = await client.chat.completions.create(
+            model="kimi.kimi-for-coding", messages=[{"role": "user", "content": "c"}], stream=True
+        )
+        text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+        assert text == "Hello from the fake upstream."
+        assert fake.requests[-1].body["stream"] is False
 
 
 def _v090() -> dict[str, Any]:
