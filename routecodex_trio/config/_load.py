@@ -24,6 +24,7 @@ import cattrs
 
 from .._errors import ConfigError
 from ._engines import PORT_PLACEHOLDER, engine_problems
+from ._lua import lua_to_mapping, with_lua_lines
 from ._model import (
     ROUTE_CATEGORIES,
     WILDCARD_MODEL,
@@ -452,7 +453,7 @@ def _config_error(source: str | None, problems: list[str], from_env: Mapping[str
 
 
 def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> GatewayConfig:
-    """Read a TOML (or RouteCodex JSON) config file.
+    """Read a TOML (or RouteCodex JSON, or Lua script) config file.
 
     Raises:
         ConfigError: unreadable file, bad syntax, unknown keys or bad values (all of them).
@@ -462,6 +463,13 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    if path.suffix.lower() == ".lua":
+        # A Lua script returning the same tree (config/_lua.py, optional extra "lua").
+        raw = lua_to_mapping(path, text)
+        try:
+            return config_from_mapping(raw, source=str(path), environ=environ)
+        except ConfigError as exc:
+            raise with_lua_lines(exc, path, text) from None
     if path.suffix.lower() == ".json":
         # RouteCodex's config.json (or our own tree written as JSON).
         try:
