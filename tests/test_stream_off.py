@@ -14,7 +14,7 @@ import attrs
 import pytest
 import trio
 
-from .conftest import GatewayFactory, openai_client
+from .conftest import GatewayFactory, anthropic_client, mock_config, openai_client
 from .fakes import start_app
 from .fakes_protocols import FakeUpstream
 from .test_matrix import PROTOCOLS, run_am, run_cc, run_rs
@@ -97,3 +97,17 @@ async def test_a_non_streaming_client_is_unchanged(hub: tuple[Gateway, FakeUpstr
         )
     assert reply.choices[0].message.content == "Hello from the fake upstream."
     assert fake.requests[-1].body.get("stream") in (None, False)
+
+
+async def test_a_mock_provider_with_stream_off_is_told_as_a_stream_too(start_gateway: GatewayFactory) -> None:
+    raw = mock_config(reply="whole answer", tool_calls=False)
+    raw["providers"]["mock"]["stream"] = False
+    gateway = await start_gateway(raw)
+    with trio.fail_after(10):
+        async with anthropic_client(gateway).messages.stream(
+            model="m1", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+        ) as stream:
+            text = "".join([chunk async for chunk in stream.text_stream])
+            final = await stream.get_final_message()
+    assert text == "whole answer"
+    assert final.stop_reason == "end_turn"
