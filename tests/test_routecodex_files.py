@@ -75,6 +75,7 @@ async def test_v090_file_serves_with_its_keys_streams_and_pools(nursery: trio.Nu
     assert config.providers["kimi"].stream is False
     assert config.providers["kimi"].compat == "passthrough"
     assert config.providers["glm"].streams("glm-4.7") and not config.providers["glm"].streams("glm-4.5-air")
+    assert config.providers["glm"].model("glm-4.7").stream is True  # type: ignore[union-attr]
     assert config.providers["glm"].model("glm-4.5-air").max_context == 128000  # type: ignore[union-attr]
     assert (config.routing.context_ratio, config.routing.context_overflow) == (0.9, "try")
     # provider.alias.model pins a key: that key alone, as a provider of its own.
@@ -209,3 +210,13 @@ def test_context_overflow_try_sends_the_largest_window_first_instead_of_a_400() 
     with pytest.raises(InvalidRequest):
         _route(_context_config("refuse"), 20000)
     assert _route(_context_config("try"), 20000) == ["big.b", "small.s"]
+
+
+def test_a_model_supports_streaming_wins_over_its_provider() -> None:
+    raw = _v090()
+    kimi = raw["virtualrouter"]["providers"]["kimi"]
+    kimi["models"]["kimi-k2"] = {"supportsStreaming": True}
+    tree = routecodex_to_mapping(raw, environ=ENV)
+    config = config_from_mapping(tree, environ={**ENV, "UPSTREAM_URL": "http://127.0.0.1:9"})
+    assert not config.providers["kimi"].streams("kimi-for-coding")
+    assert config.providers["kimi"].streams("kimi-k2")

@@ -44,11 +44,15 @@ def server_apikey(server: Mapping[str, Any], reject: Reject, blank: Callable[[st
 
 
 def stream_switch(where: str, value: Any, reject: Reject) -> bool | None:
-    """``supportsStreaming`` -> our ``stream`` (None when it changes nothing: ``true``)."""
+    """``supportsStreaming`` -> our ``stream`` (None for a value that is not a boolean).
+
+    RouteCodex's ``true`` also forced streaming upstream for clients that did not ask for it;
+    here it keeps streaming on (a model's ``true`` over its provider's ``false``).
+    """
     if not isinstance(value, bool):
         reject(where, "must be true or false")
         return None
-    return None if value else False
+    return value
 
 
 def process_mode(where: str, value: Any, reject: Reject) -> str | None:
