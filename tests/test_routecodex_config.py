@@ -276,7 +276,7 @@ def test_unsupported_settings_are_named_all_at_once() -> None:
         "virtualrouter.providers.qwen.models.qwen3-coder-plus.supportsStreaming: must be true or false",
         "virtualrouter.providers.qwen.models.qwen3-coder-plus.supportsThinking: not supported",
         "virtualrouter.providers.gem.type: provider type 'gemini' is not supported",
-        "virtualrouter.routing.anthropic: category not supported",
+        "virtualrouter.routing.anthropic: v0.50's route for /v1/messages requests",
         "virtualrouter.routing.tools[1]: 'glm.glm-4.7': provider 'glm' lists no model 'glm-4.7'",
         "virtualrouter.routing.tools[2]: 'nobody.x' names unknown provider 'nobody'",
         "virtualrouter.classifier.thinkingKeywords: not supported",

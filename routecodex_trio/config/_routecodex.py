@@ -446,8 +446,17 @@ class _Converter:
             if not isinstance(entries, list):
                 self.reject(path, "must be a list")
                 continue
+            if category == "anthropic" and entries and entries != value.get("default"):
+                # v0.50's pool for /v1/messages (http-server pickFirst): every endpoint here is
+                # routed by the same categories, so only a copy of the default route maps.
+                self.reject(
+                    path,
+                    "v0.50's route for /v1/messages requests: every endpoint is routed by the same "
+                    "categories here, so it is accepted only when it equals routing.default",
+                )
+                continue
             if name not in ROUTE_CATEGORIES:
-                if entries:
+                if entries and category != "anthropic":
                     self.reject(path, f"category not supported (one of {', '.join(ROUTE_CATEGORIES)})")
                 continue
             routing.setdefault(name, []).extend(self._pools(path, entries))
