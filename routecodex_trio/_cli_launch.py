@@ -218,20 +218,32 @@ async def _launch(
     if args.url:
         print(f"routecodex: no gateway answers at {url}; start one or leave out --url", file=sys.stderr)
         return 1
-    from .server import serve
-
     handler = _log_to_file(args.gateway_log)
     try:
-        async with trio.open_nursery() as nursery:
-            gateway = await nursery.start(serve, config)
-            print(f"routecodex: started a gateway for this session at {gateway.url}", file=sys.stderr)
-            code = await _run_agent(agent, program, agent_args, gateway.url, key, args.model)
-            gateway.shutdown()
-            nursery.cancel_scope.deadline = trio.current_time() + 5  # in-flight requests: bounded drain
-        return code
+        return await _serve_for_session(config, agent, program, agent_args, key, args.model)
+    except BaseExceptionGroup as group:
+        from .server._serve import _unwrap
+
+        # A port taken by something else (ConfigError) is reported as itself by cli.main().
+        raise _unwrap(group) from None
     finally:
         logging.getLogger("routecodex_trio").removeHandler(handler)
         handler.close()
+
+
+async def _serve_for_session(
+    config: GatewayConfig, agent: str, program: str, agent_args: list[str], key: str, model: str | None
+) -> int:
+    """Serve ``config`` in this process for as long as the agent runs."""
+    from .server import serve
+
+    async with trio.open_nursery() as nursery:
+        gateway = await nursery.start(serve, config)
+        print(f"routecodex: started a gateway for this session at {gateway.url}", file=sys.stderr)
+        code = await _run_agent(agent, program, agent_args, gateway.url, key, model)
+        gateway.shutdown()
+        nursery.cancel_scope.deadline = trio.current_time() + 5  # in-flight requests: bounded drain
+    return code
 
 
 async def _run_agent(
@@ -241,7 +253,11 @@ async def _run_agent(
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     with trio.open_signal_receiver(*signals) as received:
         async with trio.open_nursery() as nursery:
-            process: trio.Process = await nursery.start(_start, argv, env)
+            try:
+                process: trio.Process = await nursery.start(_start, argv, env)
+            except OSError as exc:
+                print(f"routecodex: cannot run {argv[0]}: {exc.strerror or exc}", file=sys.stderr)
+                return 126
 
             async def forward() -> None:
                 async for signum in received:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 import textwrap
@@ -210,3 +211,81 @@ def test_our_options_come_first_and_the_rest_is_the_agents() -> None:
     assert (args.url, args.agent_args) == ("http://h:1", ["--help"])
     args = parser.parse_args(["claude", "-p", "hi", "--model", "x"])
     assert (args.model, args.agent_args) == (None, ["-p", "hi", "--model", "x"])
+
+
+WAITING_AGENT = """\
+#!{python}
+# An agent that runs until told to stop: SIGTERM is its cue to record it and exit 3.
+import os, signal, sys, time
+
+def stop(signum, frame):
+    with open(os.environ["STAND_IN_RECORD"], "w") as out:
+        out.write(signal.Signals(signum).name)
+    sys.exit(3)
+
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+open(os.environ["STAND_IN_READY"], "w").write(os.environ["ANTHROPIC_BASE_URL"])
+while True:
+    time.sleep(0.05)
+"""
+
+
+async def test_sigterm_reaches_the_agent_and_the_session_gateway_stops(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "claude").write_text(WAITING_AGENT.format(python=sys.executable))
+    (bin_dir / "claude").chmod(0o755)
+    ready, record = tmp_path / "ready", tmp_path / "record"
+    config = write_config(tmp_path, f"127.0.0.1:{free_port()}")
+    environ = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": str(tmp_path),
+        "STAND_IN_RECORD": str(record),
+        "STAND_IN_READY": str(ready),
+    }
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "routecodex_trio", "claude", "--config", str(config)], env=environ
+    )
+    try:
+        with trio.fail_after(30):
+            while not ready.exists() or not ready.read_text():
+                await trio.sleep(0.05)
+            url = ready.read_text()
+            assert not refused(url)
+            process.send_signal(signal.SIGINT)  # Ctrl-C is the agent's: the launcher stays
+            await trio.sleep(0.3)
+            assert process.poll() is None
+            process.send_signal(signal.SIGTERM)
+            code = await process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 3
+    assert record.read_text() == "SIGTERM"
+    assert refused(url)
+
+
+async def test_an_agent_that_cannot_run_is_named(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"127.0.0.1:{free_port()}")
+    program = tmp_path / "not-executable"
+    program.write_text("nothing")
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "routecodex_trio",
+                "codex",
+                "--config",
+                str(config),
+                "--program",
+                str(program),
+            ],
+            env={**os.environ, "HOME": str(tmp_path)},
+            capture_stderr=True,
+            check=False,
+        )
+    assert done.returncode == 126, done.stderr
+    assert f"cannot run {program}: Permission denied".encode() in done.stderr
