@@ -220,3 +220,30 @@ def test_a_model_supports_streaming_wins_over_its_provider() -> None:
     config = config_from_mapping(tree, environ={**ENV, "UPSTREAM_URL": "http://127.0.0.1:9"})
     assert not config.providers["kimi"].streams("kimi-for-coding")
     assert config.providers["kimi"].streams("kimi-k2")
+
+
+def test_responses_provider_streaming_preference() -> None:
+    raw = _v090()
+    providers = raw["virtualrouter"]["providers"]
+    tab = {
+        "id": "tab",
+        "type": "responses",
+        "baseURL": "${UPSTREAM_URL}/openai",
+        "auth": {"type": "apikey", "apiKey": "${KIMI_API_KEY}"},
+        "models": {"gpt-5.2-codex": {}},
+        "responses": {"process": "chat", "streaming": "never"},
+    }
+    providers["tab"] = tab
+    tree = routecodex_to_mapping(raw, environ=ENV)
+    config = config_from_mapping(tree, environ={**ENV, "UPSTREAM_URL": "http://127.0.0.1:9"})
+    assert config.providers["tab"].type == "openai-responses" and config.providers["tab"].stream is False
+    tab["responses"] = {"process": "passthrough", "streaming": "auto"}
+    tree = routecodex_to_mapping(raw, environ=ENV)
+    assert "stream" not in tree["providers"]["tab"]
+    tab["responses"] = {"streaming": "always", "mode": 1}
+    problems = _problems(raw)
+    assert (
+        "virtualrouter.providers.tab.responses.streaming: 'always' is not supported (auto or never)"
+        in problems
+    )
+    assert "virtualrouter.providers.tab.responses.mode: not supported (process and streaming are)" in problems

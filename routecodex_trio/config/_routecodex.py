@@ -38,7 +38,14 @@ from typing import Any, Final
 
 from .._errors import ConfigError
 from ._model import COMPAT_PROFILES, ROUTE_CATEGORIES
-from ._routecodex_more import context_routing, model_compat, process_mode, server_apikey, stream_switch
+from ._routecodex_more import (
+    context_routing,
+    model_compat,
+    process_mode,
+    responses_options,
+    server_apikey,
+    stream_switch,
+)
 
 _IGNORED_TOP: Final = frozenset({"version", "description", "$schema"})
 _IGNORED_ROUTER: Final = frozenset({"inputProtocol", "outputProtocol"})
@@ -60,6 +67,7 @@ _PROVIDER_KEYS: Final = frozenset(
         "compatibilityProfile",
         "process",
         "supportsStreaming",
+        "responses",
     }
 )
 _MODEL_KEYS: Final[Mapping[str, str]] = {
@@ -328,6 +336,11 @@ class _Converter:
             if mode is not None and "compatibilityProfile" in raw:
                 self.reject(f"{where}.process", "passthrough means no compat profile; drop one of the two")
             compat = mode or compat
+        if "responses" in raw:
+            mode, stream = responses_options(f"{where}.responses", raw["responses"], self.reject)
+            compat = mode or compat
+            if stream is not None:
+                out["stream"] = stream
         if "headers" in raw:
             out["headers"] = raw["headers"]
         if "compatibilityProfile" in raw:

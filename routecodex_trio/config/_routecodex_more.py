@@ -55,6 +55,34 @@ def stream_switch(where: str, value: Any, reject: Reject) -> bool | None:
     return value
 
 
+def responses_options(where: str, value: Any, reject: Reject) -> tuple[str | None, bool | None]:
+    """A Responses provider's ``responses: {process, streaming}`` -> (compat, stream).
+
+    ``streaming`` is RouteCodex's ResponsesProvider preference: ``auto`` (the client's
+    choice, what we do), ``never`` (our ``stream = false``), ``always`` (SSE upstream even for
+    a client that asked for none, for upstreams that only stream).
+    """
+    if not isinstance(value, Mapping):
+        reject(where, "must be an object")
+        return None, None
+    compat: str | None = None
+    stream: bool | None = None
+    for key, option in value.items():
+        if key == "process":
+            compat = process_mode(f"{where}.process", option, reject)
+        elif key == "streaming" and option in ("auto", "never"):
+            stream = None if option == "auto" else False
+        elif key == "streaming":
+            reject(
+                f"{where}.streaming",
+                f"{option!r} is not supported (auto or never): a client that asks for no stream is "
+                "called without one here",
+            )
+        else:
+            reject(f"{where}.{key}", "not supported (process and streaming are)")
+    return compat, stream
+
+
 def process_mode(where: str, value: Any, reject: Reject) -> str | None:
     """``process``: the compat profile it implies (``passthrough``), or None for ``chat``."""
     mode = value.strip().lower() if isinstance(value, str) else None
