@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import trio
 
-from . import _cli_config, _cli_login
+from . import _cli_config, _cli_launch, _cli_login
 from ._errors import ConfigError, GatewayError
 from ._version import __version__
 from .config import default_config_path, load_config, permission_warning
@@ -520,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(func=cmd_env)
     _cli_login.register(add)
     _cli_config.register(sub, add)
+    _cli_launch.register(sub, add)
     return parser
 
 

@@ -256,7 +256,7 @@ def test_unsupported_settings_are_named_all_at_once() -> None:
         "baseURL": "https://portal.qwen.ai/v1",
         # qwen-oauth and iflow-oauth map onto [auth] presets (test_oauth.py); other logins do not.
         "auth": {"type": "gemini-cli-oauth", "tokenFile": "~/.routecodex/auth/gemini.json"},
-        "models": {"qwen3-coder-plus": {"supportsStreaming": True}},
+        "models": {"qwen3-coder-plus": {"supportsStreaming": "yes", "supportsThinking": True}},
     }
     router["providers"]["gem"] = {"type": "gemini", "apiKey": "g", "models": {"gemini-2.5-pro": {}}}
     router["routing"]["anthropic"] = ["glm.glm-4.6"]
@@ -274,10 +274,10 @@ def test_unsupported_settings_are_named_all_at_once() -> None:
         "httpserver.cors: not supported",
         "virtualrouter.providers.qwen.auth.type: 'gemini-cli-oauth' is not supported (only API keys are)",
         "virtualrouter.providers.qwen.auth.tokenFile: not supported",
-        "virtualrouter.providers.qwen.models.qwen3-coder-plus.supportsStreaming: not supported",
+        "virtualrouter.providers.qwen.models.qwen3-coder-plus.supportsStreaming: must be true or false",
+        "virtualrouter.providers.qwen.models.qwen3-coder-plus.supportsThinking: not supported",
         "virtualrouter.providers.gem.type: provider type 'gemini' is not supported",
-        "virtualrouter.routing.anthropic: category not supported",
-        "virtualrouter.routing.tools[0]: 'glm.primary.glm-4.6' pins key 'primary'",
+        "virtualrouter.routing.anthropic: v0.50's route for /v1/messages requests",
         "virtualrouter.routing.tools[1]: 'glm.glm-4.7': provider 'glm' lists no model 'glm-4.7'",
         "virtualrouter.routing.tools[2]: 'nobody.x' names unknown provider 'nobody'",
         "virtualrouter.classifier.thinkingKeywords: not supported",

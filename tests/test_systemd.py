@@ -127,7 +127,10 @@ def _unit() -> configparser.RawConfigParser:
 def test_unit_file_is_a_hardened_notify_service() -> None:
     service = _unit()["Service"]
     assert service["Type"] == "notify"
-    assert service["ExecStart"] == "/usr/bin/env routecodex serve --config /etc/routecodex/routecodex.toml"
+    assert (
+        service["ExecStart"]
+        == "/opt/routecodex/venv/bin/routecodex serve --config /etc/routecodex/config.toml"
+    )
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert service["KillSignal"] == "SIGTERM"
     assert service["Restart"] == "on-failure"

@@ -25,6 +25,7 @@ from typing import Any, Final
 import attrs
 
 from .._errors import ConfigError
+from ._lua import lua_to_mapping
 from ._routecodex import is_routecodex_config, routecodex_to_mapping
 
 # The system layer: shared by every user of the host (issue 20). The variable exists for tests
@@ -112,6 +113,9 @@ def read_layer_file(path: Path, environ: Mapping[str, str] | None = None) -> dic
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    if path.suffix.lower() == ".lua":
+        # A sandboxed Lua script returning the same tree (config/_lua.py, optional extra "lua").
+        return lua_to_mapping(path, text)
     if path.suffix.lower() == ".json":
         try:
             raw = json.loads(text)

@@ -14,6 +14,7 @@ import re
 import stat
 import typing
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -27,6 +28,7 @@ from ._auth import auth_problems, resolve_auth
 from ._cors import cors_problems
 from ._engines import PORT_PLACEHOLDER, engine_problems
 from ._layers import attribute_problems, read_config_tree
+from ._lua import with_lua_lines
 from ._model import (
     ROUTE_CATEGORIES,
     WILDCARD_MODEL,
@@ -598,7 +600,7 @@ def load_config(
     layered: bool = True,
     warnings: list[str] | None = None,
 ) -> GatewayConfig:
-    """Read a TOML (or RouteCodex JSON) config file, over the system and user layers.
+    """Read a TOML (or RouteCodex JSON, or Lua script) config file, over the system and user layers.
 
     Args:
         layered: ``False`` reads ``path`` alone, without ``/etc/routecodex/config.toml`` and
@@ -615,7 +617,15 @@ def load_config(
     try:
         return config_from_mapping(layers.tree, source=str(path), environ=environ)
     except ConfigError as exc:
-        raise attribute_problems(exc, layers.origins, str(path)) from None
+        exc = attribute_problems(exc, layers.origins, str(path))
+        main = Path(path)
+        if main.suffix.lower() == ".lua":
+            # A schema problem names the script's line that sets the key (config/_lua.py).
+            try:
+                exc = with_lua_lines(exc, main, main.read_text(encoding="utf-8"))
+            except OSError:
+                pass
+        raise exc from None
 
 
 def holds_keys(config: GatewayConfig) -> bool:

@@ -215,6 +215,8 @@ class ModelConfig:
     max_tokens: int | None = None  # cap applied to requests (compat profiles)
     max_context: int | None = None
     compat: CompatName | None = None  # overrides the provider's ``compat``
+    # ``false``: this model is called without streaming (the provider's ``stream`` otherwise).
+    stream: bool | None = None
 
     @property
     def upstream_name(self) -> str:
@@ -269,6 +271,16 @@ class ProviderConfig:
     http2: bool = False  # offer h2 in ALPN; streams share one connection
     # Account credentials (issue 19, config/_auth.py): token files instead of api_keys.
     auth: AuthConfig | None = None
+    # ``false``: the upstream is always called without streaming; a streaming client still gets
+    # a stream, built by the gateway from the complete answer (pipeline/_synth.py).
+    stream: bool = True
+
+    def streams(self, model_id: str) -> bool:
+        """Whether requests for ``model_id`` may stream upstream (the model's own switch wins)."""
+        model = self.model(model_id)
+        if model is not None and model.stream is not None:
+            return model.stream
+        return self.stream
 
     def all_keys(self) -> tuple[Secret, ...]:
         """Every configured key, ``api_key`` first."""
@@ -336,6 +348,14 @@ class RoutingConfig:
     )
     # In-message routing instructions ``<**...**>`` (router/_instructions.py).
     instructions: bool = True
+    # Context fit: a target fits when the request needs at most this share of its window
+    # (RouteCodex's contextRouting.warnRatio); those above it but within the window come next.
+    context_ratio: float = attrs.field(
+        default=1.0, validator=[attrs.validators.gt(0), attrs.validators.le(1)]
+    )
+    # When no window holds the request: "refuse" answers 400 context_length_exceeded, "try"
+    # sends it to the largest windows first (RouteCodex's contextRouting.hardLimit = false).
+    context_overflow: Literal["refuse", "try"] = "refuse"
 
     def pools(self, category: str) -> tuple[PoolConfig, ...]:
         pools: tuple[PoolConfig, ...] = getattr(self, category)

@@ -26,7 +26,7 @@ Ignored because they change nothing here: ``version``, ``description``, ``$schem
 ``virtualrouter.inputProtocol``/``outputProtocol`` (every protocol has its own endpoint) and a
 disabled ``dryRun``. Everything else is rejected by name, all problems at once: a setting that
 silently did nothing would be worse than an error (other auth kinds, keyword classifiers, sticky
-balancing, key-pinned targets of a provider with several keys, server tools...).
+balancing, server tools...); the v0.50-v0.90 additions are read in ``_routecodex_more.py``.
 
 OAuth logins: ``auth: {type: "qwen-oauth" | "iflow-oauth", tokenFile}`` -> ``auth = {preset =
 "qwen" | "iflow", token_files = [tokenFile]}``; a list of files rotates like ``apiKeys``.
@@ -41,6 +41,14 @@ from typing import Any, Final
 
 from .._errors import ConfigError
 from ._model import COMPAT_PROFILES, ROUTE_CATEGORIES
+from ._routecodex_more import (
+    context_routing,
+    model_compat,
+    process_mode,
+    responses_options,
+    server_apikey,
+    stream_switch,
+)
 
 _IGNORED_TOP: Final = frozenset({"version", "description", "$schema"})
 _IGNORED_ROUTER: Final = frozenset({"inputProtocol", "outputProtocol"})
@@ -60,6 +68,9 @@ _PROVIDER_KEYS: Final = frozenset(
         "models",
         "headers",
         "compatibilityProfile",
+        "process",
+        "supportsStreaming",
+        "responses",
     }
 )
 # RouteCodex's OAuth provider logins -> our auth presets (config/_auth.py).
@@ -82,6 +93,7 @@ _CHAT_TYPES: Final[Mapping[str, str | None]] = {
     "openai": None,
     "openai-chat": None,
     "openai-compatible": None,
+    "openai-standard": None,
     "chat": None,
     "glm": "glm",
     "qwen": "qwen",
@@ -153,6 +165,9 @@ class _Converter:
         self.environ = environ
         self.problems: list[str] = []
         self.aliases: dict[str, list[str]] = {}  # provider -> key aliases
+        self.keys: dict[str, list[str]] = {}  # provider -> keys, in the order of ``aliases``
+        # (provider, alias) pairs that a target pins: each becomes a provider of its own.
+        self.pinned: dict[tuple[str, str], str] = {}
         self.models: dict[str, list[str]] = {}  # provider -> model ids
         self.disabled: set[str] = set()
         self.strategy = "round-robin"
@@ -182,6 +197,7 @@ class _Converter:
                 "classifier",
                 "health",
                 "loadBalancing",
+                "contextRouting",
             ):
                 continue
             if key == "dryRun" and not (isinstance(value, Mapping) and value.get("enabled")):
@@ -190,6 +206,8 @@ class _Converter:
         self._load_balancing(router.get("loadBalancing"))
         out["providers"] = self._providers(router.get("providers"))
         out["routing"] = self._routing(router.get("routing"))
+        out["routing"].update(context_routing(router.get("contextRouting"), self.reject))
+        self._split_pinned(out["providers"])
         classifier = self._classifier(router.get("classifier"))
         if classifier:
             out["classifier"] = classifier
@@ -211,6 +229,9 @@ class _Converter:
                 out["api_keys"] = keys
             else:
                 self.reject("httpserver.apiKeys", "must be a list of strings")
+        single = server_apikey(server, self.reject, self._blank)
+        if single:
+            out["api_keys"] = [*out.get("api_keys", []), *single]
         allow = server.get("allowUnauthenticated")
         if allow is not None:
             if isinstance(allow, bool):
@@ -225,7 +246,7 @@ class _Converter:
             self.reject("httpserver", "must be an object")
             server = {}
         for key in server:
-            if key not in ("host", "port", "apiKeys", "allowUnauthenticated"):
+            if key not in ("host", "port", "apikey", "apiKeys", "allowUnauthenticated"):
                 self.reject(f"httpserver.{key}", "not supported")
         host = server.get("host", raw.get("host", "127.0.0.1"))
         port = server.get("port", raw.get("port", _DEFAULT_PORT))
@@ -313,6 +334,21 @@ class _Converter:
         if keys:
             out["api_keys"] = keys
         self.aliases[name] = aliases
+        self.keys[name] = keys
+        if "supportsStreaming" in raw:
+            stream = stream_switch(f"{where}.supportsStreaming", raw["supportsStreaming"], self.reject)
+            if stream is not None:
+                out["stream"] = stream
+        if "process" in raw:
+            mode = process_mode(f"{where}.process", raw["process"], self.reject)
+            if mode is not None and "compatibilityProfile" in raw:
+                self.reject(f"{where}.process", "passthrough means no compat profile; drop one of the two")
+            compat = mode or compat
+        if "responses" in raw:
+            mode, stream = responses_options(f"{where}.responses", raw["responses"], self.reject)
+            compat = mode or compat
+            if stream is not None:
+                out["stream"] = stream
         if "headers" in raw:
             out["headers"] = raw["headers"]
         if "compatibilityProfile" in raw:
@@ -427,8 +463,12 @@ class _Converter:
             for key, option in options.items():
                 if key in _MODEL_KEYS:
                     model[_MODEL_KEYS[key]] = option
+                elif key == "supportsStreaming":
+                    stream = stream_switch(f"{where}.{model_id}.{key}", option, self.reject)
+                    if stream is not None:
+                        model["stream"] = stream
                 elif key == "compatibility":
-                    compat = self._model_compat(f"{where}.{model_id}.compatibility", option)
+                    compat = model_compat(f"{where}.{model_id}.compatibility", option, self.reject)
                     if compat is not None and provider_type == "openai-chat":
                         model["compat"] = compat
                 else:
@@ -436,19 +476,6 @@ class _Converter:
             models[model_id] = model
         self.models[provider] = list(models)
         return models
-
-    def _model_compat(self, where: str, value: Any) -> str | None:
-        """The older per-model form ``{"type": "compatibility", "config": {"moduleType": "glm"}}``."""
-        if not isinstance(value, Mapping) or not isinstance(value.get("config"), Mapping):
-            self.reject(where, "expected {type: compatibility, config: {moduleType: ...}}")
-            return None
-        config = value["config"]
-        for key in config:
-            if key != "moduleType":
-                self.reject(
-                    f"{where}.config.{key}", "not supported (compat profiles are fixed; docs/config.md)"
-                )
-        return self._compat(config.get("moduleType", ""), f"{where}.config.moduleType")
 
     # ------------------------------------------------------------------ routing
 
@@ -464,8 +491,17 @@ class _Converter:
             if not isinstance(entries, list):
                 self.reject(path, "must be a list")
                 continue
+            if category == "anthropic" and entries and entries != value.get("default"):
+                # v0.50's pool for /v1/messages (http-server pickFirst): every endpoint here is
+                # routed by the same categories, so only a copy of the default route maps.
+                self.reject(
+                    path,
+                    "v0.50's route for /v1/messages requests: every endpoint is routed by the same "
+                    "categories here, so it is accepted only when it equals routing.default",
+                )
+                continue
             if name not in ROUTE_CATEGORIES:
-                if entries:
+                if entries and category != "anthropic":
                     self.reject(path, f"category not supported (one of {', '.join(ROUTE_CATEGORIES)})")
                 continue
             routing.setdefault(name, []).extend(self._pools(path, entries))
@@ -585,15 +621,24 @@ class _Converter:
             for model in (rest.removeprefix(f"{alias}."), rest.removesuffix(f".{alias}")):
                 if model != rest and model in models:
                     if len(self.aliases[provider]) > 1:
-                        self.reject(
-                            where,
-                            f"{entry!r} pins key {alias!r}; routecodex_trio uses every key of a "
-                            "provider.model in turn (split the keys into separate providers to pin one)",
-                        )
-                        return None
+                        # The alias says which key: that key alone becomes a provider of its own.
+                        pinned = self.pinned.setdefault((provider, alias), f"{provider}-{alias}")
+                        return priority, f"{pinned}.{model}"
                     return priority, f"{provider}.{model}"
         self.reject(where, f"{entry!r}: provider {provider!r} lists no model {rest!r}")
         return None
+
+    def _split_pinned(self, providers: dict[str, Any]) -> None:
+        """A provider per pinned key (``glm.key2.glm-4.6``): the same upstream with one key."""
+        for (provider, alias), name in self.pinned.items():
+            if name in providers:
+                self.reject(
+                    f"virtualrouter.providers.{provider}",
+                    f"a target pins key {alias!r}, which needs the provider id {name!r}, already taken",
+                )
+                continue
+            key = self.keys[provider][self.aliases[provider].index(alias)]
+            providers[name] = {**providers[provider], "api_keys": [key]}
 
     # ------------------------------------------------------------------ classifier, health
 

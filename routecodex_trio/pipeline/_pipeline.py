@@ -45,7 +45,7 @@ from .._scrub import Scrubber, scrub_then_cut, scrubber_for
 from ..config._model import DEFAULT_MAX_COOLDOWN_S
 from ..protocols import codec_for
 from ..protocols.base import extract_error_message
-from ..protocols.canonical import Usage, estimate_request_tokens
+from ..protocols.canonical import Response, Usage, estimate_request_tokens
 from ..providers import ChunkReader, HttpUpstream, LoginRequired, MockUpstream, refreshed_token, usable_token
 from ..router import is_context_overflow
 from ..state import MemoryResponseStore, MemorySessionStore, StateUnavailable
@@ -62,6 +62,7 @@ from ._relay import (
 from ._request import RESPONSES
 from ._responses import ResponsesState
 from ._steering import SteerStage
+from ._synth import stream_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -263,7 +264,19 @@ class ExchangeStage:
             return
         response = await upstream.complete(canonical)
         trace.usage = response.usage
+        if call.synth_stream:
+            await self._tell_as_stream(response, request, responder, trace)
+            return
         await responder.send_json(200, client_codec.encode_response(response, request.canonical()))
+
+    async def _tell_as_stream(
+        self, response: Response, request: ClientRequest, responder: Responder, trace: Trace
+    ) -> None:
+        """A complete answer to a client that asked for a stream (provider ``stream = false``)."""
+        encoder = request.codec.stream_encoder(request.canonical())
+        await relay_canonical(stream_of(response), encoder, responder, trace.stats)
+        await responder.end()
+        trace.usage = trace.stats.usage or response.usage
 
     async def _run_http(
         self,
@@ -433,7 +446,7 @@ class ExchangeStage:
         trace: Trace,
     ) -> None:
         provider = call.target.provider
-        if call.passthrough and not call.repair:
+        if call.passthrough and not call.repair and not call.synth_stream:
             # Read just enough to know it is an answer: a 200 carrying an error body or
             # broken JSON must not reach the client as a success.
             answer = _loads(response.content)
@@ -459,6 +472,9 @@ class ExchangeStage:
             )
         canonical_response = upstream_codec.decode_response(body)
         trace.usage = canonical_response.usage
+        if call.synth_stream:
+            await self._tell_as_stream(canonical_response, request, responder, trace)
+            return
         await responder.send_json(200, request.codec.encode_response(canonical_response, request.canonical()))
 
 

@@ -53,6 +53,9 @@ class UpstreamCall:
     dropped: tuple[Dropped, ...] = ()
     # The body names the client's previous_response_id (this account produced it, issue 17).
     forwarded_id: bool = False
+    # The client asked for a stream but the provider is called without one (``stream = false``):
+    # the complete answer is told to the client as a stream (pipeline/_synth.py).
+    synth_stream: bool = False
 
     def answer_headers(self) -> dict[str, str]:
         """Headers the client's answer carries because of this call."""
@@ -90,10 +93,18 @@ class PrepareStage:
     def prepare(self, request: ClientRequest, target: Target, *, category: str = "default") -> UpstreamCall:
         """Raises: UnsupportedConversion when this target's protocol cannot carry the request."""
         provider = self.config.providers[target.provider]
+        synth_stream = request.stream and not provider.streams(target.model)
+        stream = request.stream and not synth_stream
         if provider.type == "mock":
             _refuse_passthrough_params(request, provider, "it answers from the canonical model")
             return UpstreamCall(
-                target=target, protocol=None, path="", body=b"", stream=request.stream, passthrough=False
+                target=target,
+                protocol=None,
+                path="",
+                body=b"",
+                stream=stream,
+                passthrough=False,
+                synth_stream=synth_stream,
             )
         protocol = upstream_protocol(provider.type, request.protocol, provider.completions)
         codec = codec_for(protocol)
@@ -108,11 +119,15 @@ class PrepareStage:
             _refuse_passthrough_params(
                 request, provider, f"its compatibility profile {profile!r} re-encodes every answer"
             )
+        elif synth_stream:
+            _refuse_passthrough_params(
+                request, provider, "it is called without streaming and its answer is re-encoded as a stream"
+            )
         dropped: tuple[Dropped, ...] = ()
         encoded = None
         strip_cache = protocol == "anthropic-messages" and provider.prompt_cache == "off"
         forwarded_id = False
-        if passthrough and not compat and not strip_cache:
+        if passthrough and not compat and not strip_cache and not synth_stream:
             # The client's own bytes with only the model swapped: no re-encoding (issue 22).
             raw = request.raw
             continuation = request.continuation
@@ -131,9 +146,7 @@ class PrepareStage:
                 body = dict(request.body)
                 body["model"] = target.upstream_model
             else:
-                canonical = attrs.evolve(
-                    request.canonical(), model=target.upstream_model, stream=request.stream
-                )
+                canonical = attrs.evolve(request.canonical(), model=target.upstream_model, stream=stream)
                 fitted = fit_request(
                     canonical,
                     protocol,
@@ -142,6 +155,10 @@ class PrepareStage:
                 )
                 body = codec.encode_request(fitted.request)
                 dropped = fitted.dropped
+            if synth_stream:
+                # Said outright: an upstream that streams by default must not stream either.
+                body["stream"] = False
+                body.pop("stream_options", None)  # OpenAI: "only allowed when stream is true"
             if protocol == "anthropic-messages":
                 body = apply_prompt_cache(body, provider.prompt_cache, converted=not passthrough)
             if compat and profile is not None:
@@ -157,11 +174,12 @@ class PrepareStage:
             protocol=protocol,
             path=codec.upstream_path,
             body=encoded,
-            stream=request.stream,
+            stream=stream,
             passthrough=passthrough,
             repair=repair,
             dropped=dropped,
             forwarded_id=forwarded_id,
+            synth_stream=synth_stream,
         )
 
     def _is_web_search(self, tool: HostedTool | None) -> bool:

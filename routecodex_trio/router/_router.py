@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import math
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -517,11 +518,13 @@ class Router:
             return "default", f"{verdict.reason}; routing.{verdict.category} is empty, using default"
         return verdict.category, verdict.reason
 
-    def _fits(self, target: Target, needed: int | None) -> bool:
+    def _fits(self, target: Target, needed: int | None, ratio: float | None = None) -> bool:
+        """Within ``context_ratio`` of the window (or, with ``ratio``, that share of it)."""
         if needed is None:
             return True
         window = self.window(target)
-        return window is None or window >= needed
+        share = self.config.routing.context_ratio if ratio is None else ratio
+        return window is None or window * share >= needed
 
     def _fit(
         self, targets: list[Target], canonical: Callable[[], Request], enabled: bool = True
@@ -534,6 +537,17 @@ class Router:
         prompt = estimate_request_tokens(request)
         needed = prompt + output_reserve(request)
         fit = [t for t in targets if self._fits(t, needed)]
+        notes: list[str] = []
+        if not fit and self.config.routing.context_ratio < 1:
+            # Near their limit but within it: RouteCodex's "risky" targets, tried before none.
+            fit = [t for t in targets if self._fits(t, needed, 1.0)]
+            if fit:
+                ratio = self.config.routing.context_ratio
+                notes.append(f"context: ~{needed:,} tokens needed, above {ratio:g} of every window")
+        if not fit and self.config.routing.context_overflow == "try":
+            by_window = sorted(targets, key=lambda t: -(windows[t.id] or math.inf))
+            note = f"context: ~{needed:,} tokens needed, more than any window; largest tried first"
+            return by_window, needed, [note]
         if not fit:
             largest_id, largest = max(
                 ((i, w) for i, w in windows.items() if w is not None), key=lambda item: item[1]
@@ -546,10 +560,10 @@ class Router:
                 code="context_length_exceeded",
             )
         if len(fit) == len(targets):
-            return targets, needed, []
+            return targets, needed, notes
         too_small = sorted({t.id for t in targets if t not in fit})
-        note = f"context: ~{needed:,} tokens needed; {', '.join(too_small)} too small, moved last"
-        return fit + [t for t in targets if t not in fit], needed, [note]
+        notes.append(f"context: ~{needed:,} tokens needed; {', '.join(too_small)} too small, moved last")
+        return fit + [t for t in targets if t not in fit], needed, notes
 
     def _candidates(self, category: str, advance: bool = True) -> list[Target]:
         pools = list(enumerate(self.config.routing.pools(category)))
