@@ -49,6 +49,7 @@ from ..protocols.canonical import Usage, estimate_request_tokens
 from ..providers import ChunkReader, HttpUpstream, MockUpstream
 from ..router import is_context_overflow
 from ..state import MemoryResponseStore, MemorySessionStore, StateUnavailable
+from ._keys import share_key_rotation
 from ._prepare import PrepareStage, UpstreamCall
 from ._relay import (
     PassthroughTracker,
@@ -71,7 +72,7 @@ if TYPE_CHECKING:
     from ..protocols.fit import Dropped
     from ..providers import ProviderSet, UpstreamResponse
     from ..router import RouteDecision, RouteHints, Router, Target
-    from ..state import RedisCooldowns, ResponseStore, SessionStore
+    from ..state import RedisCooldowns, RedisKeyPositions, ResponseStore, SessionStore
     from ._request import ClientRequest
     from ._responder import Responder
 
@@ -453,6 +454,8 @@ class Pipeline:
     response_store: ResponseStore | None = None
     # Target cooldowns shared with other workers and hosts ([state] backend = "redis").
     cooldowns: RedisCooldowns | None = None
+    # Key-rotation positions shared with other workers and hosts ([state] backend = "redis").
+    key_positions: RedisKeyPositions | None = None
     # Health keys the last pull found cooling elsewhere: a success here clears them there.
     _remote_cooling: frozenset[str] = attrs.field(init=False, default=frozenset())
     _pulled_at: float = attrs.field(init=False, default=-math.inf)
@@ -502,6 +505,8 @@ class Pipeline:
         if not fit_context:
             hints = attrs.evolve(hints, fit_context=False)
         decision = self.router.route(request.model, request.canonical, hints)
+        if self.key_positions is not None:
+            decision = await share_key_rotation(self.router, self.key_positions, decision)
         trace.category = decision.category
         trace.decision = decision
         trace.route = decision.explain()

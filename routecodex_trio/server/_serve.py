@@ -215,6 +215,7 @@ async def _run_generation(
             engines=engines,
             response_store=state.responses if state is not None else None,
             cooldowns=state.cooldowns if state is not None else None,
+            key_positions=state.keys if state is not None else None,
             store=state.sessions if state is not None else None,
         )
         task_status.started(pipeline)

@@ -15,6 +15,7 @@ __all__ = [
     "MemoryResponseStore",
     "MemorySessionStore",
     "RedisCooldowns",
+    "RedisKeyPositions",
     "RedisResponseStore",
     "RedisSessionStore",
     "ResponseStore",
@@ -82,6 +83,7 @@ class SessionStore(Protocol):
         ...
 
 
+from ._keys import RedisKeyPositions  # noqa: E402
 from ._memory import MemorySessionStore  # noqa: E402  (the implementation needs SessionRecord)
 from ._open import SharedState, open_response_store, open_state  # noqa: E402
 from ._redis import RedisCooldowns, RedisResponseStore, RedisSessionStore, StateUnavailable  # noqa: E402

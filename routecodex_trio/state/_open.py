@@ -9,6 +9,7 @@ import attrs
 import coredis
 import trio
 
+from ._keys import RedisKeyPositions
 from ._memory import MemorySessionStore
 from ._redis import RedisCooldowns, RedisLink, RedisResponseStore, RedisSessionStore
 from ._responses import MemoryResponseStore
@@ -29,6 +30,8 @@ class SharedState:
     cooldowns: RedisCooldowns | None = None
     # None in memory: each config generation keeps its own (issue 16's MemorySessionStore).
     sessions: SessionStore | None = None
+    # None in memory: each process rotates keys with the router's own counters.
+    keys: RedisKeyPositions | None = None
 
 
 @contextlib.asynccontextmanager
@@ -53,7 +56,12 @@ async def open_state(config: StateConfig, max_sessions: int = 10_000) -> AsyncIt
     async with client, trio.open_nursery() as nursery:
         link = RedisLink(client, config.prefix, config.timeout)
         nursery.start_soon(link.watch)
-        yield SharedState(RedisResponseStore(link), RedisCooldowns(link), RedisSessionStore(link, local))
+        yield SharedState(
+            RedisResponseStore(link),
+            RedisCooldowns(link),
+            RedisSessionStore(link, local),
+            RedisKeyPositions(link),
+        )
         nursery.cancel_scope.cancel()
 
 
