@@ -627,7 +627,11 @@ class Pipeline:
             trace.attempts += 1
             trace.target = target.id
             trace.target_ref = target
-            responder.on_first_content = functools.partial(self.steer.finish, hints, decision, target)
+            # A non-stream stored answer is written right after: the session writes go with it.
+            batched = responder.on_content is not None and not request.stream
+            responder.on_first_content = functools.partial(
+                self.steer.finish, hints, decision, target, flush=not batched
+            )
             try:
                 call = self.prepare.prepare(request, target, category=decision.category)
             except UnsupportedConversion as exc:

@@ -78,6 +78,11 @@ class SessionStore(Protocol):
         """The session key an alias was linked to, or ``None``."""
         ...
 
+    async def flush(self) -> None:
+        """Send the writes ``put`` and ``link`` may have queued (a network store batches the
+        writes of one request); never raises."""
+        ...
+
     def __len__(self) -> int:
         """Sessions held now (for ``routecodex route`` and tests)."""
         ...

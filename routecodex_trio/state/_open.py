@@ -56,6 +56,7 @@ async def open_state(config: StateConfig, max_sessions: int = 10_000) -> AsyncIt
     async with client, trio.open_nursery() as nursery:
         link = RedisLink(client, config.prefix, config.timeout)
         nursery.start_soon(link.watch)
+        nursery.start_soon(link.write_behind)
         yield SharedState(
             RedisResponseStore(link),
             RedisCooldowns(link),
