@@ -34,6 +34,7 @@ from ._model import (
     Secret,
 )
 from ._routecodex import is_routecodex_config, routecodex_to_mapping
+from ._state_url import parse_state_url
 
 _VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Engine commands keep ${PORT}: the engine manager fills it with the port it picks.
@@ -418,6 +419,11 @@ def config_from_mapping(
     _check_routing(config, problems)
     if config.state.backend == "redis" and not config.state.url:
         problems.append('state.url: required with backend = "redis" (e.g. "redis://127.0.0.1:6379/0")')
+    elif config.state.url:
+        try:
+            parse_state_url(config.state.url.reveal())
+        except ValueError as exc:
+            problems.append(f"state.url: {exc}")
     for listen in config.server.listen:
         host, sep, port = listen.rpartition(":")
         if not sep or not port.isdigit() or not host:

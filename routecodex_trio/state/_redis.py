@@ -10,9 +10,10 @@ call means: a continuation that needs the store is a 503, storing an answer is s
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeAlias, TypeVar
 
 import anyio
 import attrs
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 
 LOGGER: Final = logging.getLogger("routecodex_trio.state")
 T = TypeVar("T")
+# What ``[state] url`` gives (state/_open.py): one server (also a Sentinel-managed primary) or
+# a Cluster.
+RedisClient: TypeAlias = "coredis.Redis[bytes] | coredis.RedisCluster[bytes]"
 # What a call to Redis can end with when Redis is down, slow or cut mid-answer: coredis's own
 # errors, socket errors, and anyio's stream errors that coredis lets through.
 _FAILURES: Final = (
@@ -75,7 +79,7 @@ class StateUnavailable(Exception):
 class RedisLink:
     """One coredis client with the timeout, the degraded flag and its log lines."""
 
-    client: coredis.Redis[bytes]
+    client: RedisClient
     prefix: str
     timeout_s: float
     degraded: bool = False
@@ -137,8 +141,8 @@ class RedisLink:
             await self.send(lambda: client.set(key, value, px=px))
         elif isinstance(client, coredis.RedisCluster):
             # A script may only touch keys of one slot on a Cluster: one SET each.
-            for key, value, px in batch:
-                await self.send(lambda key=key, value=value, px=px: client.set(key, value, px=px))
+            for write in batch:
+                await self.send(functools.partial(_set, client, *write))
         else:
             keys = [key for key, _, _ in batch]
             args: list[bytes | int] = [item for _, value, px in batch for item in (value, px)]
@@ -378,6 +382,10 @@ class RedisSessionStore:
 
     def __len__(self) -> int:
         return len(self.local)
+
+
+def _set(client: RedisClient, key: str, value: bytes, px: int) -> Awaitable[object]:
+    return client.set(key, value, px=px)
 
 
 def _ms(seconds: float) -> int:
