@@ -9,6 +9,9 @@ import coredis
 import pytest
 import trio
 
+from routecodex_trio.config import StateConfig
+from routecodex_trio.state import SessionRecord, open_state
+
 from .conftest import openai_client
 from .redis_server import RedisServer
 
@@ -92,3 +95,17 @@ async def test_a_request_that_needs_no_state_costs_no_round_trip(
             await client.chat.completions.create(model="p.m", messages=[{"role": "user", "content": "hi"}])
         counts = _without_stats(await _commands(redis_server))
     assert counts == {}, counts
+
+
+async def test_queued_writes_go_out_without_a_flush(redis_server: RedisServer) -> None:
+    """A path that queues session writes and never reaches a flush still shares them."""
+    config = StateConfig(backend="redis", url=redis_server.url, prefix="t17w:")
+    async with open_state(config) as a, open_state(config) as b:
+        assert a.sessions is not None and b.sessions is not None
+        await a.sessions.put("s1", SessionRecord(target="p.m#0", served_at=0.0), ttl_s=60)
+        await a.sessions.link("resp_w1", "s1", ttl_s=60)
+        with trio.fail_after(5):
+            while await b.sessions.resolve("resp_w1") is None:
+                await trio.sleep(0.01)
+        got = await b.sessions.get("s1")
+        assert got is not None and got.target == "p.m#0"

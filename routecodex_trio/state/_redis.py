@@ -85,6 +85,8 @@ class RedisLink:
     degraded: bool = False
     # SETs (key, value, expiry ms) queued by ``defer``, sent by the next ``flush``.
     _pending: list[tuple[str, bytes, int]] = attrs.field(init=False, factory=list)
+    # Set by ``defer``: wakes ``write_behind`` (which sleeps while nothing is queued).
+    _queued: trio.Event = attrs.field(init=False, factory=trio.Event)
     # Values read ahead (``prefetch``): key -> (when, value or None for "no such key").
     _prefetched: dict[str, tuple[float, bytes | None]] = attrs.field(init=False, factory=dict)
     # The continuation-reads script (RedisResponseStore.get), registered on first use.
@@ -111,6 +113,7 @@ class RedisLink:
         """
         if not self.degraded:
             self._pending.append((key, value, px))
+            self._queued.set()
 
     def pending(self, key: str) -> bool:
         """Whether a write of ``key`` is queued: Redis has not got it yet."""
@@ -152,6 +155,9 @@ class RedisLink:
     async def write_behind(self) -> None:
         """Flush what ``defer`` queued and no request flushed; runs until cancelled."""
         while True:
+            await self._queued.wait()
+            self._queued = trio.Event()
+            # The request that queued them most often flushes them itself meanwhile.
             await trio.sleep(WRITE_BEHIND_S)
             if self._pending:
                 with contextlib.suppress(StateUnavailable):
