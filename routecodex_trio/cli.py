@@ -164,34 +164,50 @@ def _supervise_workers(config: GatewayConfig, argv: list[str]) -> int:
     trio process uses one). This parent does no I/O: it starts the workers, passes SIGTERM,
     SIGINT and SIGHUP on to them, and exits when they have all exited (0 if they all did).
     Workers get SIGKILL if this process dies (PR_SET_PDEATHSIG): none outlives it.
+
+    Metrics: the workers share a fresh ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's
+    multiprocess mode) that this process creates, marks exited workers dead in, and removes
+    at the end, so one scrape of any worker shows the totals of all (observability/_metrics.py).
     """
+    import shutil
     import subprocess
+    import tempfile
+
+    from prometheus_client import multiprocess
 
     forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, forwarded)
     workers: list[subprocess.Popen[bytes]] = []
+    metrics_dir = tempfile.mkdtemp(prefix="routecodex-metrics-")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     try:
         for n in range(config.server.workers):
             workers.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "routecodex_trio", *argv],
-                    env={**os.environ, _WORKER_ENV: str(n)},
+                    env={**env, _WORKER_ENV: str(n)},
                     preexec_fn=_die_with_parent,
                 )
             )
         LOGGER.info("started %d workers: %s", len(workers), ", ".join(str(w.pid) for w in workers))
-        while any(w.poll() is None for w in workers):
+        running = set(workers)
+        while running:
             received = signal.sigtimedwait(forwarded, 0.2)
             if received is not None:
-                for worker in workers:
+                for worker in running:
                     if worker.poll() is None:
                         worker.send_signal(received.si_signo)
+            for worker in [w for w in running if w.poll() is not None]:
+                # Its live gauges (in flight, health) stop counting; its counters stay summed.
+                multiprocess.mark_process_dead(worker.pid, metrics_dir)  # type: ignore[no-untyped-call]
+                running.discard(worker)
     finally:
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()
             worker.wait()
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     codes = [w.returncode for w in workers]
     return 0 if all(code == 0 for code in codes) else 1
 

@@ -40,6 +40,7 @@ from ._model import (
     ServerConfig,
 )
 from ._partial import extra_key_paths, without_keys
+from ._state_url import parse_state_url
 
 _VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Engine commands keep ${PORT}: the engine manager fills it with the port it picks.
@@ -568,6 +569,11 @@ def config_from_mapping(
         _check_routing(config, problems, tree.get("routing"), broken)
     if config.state.backend == "redis" and not config.state.url:
         problems.append('state.url: required with backend = "redis" (e.g. "redis://127.0.0.1:6379/0")')
+    elif config.state.url:
+        try:
+            parse_state_url(config.state.url.reveal())
+        except ValueError as exc:
+            problems.append(f"state.url: {exc}")
     problems.extend(listen_problems(config.server))
     problems.extend(cors_problems(config.server.cors))
     if config.server.workers > 1 and any(p.engine is not None for p in config.providers.values()):

@@ -21,6 +21,13 @@ annotation is dropped), with the convention's attributes as labels:
 ``routecodex_build_info``                       1, labelled with the version
 ==============================================  ===========================================
 
+Workers (``[server] workers = N``): the supervising process gives every worker one
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode), so each worker writes its
+series to memory-mapped files there and any worker answering ``GET /metrics`` renders the
+merge of all of them: counters and histograms are the sums over workers, whichever worker
+the scrape lands on. Gauges cannot be summed blindly; each says how it is merged
+(its ``multiprocess_mode``) and docs/scaling.md lists them.
+
 Label values come only from the configuration (provider, model and target names), from a
 fixed set (endpoints, categories, statuses), or are folded into ``other``: a client can
 neither inflate the number of series nor put text of its choosing into them. A ``Secret``
@@ -29,10 +36,13 @@ passed by mistake renders as ``***`` (``prometheus_client`` calls ``str()`` on l
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
+import prometheus_client.values
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from .._version import __version__
@@ -88,6 +98,18 @@ OTHER: Final = "other"
 # Longest label value we export: provider and model names are short; anything longer is a
 # bug upstream of us, and truncation bounds the damage to the scrape size.
 MAX_LABEL_CHARS: Final = 200
+
+# How each gauge is merged over workers in multiprocess mode ("live": only processes still
+# running count; the supervisor marks exited workers dead). Requests in flight add up; a
+# target is healthy only if no worker is cooling it down (the alerting view: with
+# ``[state] backend = "redis"`` the workers share cooldowns and agree anyway); the others
+# are 1 if any worker says so (each Gauge's ``multiprocess_mode`` in ``Metrics``).
+#
+# Multiprocess files cannot drop a series, so a health key or engine state that is gone is
+# written as this value and left out when rendering (one above "healthy", so a worker that
+# still has the key wins the ``livemin`` merge; 0 for engine states, merged by ``livemax``).
+_GONE_HEALTH: Final = 2.0
+_GONE_ENGINE_STATE: Final = 0.0
 
 _GEN_AI_LABELS: Final = (
     "gen_ai_operation_name",
@@ -195,6 +217,13 @@ class Metrics:
     _engine_state: Gauge = attrs.field(init=False)
     _state_degraded: Gauge = attrs.field(init=False)
     _children: dict[tuple[int, tuple[str, ...]], Any] = attrs.field(init=False, factory=dict)
+    # Set when this process writes its series to prometheus_client's multiprocess files
+    # (a worker of ``[server] workers = N``); renders then merge every worker's files.
+    multiprocess_dir: str | None = attrs.field(factory=lambda: multiprocess_dir())
+    # What the snapshot gauges held last time, so a series that is gone can be written "gone"
+    # (multiprocess files cannot drop one).
+    _health_keys: set[str] = attrs.field(init=False, factory=set)
+    _engine_series: set[tuple[str, str]] = attrs.field(init=False, factory=set)
 
     def __attrs_post_init__(self) -> None:
         reg = self.registry
@@ -236,27 +265,37 @@ class Metrics:
             registry=reg,
         )
         self._in_flight = Gauge(
-            "routecodex_requests_in_flight", "Requests being served right now.", registry=reg
+            "routecodex_requests_in_flight",
+            "Requests being served right now.",
+            registry=reg,
+            multiprocess_mode="livesum",
         )
         self._target_health = Gauge(
             "routecodex_target_healthy",
             "1 if the router may send to this health key (target or target key), 0 while it cools down.",
             ("target",),
             registry=reg,
+            multiprocess_mode="livemin",
         )
         self._engine_state = Gauge(
             "routecodex_engine_state",
             "1 for the current state of each local engine (one series per engine and state).",
             ("engine", "state"),
             registry=reg,
+            multiprocess_mode="livemax",
         )
         self._state_degraded = Gauge(
             "routecodex_state_degraded",
             "1 while the shared state ([state] backend = redis) is unreachable, else 0.",
             registry=reg,
+            multiprocess_mode="livemax",
         )
         Gauge(
-            "routecodex_build_info", "Always 1; the version is the label.", ("version",), registry=reg
+            "routecodex_build_info",
+            "Always 1; the version is the label.",
+            ("version",),
+            registry=reg,
+            multiprocess_mode="livemax",
         ).labels(__version__).set(1)
 
     def observe_request(self, record: RequestRecord) -> None:
@@ -309,21 +348,62 @@ class Metrics:
             snapshot: ``(health_key, healthy)`` pairs. A health key names a target or a
                 target's key *slot* (``openai.gpt-4o#2``), never a key value.
         """
-        values = [(_label(key), 1.0 if healthy else 0.0) for key, healthy in snapshot]
-        self._target_health.clear()
-        for key, value in values:
+        values = {_label(key): 1.0 if healthy else 0.0 for key, healthy in snapshot}
+        if self.multiprocess_dir is None:
+            self._target_health.clear()
+        else:
+            for gone in self._health_keys - values.keys():
+                self._target_health.labels(gone).set(_GONE_HEALTH)
+        self._health_keys = set(values)
+        for key, value in values.items():
             self._target_health.labels(key).set(value)
 
     def set_engine_states(self, states: Iterable[tuple[str, str]]) -> None:
         """Replace the engine series: one ``{engine, state} 1`` per engine, for its current state."""
-        values = [(_label(name), _label(state)) for name, state in states]
-        self._engine_state.clear()
+        values = {(_label(name), _label(state)) for name, state in states}
+        if self.multiprocess_dir is None:
+            self._engine_state.clear()
+        else:
+            for name, state in self._engine_series - values:
+                self._engine_state.labels(name, state).set(_GONE_ENGINE_STATE)
+        self._engine_series = values
         for name, state in values:
             self._engine_state.labels(name, state).set(1)
 
     def render(self) -> tuple[bytes, str]:
-        """The body and ``Content-Type`` for ``GET /metrics``."""
+        """The body and ``Content-Type`` for ``GET /metrics``: every worker's, when there are several."""
+        if self.multiprocess_dir is not None:
+            return generate_latest(_AllWorkers(self.multiprocess_dir)), CONTENT_TYPE
         return generate_latest(_WithoutCreated(self.registry)), CONTENT_TYPE
+
+
+def multiprocess_dir() -> str | None:
+    """``PROMETHEUS_MULTIPROC_DIR`` if this process writes its series there, else ``None``.
+
+    prometheus_client picks its value class once, when it is first imported: the variable
+    must have been in the environment then (the worker supervisor puts it there before the
+    worker starts), not merely now.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    writes_files = bool(getattr(prometheus_client.values.ValueClass, "_multiprocess", False))
+    return path if path and writes_files else None
+
+
+@attrs.frozen
+class _AllWorkers(Collector):
+    """Every worker's series from the multiprocess files, merged, minus the ones written "gone"."""
+
+    path: str
+
+    def collect(self) -> Iterator[Metric]:
+        # prometheus_client leaves the multiprocess module unannotated.
+        merged: Iterable[Metric] = MultiProcessCollector(None, self.path).collect()  # type: ignore[no-untyped-call]
+        for family in merged:
+            if family.name == "routecodex_target_healthy":
+                family.samples = [s for s in family.samples if s.value != _GONE_HEALTH]
+            elif family.name == "routecodex_engine_state":
+                family.samples = [s for s in family.samples if s.value != _GONE_ENGINE_STATE]
+            yield family
 
 
 @attrs.frozen

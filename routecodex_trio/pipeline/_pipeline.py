@@ -50,6 +50,7 @@ from ..providers import ChunkReader, HttpUpstream, LoginRequired, MockUpstream, 
 from ..router import is_context_overflow
 from ..state import MemoryResponseStore, MemorySessionStore, StateUnavailable
 from ._accounts import cool_account, cool_logins, login_required
+from ._keys import share_key_rotation
 from ._prepare import CATEGORY_HEADER, TARGET_HEADER, PrepareStage, UpstreamCall
 from ._relay import (
     PassthroughTracker,
@@ -73,7 +74,7 @@ if TYPE_CHECKING:
     from ..protocols.fit import Dropped
     from ..providers import CredentialSet, ProviderSet, UpstreamResponse
     from ..router import RouteDecision, RouteHints, Router, Target
-    from ..state import RedisCooldowns, ResponseStore, SessionStore
+    from ..state import RedisCooldowns, RedisKeyPositions, ResponseStore, SessionStore
     from ._request import ClientRequest
     from ._responder import Responder
 
@@ -516,6 +517,8 @@ class Pipeline:
     response_store: ResponseStore | None = None
     # Target cooldowns shared with other workers and hosts ([state] backend = "redis").
     cooldowns: RedisCooldowns | None = None
+    # Key-rotation positions shared with other workers and hosts ([state] backend = "redis").
+    key_positions: RedisKeyPositions | None = None
     # Health keys the last pull found cooling elsewhere: a success here clears them there.
     _remote_cooling: frozenset[str] = attrs.field(init=False, default=frozenset())
     _pulled_at: float = attrs.field(init=False, default=-math.inf)
@@ -588,6 +591,8 @@ class Pipeline:
         if not fit_context:
             hints = attrs.evolve(hints, fit_context=False)
         decision = self.router.route(request.model, request.canonical, hints)
+        if self.key_positions is not None:
+            decision = await share_key_rotation(self.router, self.key_positions, decision)
         trace.category = decision.category
         trace.decision = decision
         trace.route = decision.explain()
@@ -708,7 +713,11 @@ class Pipeline:
             trace.attempts += 1
             trace.target = target.id
             trace.target_ref = target
-            responder.on_first_content = functools.partial(self.steer.finish, hints, decision, target)
+            # A non-stream stored answer is written right after: the session writes go with it.
+            batched = responder.on_content is not None and not request.stream
+            responder.on_first_content = functools.partial(
+                self.steer.finish, hints, decision, target, flush=not batched
+            )
             try:
                 call = self.prepare.prepare(request, target, category=decision.category)
             except UnsupportedConversion as exc:

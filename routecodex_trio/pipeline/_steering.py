@@ -74,7 +74,10 @@ class SteerStage:
                 "prompt_cache_key, metadata.user_id, or a user message)",
                 code="routing_instruction_invalid",
             )
-        record = await self.store.get(session.key) if session is not None else None
+        # With neither affinity nor instructions no record is ever written: nothing to read
+        # (with Redis, a round trip saved).
+        needed = routing.affinity == "session" or routing.instructions
+        record = await self.store.get(session.key) if session is not None and needed else None
         force_target: str | None = None
         force_category: str | None = None
         changed = False
@@ -111,6 +114,7 @@ class SteerStage:
                 current, changed = attrs.evolve(current, sticky=None, allow=(), disabled=()), True
         if changed and session is not None:
             await self.store.put(session.key, current, ttl_s=self._ttl(current))
+            await self.store.flush()
         return RouteHints(
             session=session.key if session is not None else None,
             session_source=session.source if session is not None else None,
@@ -121,9 +125,19 @@ class SteerStage:
         )
 
     async def finish(
-        self, hints: RouteHints, decision: RouteDecision, target: Target, first_bytes: bytes | None
+        self,
+        hints: RouteHints,
+        decision: RouteDecision,
+        target: Target,
+        first_bytes: bytes | None,
+        *,
+        flush: bool = True,
     ) -> None:
-        """Record that ``target`` serves the session (its first content is about to go out)."""
+        """Record that ``target`` serves the session (its first content is about to go out).
+
+        ``flush=False`` when a write to the same store follows at once (a non-stream stored
+        Responses answer): the session writes go with it, one send instead of two.
+        """
         if hints.session is None:
             return
         record = hints.record if hints.record is not None else SessionRecord()
@@ -138,6 +152,8 @@ class SteerStage:
             match = _RESPONSE_ID.search(first_bytes)
             if match is not None:
                 await self.store.link(match.group(1).decode(), hints.session, ttl_s=self._ttl(record))
+        if flush:
+            await self.store.flush()
 
     def _ttl(self, record: SessionRecord) -> float:
         ttl = self.config.routing.affinity_ttl
@@ -150,7 +166,8 @@ class SteerStage:
         previous = request.body.get("previous_response_id")
         if request.continuation is not None:  # the body was rebuilt without it (issue 17)
             previous = request.continuation.previous.id
-        if isinstance(previous, str) and previous:
+        routing = self.config.routing
+        if isinstance(previous, str) and previous and (routing.affinity == "session" or routing.instructions):
             key = await self.store.resolve(previous)
             if key is not None:
                 return SessionId(key=key, source="previous_response_id's session")

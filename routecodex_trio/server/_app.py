@@ -225,6 +225,16 @@ class GatewayApp:
     _admin_keys: tuple[bytes, ...] = ()
     _keys_of: Pipeline | None = None
 
+    def publish_gauges(self) -> None:
+        """Write this process's gauges: at each scrape, and every second with several workers
+        (``serve`` runs that loop), whose scrapes read the other workers' last writes."""
+        self.metrics.set_in_flight(self.drain.in_flight)
+        self.metrics.set_state_degraded(self.pipeline.responses.store.degraded)
+        if self.engines is not None:
+            self.metrics.set_engine_states((st.name, st.state) for st in self.engines.statuses())
+        health = self.pipeline.router.health.snapshot()
+        self.metrics.set_target_health((h.health_key, h.healthy) for h in health)
+
     def _load_keys(self) -> None:
         if self._keys_of is not self.pipeline:
             server = self.pipeline.config.server
@@ -402,12 +412,7 @@ class GatewayApp:
             return
         if path == "/metrics":
             self._authorize(_headers(scope))
-            self.metrics.set_in_flight(self.drain.in_flight)
-            self.metrics.set_state_degraded(self.pipeline.responses.store.degraded)
-            if self.engines is not None:
-                self.metrics.set_engine_states((st.name, st.state) for st in self.engines.statuses())
-            health = self.pipeline.router.health.snapshot()
-            self.metrics.set_target_health((h.health_key, h.healthy) for h in health)
+            self.publish_gauges()
             body, content_type = self.metrics.render()
             await responder.send_bytes(200, body, content_type=content_type.encode())
             return

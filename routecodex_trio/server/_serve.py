@@ -224,6 +224,7 @@ async def _run_generation(
             engines=engines,
             response_store=state.responses if state is not None else None,
             cooldowns=state.cooldowns if state is not None else None,
+            key_positions=state.keys if state is not None else None,
             store=state.sessions if state is not None else None,
             credentials=credentials,
         )
@@ -280,11 +281,25 @@ async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]
                 lambda: app.drain.in_flight,
                 gateway._stop,
             )
+            if app.metrics.multiprocess_dir is not None:
+                nursery.start_soon(_publish_gauges, app, gateway._stop)
             gateway.urls = tuple(urls)
             LOGGER.info("listening on %s", ", ".join(gateway.urls))
             task_status.started(gateway)
         engine_nursery.cancel_scope.cancel()
     LOGGER.info("drained, stopped")
+
+
+# How stale another worker's gauges (in flight, target health) may be in a scrape.
+GAUGE_PUBLISH_INTERVAL_S: Final = 1.0
+
+
+async def _publish_gauges(app: GatewayApp, stop: trio.Event) -> None:
+    """Keep this worker's gauges in the shared metrics files fresh until the gateway stops."""
+    while not stop.is_set():
+        app.publish_gauges()
+        with trio.move_on_after(GAUGE_PUBLISH_INTERVAL_S):
+            await stop.wait()
 
 
 @contextlib.asynccontextmanager

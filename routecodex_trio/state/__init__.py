@@ -15,6 +15,7 @@ __all__ = [
     "MemoryResponseStore",
     "MemorySessionStore",
     "RedisCooldowns",
+    "RedisKeyPositions",
     "RedisResponseStore",
     "RedisSessionStore",
     "ResponseStore",
@@ -77,11 +78,17 @@ class SessionStore(Protocol):
         """The session key an alias was linked to, or ``None``."""
         ...
 
+    async def flush(self) -> None:
+        """Send the writes ``put`` and ``link`` may have queued (a network store batches the
+        writes of one request); never raises."""
+        ...
+
     def __len__(self) -> int:
         """Sessions held now (for ``routecodex route`` and tests)."""
         ...
 
 
+from ._keys import RedisKeyPositions  # noqa: E402
 from ._memory import MemorySessionStore  # noqa: E402  (the implementation needs SessionRecord)
 from ._open import SharedState, open_response_store, open_state  # noqa: E402
 from ._redis import RedisCooldowns, RedisResponseStore, RedisSessionStore, StateUnavailable  # noqa: E402

@@ -10,9 +10,10 @@ call means: a continuation that needs the store is a 503, storing an answer is s
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeAlias, TypeVar
 
 import anyio
 import attrs
@@ -27,10 +28,15 @@ from ._responses import StoredResponse
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from coredis.commands.script import Script
+
     from ._memory import MemorySessionStore
 
 LOGGER: Final = logging.getLogger("routecodex_trio.state")
 T = TypeVar("T")
+# What ``[state] url`` gives (state/_open.py): one server (also a Sentinel-managed primary) or
+# a Cluster.
+RedisClient: TypeAlias = "coredis.Redis[bytes] | coredis.RedisCluster[bytes]"
 # What a call to Redis can end with when Redis is down, slow or cut mid-answer: coredis's own
 # errors, socket errors, and anyio's stream errors that coredis lets through.
 _FAILURES: Final = (
@@ -43,6 +49,26 @@ _FAILURES: Final = (
 )
 # How often a degraded state layer asks Redis whether it is back.
 PROBE_INTERVAL_S: Final = 1.0
+# Deferred writes nobody flushed (a path that never reached its flush) go out within this.
+WRITE_BEHIND_S: Final = 0.02
+# Several SETs with their expiries in one command: one round trip, one reply nobody waits for.
+_SET_ALL: Final = """
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'PX', ARGV[2 * i])
+end
+return #KEYS
+"""
+# A continuation's three reads in one round trip: the stored answer, the session its id was
+# linked to, and that session's record (the pipeline reads them one after the other).
+# The record's key is computed in the script, so this runs only on a single Redis server.
+_CONTINUATION: Final = """
+local out = {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
+if out[2] then out[3] = redis.call('GET', ARGV[1] .. out[2]) end
+return out
+"""
+# Reads fetched ahead by that script are used once, and only this fresh.
+PREFETCH_TTL_S: Final = 1.0
+_PREFETCH_MAX: Final = 1024
 
 
 class StateUnavailable(Exception):
@@ -53,10 +79,89 @@ class StateUnavailable(Exception):
 class RedisLink:
     """One coredis client with the timeout, the degraded flag and its log lines."""
 
-    client: coredis.Redis[bytes]
+    client: RedisClient
     prefix: str
     timeout_s: float
     degraded: bool = False
+    # SETs (key, value, expiry ms) queued by ``defer``, sent by the next ``flush``.
+    _pending: list[tuple[str, bytes, int]] = attrs.field(init=False, factory=list)
+    # Set by ``defer``: wakes ``write_behind`` (which sleeps while nothing is queued).
+    _queued: trio.Event = attrs.field(init=False, factory=trio.Event)
+    # Values read ahead (``prefetch``): key -> (when, value or None for "no such key").
+    _prefetched: dict[str, tuple[float, bytes | None]] = attrs.field(init=False, factory=dict)
+    # The continuation-reads script (RedisResponseStore.get), registered on first use.
+    continuation_script: Script[bytes] | None = attrs.field(init=False, default=None)
+
+    def prefetch(self, key: str, value: bytes | None) -> None:
+        if len(self._prefetched) >= _PREFETCH_MAX:
+            self._prefetched.clear()  # only ever this full when reads ahead go unused
+        self._prefetched[key] = (trio.current_time(), value)
+
+    def take(self, key: str) -> tuple[bool, bytes | None]:
+        """``(True, value)`` for a value read ahead less than ``PREFETCH_TTL_S`` ago (used
+        once), else ``(False, None)``: ask Redis."""
+        entry = self._prefetched.pop(key, None)
+        if entry is None or trio.current_time() - entry[0] > PREFETCH_TTL_S:
+            return False, None
+        return True, entry[1]
+
+    def defer(self, key: str, value: bytes, px: int) -> None:
+        """Queue a SET for the next ``flush`` (a later write of the same request, most often).
+
+        Dropped while degraded: the callers keep a local copy, and a queue must not grow
+        while Redis is away.
+        """
+        if not self.degraded:
+            self._pending.append((key, value, px))
+            self._queued.set()
+
+    def pending(self, key: str) -> bool:
+        """Whether a write of ``key`` is queued: Redis has not got it yet."""
+        return any(queued == key for queued, _, _ in self._pending)
+
+    def discard(self, key: str) -> None:
+        """Forget the queued writes of ``key`` (deleted before they went out)."""
+        self._pending = [write for write in self._pending if write[0] != key]
+
+    async def flush(self, *writes: tuple[str, bytes, int]) -> None:
+        """Send the queued SETs and ``writes`` in one command, not waiting for its reply.
+
+        Why not wait: coredis costs about as much CPU per awaited reply as the rest of a
+        request's gateway work, and nothing here needs the answer; a connection that is down
+        still fails the send (degraded). Why one command: the writes of one request (session,
+        Responses-id link, stored answer) then cost one send, not three.
+
+        Raises:
+            StateUnavailable: as ``call``.
+        """
+        batch = [*self._pending, *writes]
+        self._pending = []
+        if not batch:
+            return
+        client = self.client
+        if len(batch) == 1:
+            key, value, px = batch[0]
+            await self.send(lambda: client.set(key, value, px=px))
+        elif isinstance(client, coredis.RedisCluster):
+            # A script may only touch keys of one slot on a Cluster: one SET each.
+            for write in batch:
+                await self.send(functools.partial(_set, client, *write))
+        else:
+            keys = [key for key, _, _ in batch]
+            args: list[bytes | int] = [item for _, value, px in batch for item in (value, px)]
+            # EVAL, not EVALSHA: a NOSCRIPT error would go unseen with replies ignored.
+            await self.send(lambda: client.eval(_SET_ALL, keys, args))
+
+    async def write_behind(self) -> None:
+        """Flush what ``defer`` queued and no request flushed; runs until cancelled."""
+        while True:
+            await self._queued.wait()
+            self._queued = trio.Event()
+            # The request that queued them most often flushes them itself meanwhile.
+            await trio.sleep(WRITE_BEHIND_S)
+            if self._pending:
+                with contextlib.suppress(StateUnavailable):
+                    await self.flush()
 
     async def send(self, what: Callable[[], Awaitable[object]]) -> None:
         """``what()`` without waiting for Redis's reply (a write nobody reads back at once).
@@ -122,14 +227,33 @@ class RedisResponseStore:
         return f"{self.link.prefix}resp:{response_id}"
 
     async def get(self, response_id: str) -> StoredResponse | None:
-        client = self.link.client
-        blob = await self.link.call(lambda: client.get(self._key(response_id)))
+        """The stored answer; on a single server, its session's link and record come with it
+        (read ahead for the ``RedisSessionStore`` the same request asks next)."""
+        link, client = self.link, self.link.client
+        if isinstance(client, coredis.RedisCluster):
+            blob = await link.call(lambda: client.get(self._key(response_id)))
+            return None if blob is None else StoredResponse.from_bytes(blob)
+        script = link.continuation_script
+        if script is None:
+            script = link.continuation_script = client.register_script(_CONTINUATION)
+        alias_key = f"{link.prefix}alias:{response_id}"
+        keys, args = [self._key(response_id), alias_key], [f"{link.prefix}session:"]
+        values: object = await link.call(lambda: script(keys=keys, args=args))
+        found = [v if isinstance(v, bytes) else None for v in values] if isinstance(values, list) else []
+        found += [None] * (3 - len(found))
+        blob, session, record = found[:3]
+        link.prefetch(alias_key, session)
+        if session is not None:
+            link.prefetch(f"{link.prefix}session:{session.decode()}", record)
         return None if blob is None else StoredResponse.from_bytes(blob)
 
     async def put(self, record: StoredResponse, *, ttl_s: float) -> None:
-        client = self.link.client
-        blob = record.to_bytes()
-        await self.link.call(lambda: client.set(self._key(record.id), blob, px=max(1, int(ttl_s * 1000))))
+        """Store ``record``, with the request's queued session writes, in one unanswered send.
+
+        A failed send marks the state degraded; an error *reply* (Redis out of memory) goes
+        unseen, and a continuation of that answer is then a 400 ``previous_response_not_found``.
+        """
+        await self.link.flush((self._key(record.id), record.to_bytes(), _ms(ttl_s)))
 
     async def delete(self, response_id: str) -> bool:
         client = self.link.client
@@ -207,9 +331,13 @@ class RedisSessionStore:
         return f"{self.redis.prefix}{kind}:{key}"
 
     async def get(self, key: str) -> SessionRecord | None:
-        client = self.redis.client
+        client, redis_key = self.redis.client, self._key("session", key)
+        if self.redis.pending(redis_key):  # written here a moment ago: the local copy is it
+            return await self.local.get(key)
+        ahead, blob = self.redis.take(redis_key)
         try:
-            blob = await self.redis.call(lambda: client.get(self._key("session", key)))
+            if not ahead:
+                blob = await self.redis.call(lambda: client.get(redis_key))
         except StateUnavailable:
             return await self.local.get(key)
         if blob is None:
@@ -228,33 +356,42 @@ class RedisSessionStore:
         fields = attrs.asdict(record)
         # served_at is on this process's clock: Redis keeps its age, at the time of writing.
         fields["age"] = self.local.clock() - fields.pop("served_at")
-        blob = orjson.dumps(fields)
-        client = self.redis.client
-        with contextlib.suppress(StateUnavailable):
-            await self.redis.send(lambda: client.set(self._key("session", key), blob, px=_ms(ttl_s)))
+        # Sent by ``flush`` (or with the request's stored answer): one send per request.
+        self.redis.defer(self._key("session", key), orjson.dumps(fields), _ms(ttl_s))
 
     async def delete(self, key: str) -> None:
         await self.local.delete(key)
-        client = self.redis.client
+        client, redis_key = self.redis.client, self._key("session", key)
+        self.redis.discard(redis_key)
         with contextlib.suppress(StateUnavailable):
-            await self.redis.call(lambda: client.delete([self._key("session", key)]))
+            await self.redis.call(lambda: client.delete([redis_key]))
 
     async def link(self, alias: str, key: str, *, ttl_s: float) -> None:
         await self.local.link(alias, key, ttl_s=ttl_s)
-        client = self.redis.client
+        self.redis.defer(self._key("alias", alias), key.encode(), _ms(ttl_s))
+
+    async def flush(self) -> None:
         with contextlib.suppress(StateUnavailable):
-            await self.redis.send(lambda: client.set(self._key("alias", alias), key, px=_ms(ttl_s)))
+            await self.redis.flush()
 
     async def resolve(self, alias: str) -> str | None:
-        client = self.redis.client
+        client, redis_key = self.redis.client, self._key("alias", alias)
+        if self.redis.pending(redis_key):
+            return await self.local.resolve(alias)
+        ahead, value = self.redis.take(redis_key)
         try:
-            value = await self.redis.call(lambda: client.get(self._key("alias", alias)))
+            if not ahead:
+                value = await self.redis.call(lambda: client.get(redis_key))
         except StateUnavailable:
             return await self.local.resolve(alias)
         return None if value is None else value.decode()
 
     def __len__(self) -> int:
         return len(self.local)
+
+
+def _set(client: RedisClient, key: str, value: bytes, px: int) -> Awaitable[object]:
+    return client.set(key, value, px=px)
 
 
 def _ms(seconds: float) -> int:
