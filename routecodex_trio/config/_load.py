@@ -7,6 +7,7 @@ converter (STYLE rule 4).
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import json
 import os
@@ -32,6 +33,8 @@ from ._model import (
     PoolConfig,
     ProviderConfig,
     Secret,
+    key_problems,
+    structure_expires,
 )
 from ._routecodex import is_routecodex_config, routecodex_to_mapping
 
@@ -103,6 +106,7 @@ def _structure_aliases(value: object, _: type) -> Mapping[str, tuple[str, ...]]:
 
 
 CONFIG_CONVERTER.register_structure_hook(Secret, _structure_secret)
+CONFIG_CONVERTER.register_structure_hook(datetime.datetime, structure_expires)
 CONFIG_CONVERTER.register_structure_hook_func(
     lambda t: t == Mapping[str, tuple[str, ...]], _structure_aliases
 )
@@ -422,7 +426,12 @@ def config_from_mapping(
         host, sep, port = listen.rpartition(":")
         if not sep or not port.isdigit() or not host:
             problems.append(f"server.listen: {listen!r} is not 'host:port' (IPv6 as '[::1]:port')")
-        elif not _loopback(host) and not config.server.api_keys and not config.server.allow_unauthenticated:
+        elif (
+            not _loopback(host)
+            and not config.server.api_keys
+            and not config.keys
+            and not config.server.allow_unauthenticated
+        ):
             problems.append(
                 f"server.listen: {listen!r} is reachable from other hosts but server.api_keys is empty; "
                 "set api_keys, or allow_unauthenticated = true if that is really intended "
@@ -440,6 +449,7 @@ def config_from_mapping(
                 problems.append(f"server.{name}[{i}]: contains whitespace or CR/LF")
             elif len(key.reveal()) < 8:
                 problems.append(f"server.{name}[{i}]: too short (at least 8 characters)")
+    problems.extend(key_problems(config, _bad_key))
     if problems:
         raise _config_error(source, problems, from_env)
     return config
@@ -483,7 +493,12 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
 def holds_keys(config: GatewayConfig) -> bool:
     """Whether the config carries any key: inbound, admin or upstream."""
     server = config.server
-    return bool(server.api_keys or server.admin_keys or any(p.all_keys() for p in config.providers.values()))
+    return bool(
+        server.api_keys
+        or server.admin_keys
+        or config.keys
+        or any(p.all_keys() for p in config.providers.values())
+    )
 
 
 def permission_warning(path: str | os.PathLike[str], config: GatewayConfig) -> str | None:

@@ -26,6 +26,7 @@ from ..protocols import load_codecs
 from ..providers import open_providers
 from ..router import Router
 from ..state import SharedState, open_state
+from ..teams import Teams, open_usage_log
 from ._app import GatewayApp
 from ._h11 import ConnectionLimits
 from ._hypercorn import serve_http
@@ -233,14 +234,17 @@ async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]
     # Engines live outside the HTTP server's nursery: on shutdown the streams they serve drain
     # first, then the engines are stopped.
     # The state backend (issue 17) outlives every config generation and the HTTP server.
+    # The usage log (issue 18) is written until the last request drained, then flushed.
     async with (
         open_state(config.state, config.routing.affinity_max_sessions) as state,
+        open_usage_log(config, state.cooldowns.link if state.cooldowns else None) as usage,
         trio.open_nursery() as engine_nursery,
     ):
         await engine_nursery.start(engines.run)
         async with trio.open_nursery() as nursery:
             pipeline: Pipeline = await nursery.start(_run_generation, config, engines, state)
             app = GatewayApp(pipeline, engines=engines)
+            app.teams = Teams.open(usage.link, usage, app.metrics.registry)
             gateway = Gateway(config, (), app, nursery, engines)
             app.reload = gateway.reload_from_source
             hconfig = to_hypercorn_config(config)
