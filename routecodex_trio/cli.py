@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import trio
 
+from . import _cli_usage
 from ._errors import ConfigError, GatewayError
 from ._version import __version__
 from .config import default_config_path, load_config, permission_warning
@@ -434,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "env", "Print the exports that point Claude Code, Codex CLI and OpenAI SDKs at the gateway."
     ).set_defaults(func=cmd_env)
+    _cli_usage.register(sub, add)
     return parser
 
 

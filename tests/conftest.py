@@ -45,6 +45,15 @@ def upstream_transport(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
     return str(request.param)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_home(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Gateways keep usage records under ``~/.routecodex`` by default (issue 18): the tests'
+    go to a home of their own, not the user's (nor another test run's)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _quiet_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="routecodex_trio")
