@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import attrs
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ..state._redis import RedisLink
 
 LOGGER: Final = logging.getLogger("routecodex_trio.teams")
@@ -325,13 +327,12 @@ class RedisCounters:
     def _keys(self, name: str, *kinds: str) -> list[str]:
         return [f"{self.link.prefix}keys:{name}:{kind}" for kind in kinds]
 
-    async def _eval(self, script: str, keys: list[str], args: list[str | int | float]) -> list[object]:
+    async def _eval(self, script: str, keys: list[str], args: list[str | int | float]) -> object:
         """One EVALSHA (coredis loads the script the first time Redis does not know it)."""
         registered = self._scripts.get(script)
         if registered is None:
             registered = self._scripts[script] = self.link.client.register_script(script)
-        result = await self.link.call(lambda: registered(keys, args))
-        assert isinstance(result, list)
+        result: object = await self.link.call(lambda: registered(keys, args))
         return result
 
     async def admit(self, ask: Ask) -> tuple[Verdict, bool]:
@@ -360,6 +361,7 @@ class RedisCounters:
             self._fall_back()
             return self.local.admit(ask), False
         self._recovered()
+        assert isinstance(reply, list | tuple)
         return _verdict(ask, reply), True
 
     async def settle(self, settlement: Settlement, now: float, *, remote: bool) -> None:
@@ -397,7 +399,7 @@ class RedisCounters:
             LOGGER.warning("teams: redis reachable again; key limits and budgets are shared again")
 
 
-def _verdict(ask: Ask, reply: list[object]) -> Verdict:
+def _verdict(ask: Ask, reply: Sequence[object]) -> Verdict:
     def num(i: int) -> float:
         value = reply[i]
         return float(value.decode() if isinstance(value, bytes) else str(value))
