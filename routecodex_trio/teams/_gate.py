@@ -42,6 +42,7 @@ _LEASE_MARGIN_S: Final = 60.0
 # Rough tokens per byte of a request body, for the up-front tpm charge (settled later).
 _BYTES_PER_TOKEN: Final = 4
 _OPENAI_PROTOCOLS: Final = ("openai-chat", "openai-completions", "openai-responses")
+_PERIOD_WORDS: Final = {"day": "daily", "week": "weekly", "month": "monthly"}
 
 
 @attrs.define(eq=False)
@@ -76,7 +77,10 @@ def _duration(seconds: float) -> str:
     if seconds < 60:
         return f"{round(seconds, 3):g}s"
     minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes}m{rest}s"
+    if minutes < 60:
+        return f"{minutes}m{rest}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes}m{rest}s"
 
 
 def rate_headers(key: KeyConfig, verdict: Verdict) -> list[tuple[bytes, bytes]]:
@@ -106,7 +110,7 @@ def _refusal(verdict: Verdict, name: str, key: KeyConfig, protocol: str) -> Gate
         # either -- a 429 would be retried for the rest of the period.
         openai = protocol in _OPENAI_PROTOCOLS
         return GatewayError(
-            f"key {name!r} has used its {key.budget_period}ly budget of {limit}; "
+            f"key {name!r} has used its {_PERIOD_WORDS[key.budget_period]} budget of {limit}; "
             f"it renews in {_duration(wait)}",
             status=429 if openai else 403,
             kind="billing",
