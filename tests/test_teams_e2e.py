@@ -249,3 +249,34 @@ async def test_usage_records_admin_and_cli(
     assert main(["usage", "-c", str(config), "--by", "day", "--json"]) == 0
     document = orjson.loads(capsys.readouterr().out)
     assert document["total"]["requests"] == 6 and len(document["groups"]) == 1
+
+
+async def test_the_name_in_log_metrics_snapshots_never_the_key(
+    tmp_path: Path, start_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = _config(tmp_path, {"alice": {"key": ALICE, "rpm": 100}})
+    raw["snapshots"] = {"enabled": True, "dir": str(tmp_path / "snaps")}
+    gateway = await start_gateway(raw)
+    with trio.fail_after(20):
+        await openai_client(gateway, api_key=ALICE).chat.completions.create(model="m1", messages=HI)
+        counted = await anthropic_client(gateway, api_key=ALICE).messages.count_tokens(
+            model="m1", messages=HI
+        )
+        assert counted.input_tokens > 0
+        async with httpx.AsyncClient() as client:
+            metrics = (
+                await client.get(f"{gateway.url}/metrics", headers={"authorization": f"Bearer {ALICE}"})
+            ).text
+        usage = await _usage(gateway, "since=1h&by=endpoint")
+    assert 'routecodex_key_requests_total{key="alice",status="200"} 2.0' in metrics
+    assert 'routecodex_key_cost_usd_total{key="alice"}' in metrics
+    lines = [r.getMessage() for r in caplog.records if "endpoint=chat" in r.getMessage()]
+    assert lines and all("key=alice" in line for line in lines)
+    # count_tokens is a request of the key, and uses no tokens.
+    counts = {g["group"]: (g["requests"], g["input_tokens"] + g["output_tokens"]) for g in usage["groups"]}
+    assert counts["count_tokens"] == (1, 0) and counts["chat"][1] > 0
+    snapshot_files = [p for p in (tmp_path / "snaps").rglob("*") if p.is_file()]
+    assert any("key" in p.name for p in snapshot_files)
+    everything = "\n".join(p.read_text(errors="replace") for p in snapshot_files) + metrics
+    everything += "\n".join(r.getMessage() for r in caplog.records)
+    assert ALICE not in everything and '"alice"' in everything

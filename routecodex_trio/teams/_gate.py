@@ -308,7 +308,10 @@ class Teams:
         lease.finished = True
         usage = trace.usage or trace.stats.usage
         status = responder.status or 499
-        input_tokens, output_tokens, cached, written = _usage_figures(usage, lease, responder, status)
+        if trace.endpoint == "count_tokens":
+            input_tokens = output_tokens = cached = written = 0  # counting tokens uses none
+        else:
+            input_tokens, output_tokens, cached, written = _usage_figures(usage, lease, responder, status)
         target = trace.target_ref
         price = self.table(config).prices.get(target.id) if target is not None else None
         cost = price.cost(input_tokens, output_tokens, cached, written) if price is not None else 0.0
