@@ -198,6 +198,11 @@ async def test_streams_settle_real_usage_and_hangups_give_the_lease_back(
         async for chunk in stream:
             usage = chunk.usage or usage
         assert usage is not None and usage.completion_tokens > 0
+        # The stream's estimate was settled with its real usage (the next request's own
+        # estimate, a few dozen tokens, is in the figure too).
+        after = await client.chat.completions.with_raw_response.create(model="m1", messages=HI)
+        remaining = int(after.headers["x-ratelimit-remaining-tokens"])
+        assert 100_000 - usage.total_tokens - 200 < remaining < 100_000 - usage.total_tokens
         # Hang up mid-stream (3 s of stream left): the gateway gives the slot back at once.
         stream = await client.chat.completions.create(model="m1", messages=HI, stream=True)
         async for _ in stream:
@@ -213,7 +218,7 @@ async def test_streams_settle_real_usage_and_hangups_give_the_lease_back(
             pytest.fail("the hung-up stream kept its max_parallel slot")
     document = await _usage(gateway)
     (alice,) = document["groups"]
-    assert alice["group"] == "alice" and alice["requests"] == 3
+    assert alice["group"] == "alice" and alice["requests"] == 4
     # The complete stream was charged its real output; the cut one what it had produced.
     assert alice["output_tokens"] >= usage.completion_tokens + 1
 
