@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import sys
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -240,3 +241,25 @@ async def test_no_usage_record_is_lost(
     expected = (len(upstream.log), sum(p for p, _ in upstream.log), sum(c for _, c in upstream.log))
     assert expected[0] == n
     assert tuple(records) == expected
+    if backend == "redis":
+        # `routecodex usage` reads the same stream from another process.
+        config = tmp_path / "cli.toml"
+        config.write_text(
+            "[providers.mock]\ntype = 'mock'\nmodels = ['m']\n[routing]\ndefault = ['mock.m']\n"
+            f"[state]\nbackend = 'redis'\nurl = '{redis_server.url}'\nprefix = 't18e:'\n"
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "routecodex_trio",
+            "usage",
+            "-c",
+            str(config),
+            "--json",
+            "--since",
+            "1d",
+        ]
+        result = await trio.run_process(command, capture_stdout=True)
+        document = orjson.loads(result.stdout)
+        assert document["total"]["requests"] == n
+        assert {g["group"]: g["requests"] for g in document["groups"]} == {k: n // len(KEYS) for k in KEYS}
