@@ -16,6 +16,7 @@ import orjson
 import pytest
 import trio
 
+from routecodex_trio import config_from_mapping
 from routecodex_trio.cli import main
 
 from .conftest import _OPEN_CLIENTS, mock_config
@@ -285,3 +286,23 @@ async def test_the_name_in_log_metrics_snapshots_never_the_key(
     everything = "\n".join(p.read_text(errors="replace") for p in snapshot_files) + metrics
     everything += "\n".join(r.getMessage() for r in caplog.records)
     assert ALICE not in everything and '"alice"' in everything
+
+
+async def test_a_reload_changes_keys_and_keeps_the_counters(
+    tmp_path: Path, start_gateway: GatewayFactory
+) -> None:
+    raw = _config(tmp_path, {"alice": {"key": ALICE, "rpm": 2}})
+    gateway = await start_gateway(raw)
+    alice = openai_client(gateway, api_key=ALICE)
+    with trio.fail_after(20):
+        for _ in range(2):
+            await alice.chat.completions.create(model="m1", messages=HI)
+        with pytest.raises(openai.AuthenticationError):
+            await openai_client(gateway, api_key=BOB).chat.completions.create(model="m1", messages=HI)
+        raw["keys"] = {"alice": {"key": ALICE, "rpm": 3}, "bob": {"key": BOB}}
+        await gateway.reload(config_from_mapping(raw, environ={}))
+        third = await alice.chat.completions.with_raw_response.create(model="m1", messages=HI)
+        assert third.headers["x-ratelimit-remaining-requests"] == "0"  # the first two still count
+        with pytest.raises(openai.RateLimitError):
+            await alice.chat.completions.create(model="m1", messages=HI)
+        await openai_client(gateway, api_key=BOB).chat.completions.create(model="m1", messages=HI)

@@ -329,17 +329,22 @@ class Teams:
                 tokens=input_tokens + output_tokens,
                 usd=cost,
             )
-            # Shielded and bounded: a request cut by a hang-up or a drain still gives back its
-            # lease and pays for what it used.
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                counters = self.counters
-                if isinstance(counters, RedisCounters):
-                    await counters.settle(settlement, now, remote=lease.remote)
-                else:
-                    counters.settle(settlement, now)
+            # An rpm-only key has nothing to settle: no second round trip.
+            if settlement.token_delta or settlement.lease_id or settlement.period:
+                await self._settle(settlement, now, remote=lease.remote)
         if lease.key is not None:
             self._key_metrics(lease.name, status, input_tokens, output_tokens, cost)
         self.record(lease.name, lease.model, trace, status, input_tokens, output_tokens, cached, cost, now)
+
+    async def _settle(self, settlement: Settlement, now: float, *, remote: bool) -> None:
+        # Shielded and bounded: a request cut by a hang-up or a drain still gives back its
+        # lease and pays for what it used.
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            counters = self.counters
+            if isinstance(counters, RedisCounters):
+                await counters.settle(settlement, now, remote=remote)
+            else:
+                counters.settle(settlement, now)
 
     def _key_metrics(
         self, name: str, status: int, input_tokens: int, output_tokens: int, cost: float
