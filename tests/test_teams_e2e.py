@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from routecodex_trio import config_from_mapping
+from routecodex_trio._errors import ConfigError
 from routecodex_trio.cli import main
 
 from .conftest import _OPEN_CLIENTS, mock_config
@@ -306,3 +307,13 @@ async def test_a_reload_changes_keys_and_keeps_the_counters(
         with pytest.raises(openai.RateLimitError):
             await alice.chat.completions.create(model="m1", messages=HI)
         await openai_client(gateway, api_key=BOB).chat.completions.create(model="m1", messages=HI)
+
+
+async def test_an_unusable_usage_store_stops_the_start_with_a_clear_error(
+    tmp_path: Path, start_gateway: GatewayFactory
+) -> None:
+    (tmp_path / "file").write_text("")
+    raw = _config(tmp_path, {})
+    raw["teams"]["usage_path"] = str(tmp_path / "file" / "usage.sqlite3")  # under a plain file
+    with pytest.raises(ConfigError, match=r"teams.usage_path: cannot open the usage store"):
+        await start_gateway(raw)

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import attrs
 import trio
 
+from .._errors import ConfigError
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Sequence
 
@@ -167,7 +169,13 @@ class UsageLog:
         """Write batches until the channel is closed and empty (``close``)."""
         if self.backend == "sqlite":
             assert self.path is not None
-            self._db = await trio.to_thread.run_sync(_connect, self.path)
+            try:
+                self._db = await trio.to_thread.run_sync(_connect, self.path)
+            except (sqlite3.Error, OSError) as exc:
+                raise ConfigError(
+                    f"teams.usage_path: cannot open the usage store {self.path}: {exc} "
+                    '(or set [teams] usage = "off")'
+                ) from None
         task_status.started()
         try:
             async for first in self._receive:
