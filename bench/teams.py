@@ -10,8 +10,10 @@ Three set-ups alternate round by round so that load from other programs hits all
 * ``off``: the 10 ``[keys.NAME]`` without limits (identity and usage records only);
 * ``memory``: the same keys with ``rpm``, ``tpm`` and ``max_parallel`` (too wide to refuse),
   counted in the gateway's memory;
-* ``redis``: the same limits counted in a real redis-server (one EVALSHA to admit, one to
-  settle), ``[state] backend = "redis"``; its own CPU time is in its own column.
+* ``redis-off``: no limits, ``[state] backend = "redis"`` (issue 17's shared sessions and
+  cooldowns already talk to Redis on every request): the baseline of
+* ``redis``: the same limits counted in a real redis-server (one EVALSHA to admit, one EVAL
+  not waited for to settle); redis-server's own CPU time is in its own column.
 
 Figures are the gateway process's CPU time per request (utime + stime from /proc, not wall
 time) and the throughput; each cell is the median over the rounds. The issue's target:
@@ -38,7 +40,14 @@ import trio
 BODY: Final = {"model": "m", "messages": [{"role": "user", "content": "hello there, how are you today?"}]}
 TICK: Final = os.sysconf("SC_CLK_TCK")
 KEYS: Final = [f"bench-key-{i:04d}" for i in range(10)]
-SETUPS: Final = ("off", "memory", "redis")
+# (name, limits on, [state] backend): "redis-off" is issue 17's shared state alone (sessions,
+# cooldowns), the baseline that "redis" (the same plus the key counters) is compared with.
+SETUPS: Final = {
+    "off": (False, "memory"),
+    "memory": (True, "memory"),
+    "redis-off": (False, "redis"),
+    "redis": (True, "redis"),
+}
 
 
 def _port() -> int:
@@ -82,9 +91,10 @@ async def _drive(url: str, requests: int, concurrency: int) -> None:
 
 
 def _config(setup: str, port: int, redis_url: str, tmp: Path) -> str:
-    limits = "rpm = 1000000\ntpm = 1000000000\nmax_parallel = 1000\n" if setup != "off" else ""
+    on, backend = SETUPS[setup]
+    limits = "rpm = 1000000\ntpm = 1000000000\nmax_parallel = 1000\n" if on else ""
     keys = "".join(f'[keys.member{i}]\nkey = "{key}"\n{limits}\n' for i, key in enumerate(KEYS))
-    state = f'[state]\nbackend = "redis"\nurl = "{redis_url}"\ntimeout = 1.0\n' if setup == "redis" else ""
+    state = f'[state]\nbackend = "redis"\nurl = "{redis_url}"\ntimeout = 1.0\n' if backend == "redis" else ""
     return (
         f'[server]\nlisten = ["127.0.0.1:{port}"]\n\n[providers.mock]\ntype = "mock"\nmodels = ["m"]\n\n'
         f'[routing]\ndefault = ["mock.m"]\n\n[teams]\nusage = "sqlite"\n'
@@ -121,12 +131,13 @@ async def measure(redis_port: int, redis_pid: int, requests: int, rounds: int, t
             rows.append(await _round(setup, f"redis://127.0.0.1:{redis_port}/0", redis_pid, requests, tmp))
     print(f"{requests} non-stream POST /v1/chat/completions per round, c=10, 10 named keys,", end=" ")
     print(f"{rounds} rounds, medians")
-    print(f"{'limits':<8} {'req/s':>8} {'gw CPU ms/req':>14} {'vs off':>7} {'redis CPU ms/req':>17}")
+    print(f"{'limits':<10} {'req/s':>8} {'gw CPU ms/req':>14} {'vs no limits':>13} {'redis CPU ms/req':>17}")
     cells = {s: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for s, rs in results.items()}
-    off = cells["off"]["cpu_ms"]
     for setup, c in cells.items():
+        # Each set-up against the same state backend without limits.
+        base = cells["redis-off" if SETUPS[setup][1] == "redis" else "off"]["cpu_ms"]
         print(
-            f"{setup:<8} {c['rps']:>8.0f} {c['cpu_ms']:>14.3f} {(c['cpu_ms'] / off - 1) * 100:>+6.1f}% "
+            f"{setup:<10} {c['rps']:>8.0f} {c['cpu_ms']:>14.3f} {(c['cpu_ms'] / base - 1) * 100:>+12.1f}% "
             f"{c['redis_ms']:>17.3f}"
         )
 
