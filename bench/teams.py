@@ -5,7 +5,8 @@
 
 A gateway process (mock upstream, no latency) serves non-stream ``POST /v1/chat/completions``
 at c=10 from this process's httpx clients, each request with one of 10 named keys in turn.
-Three set-ups alternate round by round so that load from other programs hits all of them:
+Four set-ups alternate round by round (each round starting with the next one), so that load
+from other programs hits all of them alike:
 
 * ``off``: the 10 ``[keys.NAME]`` without limits (identity and usage records only);
 * ``memory``: the same keys with ``rpm``, ``tpm`` and ``max_parallel`` (too wide to refuse),
@@ -126,9 +127,12 @@ async def _round(setup: str, redis_url: str, redis_pid: int, requests: int, tmp:
 
 async def measure(redis_port: int, redis_pid: int, requests: int, rounds: int, tmp: Path) -> None:
     results: dict[str, list[dict[str, float]]] = {setup: [] for setup in SETUPS}
-    for _ in range(rounds):
-        for setup, rows in results.items():
-            rows.append(await _round(setup, f"redis://127.0.0.1:{redis_port}/0", redis_pid, requests, tmp))
+    order = list(SETUPS)
+    for n in range(rounds):
+        # Each round starts with another set-up: none always runs first or after the same one.
+        for setup in order[n % len(order) :] + order[: n % len(order)]:
+            row = await _round(setup, f"redis://127.0.0.1:{redis_port}/0", redis_pid, requests, tmp)
+            results[setup].append(row)
     print(f"{requests} non-stream POST /v1/chat/completions per round, c=10, 10 named keys,", end=" ")
     print(f"{rounds} rounds, medians")
     print(f"{'limits':<10} {'req/s':>8} {'gw CPU ms/req':>14} {'vs no limits':>13} {'redis CPU ms/req':>17}")

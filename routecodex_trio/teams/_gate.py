@@ -10,6 +10,7 @@ or a named key without limits, never touches the counters: no Redis round trip o
 from __future__ import annotations
 
 import hmac
+import itertools
 import logging
 import math
 import secrets
@@ -26,7 +27,7 @@ from ._counters import Ask, MemoryCounters, RedisCounters, Settlement, Verdict, 
 from ._usage import GROUP_BY, UsageLog, UsageRecord, query_sqlite, query_stream
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from ..config import GatewayConfig
     from ..config._keys import KeyConfig, PriceConfig
@@ -141,6 +142,9 @@ class Teams:
     wall: Callable[[], float] = time.time
     link: RedisLink | None = None
     _table: _Table | None = attrs.field(init=False, default=None)
+    # Lease ids: unique among every gateway on one Redis without a random draw per request.
+    _lease_prefix: str = attrs.field(init=False, factory=lambda: secrets.token_hex(6) + "-")
+    _lease_numbers: Iterator[int] = attrs.field(init=False, factory=itertools.count)
     _requests: Counter = attrs.field(init=False)
     _tokens: Counter = attrs.field(init=False)
     _cost: Counter = attrs.field(init=False)
@@ -263,7 +267,7 @@ class Teams:
         lease.estimate = body_bytes // _BYTES_PER_TOKEN
         lease.slot = math.floor(now)
         if key.max_parallel is not None:
-            lease.lease_id = secrets.token_hex(8)
+            lease.lease_id = f"{self._lease_prefix}{next(self._lease_numbers)}"
         if key.budgeted:
             lease.period, lease.period_left_s = budget_period(key.budget_period, now)
         ask = Ask(
@@ -337,14 +341,14 @@ class Teams:
         self.record(lease.name, lease.model, trace, status, input_tokens, output_tokens, cached, cost, now)
 
     async def _settle(self, settlement: Settlement, now: float, *, remote: bool) -> None:
+        counters = self.counters
+        if not isinstance(counters, RedisCounters):
+            counters.settle(settlement, now)  # no checkpoint: nothing can cut it
+            return
         # Shielded and bounded: a request cut by a hang-up or a drain still gives back its
         # lease and pays for what it used.
         with trio.CancelScope(shield=True), trio.move_on_after(5):
-            counters = self.counters
-            if isinstance(counters, RedisCounters):
-                await counters.settle(settlement, now, remote=remote)
-            else:
-                counters.settle(settlement, now)
+            await counters.settle(settlement, now, remote=remote)
 
     def _key_metrics(
         self, name: str, status: int, input_tokens: int, output_tokens: int, cost: float
