@@ -34,6 +34,7 @@ from ._memory import release_memory_when_idle
 from ._sockets import BACKLOG, bind_sockets
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import AsyncIterator
 
     from ..config import GatewayConfig
@@ -236,6 +237,7 @@ async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]
     # The state backend (issue 17) outlives every config generation and the HTTP server.
     # The usage log (issue 18) is written until the last request drained, then flushed.
     async with (
+        _close_on_error(sockets),
         open_state(config.state, config.routing.affinity_max_sessions) as state,
         open_usage_log(config, state.cooldowns.link if state.cooldowns else None) as usage,
         trio.open_nursery() as engine_nursery,
@@ -273,6 +275,18 @@ async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]
             task_status.started(gateway)
         engine_nursery.cancel_scope.cancel()
     LOGGER.info("drained, stopped")
+
+
+@contextlib.asynccontextmanager
+async def _close_on_error(sockets: list[socket.socket]) -> AsyncIterator[None]:
+    """The bound sockets are closed if serving fails before hypercorn took them (a usage
+    store that cannot be opened, say); closing one it already closed does nothing."""
+    try:
+        yield
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
 
 
 @contextlib.asynccontextmanager
