@@ -57,6 +57,10 @@ CREATE TABLE IF NOT EXISTS usage (
 );
 CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts);
 """
+# A batch of XADDs may take this long; an unreachable Redis is tried this many times, a
+# second apart, before the batch is given up (and counted as dropped).
+_STREAM_TIMEOUT_S: Final = 5.0
+_STREAM_ATTEMPTS: Final = 60
 # How long shutdown waits for the last batch to reach the store.
 _DRAIN_S: Final = 10.0
 
@@ -218,7 +222,7 @@ class UsageLog:
         """One pipeline of XADDs; an unreachable Redis keeps the batch for the next try."""
         from coredis.tokens import PureToken
 
-        from ..state import StateUnavailable
+        from ..state._redis import REDIS_FAILURES
 
         assert self.link is not None
         client, key, maxlen = self.link.client, self.stream_key, self.stream_maxlen
@@ -234,17 +238,21 @@ class UsageLog:
                         trim_operator=PureToken.APPROXIMATELY,
                     )
 
-        for attempt in range(60):
-            try:
-                await self.link.call(send)
-                return
-            except StateUnavailable:
-                if attempt == 0:
-                    LOGGER.warning(
-                        "usage: redis unreachable; holding %d record(s) until it is back", len(rows)
-                    )
-                await trio.sleep(1.0)
-        raise OSError("redis stayed unreachable for a minute")
+        # Not ``link.call``: a batch may take longer than ``[state] timeout`` (meant for one
+        # command on a request's path), and a slow batch must not mark the state degraded.
+        link = self.link
+        for attempt in range(_STREAM_ATTEMPTS):
+            if not link.degraded:
+                try:
+                    with trio.fail_after(max(_STREAM_TIMEOUT_S, link.timeout_s)):
+                        await send()
+                    return
+                except REDIS_FAILURES:
+                    pass
+            if attempt == 0:
+                LOGGER.warning("usage: redis unreachable; holding %d record(s) until it is back", len(rows))
+            await trio.sleep(1.0)
+        raise OSError(f"redis stayed unreachable for {_STREAM_ATTEMPTS} s")
 
     def close(self) -> None:
         self._send.close()
