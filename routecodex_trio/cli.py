@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import trio
 
-from . import _cli_config, _cli_launch, _cli_login
+from . import _cli_config, _cli_launch, _cli_login, _cli_usage
 from ._errors import ConfigError, GatewayError
 from ._version import __version__
 from .config import default_config_path, load_config, permission_warning
@@ -114,7 +114,7 @@ def apply_listen_overrides(
         server = attrs.evolve(server, listen=tuple(listen), listen_is_default=False)
     if port is not None:
         server = attrs.evolve(server, listen=tuple(f"{a.rpartition(':')[0]}:{port}" for a in server.listen))
-    problems = listen_problems(server)
+    problems = listen_problems(server, named_keys=bool(config.keys))
     if problems:
         raise ConfigError("invalid --listen/--port:\n  " + "\n  ".join(problems), problems=tuple(problems))
     return attrs.evolve(config, server=server)
@@ -537,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_login.register(add)
     _cli_config.register(sub, add)
     _cli_launch.register(sub, add)
+    _cli_usage.register(sub, add)
     return parser
 
 

@@ -58,6 +58,22 @@ def _no_developer_config(_absent_layers: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("ROUTECODEX_CONFIG", raising=False)
 
 
+@pytest.fixture(scope="session")
+def _session_home(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("home"))
+
+
+@pytest.fixture(autouse=True)
+def _private_home(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, _session_home: str
+) -> None:
+    """Gateways keep usage records under ``~/.routecodex`` by default (issue 18): the tests'
+    go to a home of their own, not the user's (nor another test run's). Not for tests/e2e,
+    whose agent CLIs keep their caches under the real home."""
+    if "e2e" not in request.node.path.parts:
+        monkeypatch.setenv("HOME", _session_home)
+
+
 @pytest.fixture(autouse=True)
 def _quiet_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="routecodex_trio")

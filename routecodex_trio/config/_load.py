@@ -7,6 +7,7 @@ converter (STYLE rule 4).
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import json
 import os
@@ -38,6 +39,8 @@ from ._model import (
     ProviderConfig,
     Secret,
     ServerConfig,
+    key_problems,
+    structure_expires,
 )
 from ._partial import extra_key_paths, without_keys
 from ._state_url import parse_state_url
@@ -127,6 +130,7 @@ def _structure_list(value: object, type_: Any) -> tuple[Any, ...]:
 # Registered first: the specific list hooks below (models, pools) take precedence over it.
 CONFIG_CONVERTER.register_structure_hook_func(_is_list_type, _structure_list)
 CONFIG_CONVERTER.register_structure_hook(Secret, _structure_secret)
+CONFIG_CONVERTER.register_structure_hook(datetime.datetime, structure_expires)
 CONFIG_CONVERTER.register_structure_hook_func(
     lambda t: t == Mapping[str, tuple[str, ...]], _structure_aliases
 )
@@ -452,8 +456,12 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def listen_problems(server: ServerConfig) -> list[str]:
-    """What is wrong with ``server.listen``; also run on ``serve --listen/--port`` overrides."""
+def listen_problems(server: ServerConfig, *, named_keys: bool = False) -> list[str]:
+    """What is wrong with ``server.listen``; also run on ``serve --listen/--port`` overrides.
+
+    ``named_keys``: the config has ``[keys.NAME]`` tables, which guard a public address as
+    ``api_keys`` do (issue 18).
+    """
     problems: list[str] = []
     if not server.listen:
         problems.append(
@@ -465,7 +473,12 @@ def listen_problems(server: ServerConfig) -> list[str]:
             problems.append(f"server.listen: {listen!r} is not 'host:port' (IPv6 as '[::1]:port')")
         elif int(port) > 65535:
             problems.append(f"server.listen: {listen!r}: a port is 0-65535")
-        elif not _loopback(host) and not server.api_keys and not server.allow_unauthenticated:
+        elif (
+            not _loopback(host)
+            and not server.api_keys
+            and not named_keys
+            and not server.allow_unauthenticated
+        ):
             problems.append(
                 f"server.listen: {listen!r} is reachable from other hosts but server.api_keys is empty; "
                 "set api_keys, or allow_unauthenticated = true if that is really intended "
@@ -574,7 +587,7 @@ def config_from_mapping(
             parse_state_url(config.state.url.reveal())
         except ValueError as exc:
             problems.append(f"state.url: {exc}")
-    problems.extend(listen_problems(config.server))
+    problems.extend(listen_problems(config.server, named_keys=bool(config.keys)))
     problems.extend(cors_problems(config.server.cors))
     if config.server.workers > 1 and any(p.engine is not None for p in config.providers.values()):
         problems.append(
@@ -588,6 +601,7 @@ def config_from_mapping(
                 problems.append(f"server.{name}[{i}]: contains whitespace or CR/LF")
             elif len(key.reveal()) < 8:
                 problems.append(f"server.{name}[{i}]: too short (at least 8 characters)")
+    problems.extend(key_problems(config, _bad_key))
     if problems:
         raise _config_error(source, problems, from_env)
     return config
@@ -637,7 +651,12 @@ def load_config(
 def holds_keys(config: GatewayConfig) -> bool:
     """Whether the config carries any key: inbound, admin or upstream."""
     server = config.server
-    return bool(server.api_keys or server.admin_keys or any(p.all_keys() for p in config.providers.values()))
+    return bool(
+        server.api_keys
+        or server.admin_keys
+        or config.keys
+        or any(p.all_keys() for p in config.providers.values())
+    )
 
 
 def permission_warning(path: str | os.PathLike[str], config: GatewayConfig) -> str | None:

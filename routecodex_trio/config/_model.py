@@ -509,6 +509,12 @@ class ConversionConfig:
     unknown: Literal["error", "drop"] = "error"
 
 
+# Issue 18 (config/_keys.py): needs ``Secret`` above, which it imports from here.
+from ._keys import KeyConfig, PriceConfig, TeamsConfig  # noqa: E402
+from ._keys import key_problems as key_problems  # noqa: E402
+from ._keys import structure_expires as structure_expires  # noqa: E402
+
+
 @attrs.frozen(kw_only=True)
 class GatewayConfig:
     """The whole configuration. ``source`` is the file it came from, for messages only."""
@@ -529,6 +535,10 @@ class GatewayConfig:
     network: NetworkConfig = attrs.field(factory=NetworkConfig)
     dashboard: DashboardConfig = attrs.field(factory=DashboardConfig)
     state: StateConfig = attrs.field(factory=StateConfig)
+    # ``[keys.NAME]``, ``[pricing."provider.model"]``, ``[teams]`` (issue 18, config/_keys.py).
+    keys: Mapping[str, KeyConfig] = attrs.field(factory=dict)
+    pricing: Mapping[str, PriceConfig] = attrs.field(factory=dict)
+    teams: TeamsConfig = attrs.field(factory=TeamsConfig)
     source: str | None = None
 
     def provider_timeouts(self, provider: ProviderConfig) -> TimeoutsConfig:

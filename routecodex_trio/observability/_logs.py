@@ -38,6 +38,7 @@ def request_fields(record: RequestRecord, request_id: str) -> dict[str, Any]:
         "ttft_ms": None if record.ttft_s is None else round(record.ttft_s * 1000, 1),
         "overhead_ms": round(record.overhead_s * 1000, 1),
         "route": record.route or None,
+        "key": record.key or None,
     }
 
 
@@ -97,6 +98,8 @@ def format_request_line(record: RequestRecord, request_id: str, fields: dict[str
     ]
     if fields["ttft_ms"] is not None:
         parts.append(f"ttft_ms={fields['ttft_ms']}")
+    if fields.get("key"):
+        parts.append(f"key={_logfmt_value(fields['key'])}")
     if fields.get("route"):
         parts.append(f"route={_logfmt_value(fields['route'])}")
     return " ".join(parts)

@@ -158,6 +158,8 @@ class RequestRecord:
     input_tokens: int | None = None
     output_tokens: int | None = None
     route: str = ""
+    # The NAME of the [keys.NAME] key that sent it ("" for api_keys); log only (issue 18).
+    key: str = ""
 
     @property
     def overhead_s(self) -> float:

@@ -113,6 +113,8 @@ class Trace:
     # The router's decision, and (target, error) per failed attempt: for the dashboard's rows.
     decision: RouteDecision | None = None
     failures: list[tuple[str, str]] | None = None
+    # The NAME of the ``[keys.NAME]`` key that sent the request ("" for api_keys), issue 18.
+    key_name: str = ""
 
     def snap(self, stage: str, payload: Any) -> None:
         if self.snapshot is not None:

@@ -71,6 +71,8 @@ class Responder:
     # Set when the request body was not read to its end: the connection cannot carry another
     # request, so the client is told not to reuse it.
     close_connection: bool = False
+    # A named key's headers (issue 18: x-ratelimit-*, x-routecodex-key), on every answer.
+    team_headers: tuple[tuple[bytes, bytes], ...] = ()
     # The keep-alive timer and the relay are two tasks writing to one ASGI channel; hypercorn's
     # send() yields, so without this a body could overtake the status line it follows.
     _send_lock: trio.StrictFIFOLock = attrs.field(factory=trio.StrictFIFOLock, init=False)
@@ -96,6 +98,7 @@ class Responder:
         headers = [*base, (b"x-request-id", self.request_id.encode())]
         if self.close_connection:
             headers.append((b"connection", b"close"))
+        headers.extend(self.team_headers)
         headers.extend((k.encode(), v.encode()) for k, v in self.answer_headers.items())
         if extra:
             headers.extend((k.encode(), v.encode()) for k, v in extra.items())

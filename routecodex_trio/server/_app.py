@@ -52,6 +52,7 @@ from ..pipeline import (
 from ..pipeline._responses import digest
 from ..protocols import codec_for
 from ..protocols.sse import KEEPALIVE_COMMENT
+from ..teams import Lease, Teams
 from ._cors import is_preflight, preflight_headers, request_header, with_cors
 from ._h11 import BODY_ERROR_KEY, TOO_MANY_CHUNKS, renderer_for
 from ._responses import STORED_PREFIXES, stored_response
@@ -221,6 +222,8 @@ class GatewayApp:
     reload: Callable[[], Awaitable[str]] | None = None
     # The dashboard at /ui (server/_ui.py); fed one row per finished request by ``_log``.
     ui: DashboardRoutes = attrs.field(factory=DashboardRoutes)
+    # Named keys, their limits and the usage log (issue 18, teams/); set by serve().
+    teams: Teams = attrs.field(factory=Teams)
     _keys: tuple[bytes, ...] = ()
     _admin_keys: tuple[bytes, ...] = ()
     _keys_of: Pipeline | None = None
@@ -239,6 +242,7 @@ class GatewayApp:
         if self._keys_of is not self.pipeline:
             server = self.pipeline.config.server
             self._keys = tuple(k.reveal().encode() for k in server.api_keys)
+            self._keys += self.teams.key_bytes(self.pipeline.config)
             self._admin_keys = tuple(k.reveal().encode() for k in server.admin_keys)
             self._keys_of = self.pipeline
 
@@ -296,6 +300,10 @@ class GatewayApp:
                 await self.ui.handle(self, scope, receive, responder, _headers(scope))
             elif path.startswith(STORED_PREFIXES) and method in ("GET", "DELETE"):
                 await stored_response(self.pipeline, self._authorize(_headers(scope)), scope, responder)
+            elif method == "GET" and path == "/admin/usage":
+                self._authorize_admin(scope, _headers(scope))
+                query = scope.get("query_string", b"").decode("latin-1")
+                await responder.send_json(200, await self.teams.usage_json(query))
             elif method in ("GET", "HEAD"):
                 await self._get(scope, path, responder)
             elif method == "POST" and path == "/admin/reload":
@@ -475,8 +483,11 @@ class GatewayApp:
         if snapshots is not None and snapshots.enabled:
             trace.snapshot = []
             responder.capture = []
+        lease: Lease | None = None
         try:
             owner = self._authorize(headers)
+            lease = self.teams.identify(pipeline.config, _offered_keys(headers), trace)
+            trace.key_name = lease.name
             server = pipeline.config.server
             body = await _read_body(
                 receive, headers, server.max_body, server.keep_alive_timeout, server.body_timeout
@@ -492,6 +503,9 @@ class GatewayApp:
             )
             if owner:
                 request.owner = owner
+            await self.teams.admit(
+                lease, pipeline.config, scope["path"], endpoint, request, len(body), responder
+            )
         except GatewayError as exc:
             # The body was not read to its end: the connection cannot carry another request.
             responder.close_connection = (
@@ -499,6 +513,7 @@ class GatewayApp:
             )
             await responder.fail(exc, codec)
             self._log(trace, responder, exc)
+            await self.teams.finish(lease, trace, responder, pipeline.config)
             await self._write_snapshot(pipeline, endpoint, trace, responder)
             return
         error: GatewayError | None = None
@@ -529,6 +544,7 @@ class GatewayApp:
                 await responder.fail(error, codec)
             nursery.cancel_scope.cancel()
         self._log(trace, responder, error)
+        await self.teams.finish(lease, trace, responder, pipeline.config)
         await self._write_snapshot(pipeline, endpoint, trace, responder)
 
     async def _write_snapshot(
@@ -560,6 +576,7 @@ class GatewayApp:
             input_tokens=usage.input_tokens if usage else None,
             output_tokens=usage.output_tokens if usage else None,
             route=trace.route or "",
+            key=trace.key_name,
         )
         self.metrics.observe_request(record)
         log_request(record, trace.request_id)

@@ -26,6 +26,7 @@ from ..protocols import load_codecs
 from ..providers import CredentialSet, open_providers
 from ..router import Router
 from ..state import SharedState, open_state
+from ..teams import Teams, open_usage_log
 from ._app import GatewayApp
 from ._h11 import ConnectionLimits
 from ._hypercorn import serve_http
@@ -33,6 +34,7 @@ from ._memory import release_memory_when_idle
 from ._sockets import BACKLOG, bind_sockets
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import AsyncIterator, Callable
 
     from ..config import GatewayConfig
@@ -248,8 +250,11 @@ async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]
     # Engines live outside the HTTP server's nursery: on shutdown the streams they serve drain
     # first, then the engines are stopped.
     # The state backend (issue 17) outlives every config generation and the HTTP server.
+    # The usage log (issue 18) is written until the last request drained, then flushed.
     async with (
+        _close_on_error(sockets),
         open_state(config.state, config.routing.affinity_max_sessions) as state,
+        open_usage_log(config, state.cooldowns.link if state.cooldowns else None) as usage,
         trio.open_nursery() as engine_nursery,
     ):
         await engine_nursery.start(engines.run)
@@ -258,6 +263,7 @@ async def _serve(config: GatewayConfig, *, task_status: trio.TaskStatus[Gateway]
         async with trio.open_nursery() as nursery:
             pipeline: Pipeline = await nursery.start(_run_generation, config, engines, state, credentials)
             app = GatewayApp(pipeline, engines=engines)
+            app.teams = Teams.open(usage.link, usage, app.metrics.registry)
             gateway = Gateway(config, (), app, nursery, engines, credentials)
             app.reload = gateway.reload_from_source
             hconfig = to_hypercorn_config(config)
@@ -300,6 +306,18 @@ async def _publish_gauges(app: GatewayApp, stop: trio.Event) -> None:
         app.publish_gauges()
         with trio.move_on_after(GAUGE_PUBLISH_INTERVAL_S):
             await stop.wait()
+
+
+@contextlib.asynccontextmanager
+async def _close_on_error(sockets: list[socket.socket]) -> AsyncIterator[None]:
+    """The bound sockets are closed if serving fails before hypercorn took them (a usage
+    store that cannot be opened, say); closing one it already closed does nothing."""
+    try:
+        yield
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
 
 
 @contextlib.asynccontextmanager

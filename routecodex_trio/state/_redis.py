@@ -47,6 +47,8 @@ _FAILURES: Final = (
     anyio.ClosedResourceError,
     anyio.EndOfStream,
 )
+# The same, for callers that bound their own calls (issue 18's usage stream writer).
+REDIS_FAILURES: Final = _FAILURES
 # How often a degraded state layer asks Redis whether it is back.
 PROBE_INTERVAL_S: Final = 1.0
 # Deferred writes nobody flushed (a path that never reached its flush) go out within this.

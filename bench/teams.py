@@ -1,0 +1,170 @@
+"""Issue 18: what named keys with limits cost the gateway, next to the same keys without.
+
+    .venv/bin/python bench/teams.py                   # about a minute; prints a table
+    .venv/bin/python bench/teams.py --requests 3000 --rounds 3
+
+A gateway process (mock upstream, no latency) serves non-stream ``POST /v1/chat/completions``
+at c=10 from this process's httpx clients, each request with one of 10 named keys in turn.
+Four set-ups alternate round by round (each round starting with the next one), so that load
+from other programs hits all of them alike:
+
+* ``off``: the 10 ``[keys.NAME]`` without limits (identity and usage records only);
+* ``memory``: the same keys with ``rpm``, ``tpm`` and ``max_parallel`` (too wide to refuse),
+  counted in the gateway's memory;
+* ``redis-off``: no limits, ``[state] backend = "redis"`` (issue 17's shared sessions and
+  cooldowns already talk to Redis on every request): the baseline of
+* ``redis``: the same limits counted in a real redis-server (one EVALSHA to admit, one EVAL
+  not waited for to settle); redis-server's own CPU time is in its own column.
+
+Figures are the gateway process's CPU time per request (utime + stime from /proc, not wall
+time) and the throughput; each cell is the median over the rounds. The issue's target:
+limits on within 10 % of limits off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Final
+
+import httpx
+import trio
+
+BODY: Final = {"model": "m", "messages": [{"role": "user", "content": "hello there, how are you today?"}]}
+TICK: Final = os.sysconf("SC_CLK_TCK")
+KEYS: Final = [f"bench-key-{i:04d}" for i in range(10)]
+# (name, limits on, [state] backend): "redis-off" is issue 17's shared state alone (sessions,
+# cooldowns), the baseline that "redis" (the same plus the key counters) is compared with.
+SETUPS: Final = {
+    "off": (False, "memory"),
+    "memory": (True, "memory"),
+    "redis-off": (False, "redis"),
+    "redis": (True, "redis"),
+}
+
+
+def _port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+async def _wait_up(url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        while True:
+            try:
+                if (await http.get(url + "/health")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await trio.sleep(0.05)
+
+
+async def _drive(url: str, requests: int, concurrency: int) -> None:
+    per_worker = requests // concurrency
+
+    async def worker(n: int) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            for i in range(per_worker):
+                key = KEYS[(n + i) % len(KEYS)]
+                answer = await http.post(
+                    "/v1/chat/completions", json=BODY, headers={"authorization": f"Bearer {key}"}
+                )
+                assert answer.status_code == 200, answer.text
+
+    async with trio.open_nursery() as nursery:
+        for n in range(concurrency):
+            nursery.start_soon(worker, n)
+
+
+def _config(setup: str, port: int, redis_url: str, tmp: Path) -> str:
+    on, backend = SETUPS[setup]
+    limits = "rpm = 1000000\ntpm = 1000000000\nmax_parallel = 1000\n" if on else ""
+    keys = "".join(f'[keys.member{i}]\nkey = "{key}"\n{limits}\n' for i, key in enumerate(KEYS))
+    state = f'[state]\nbackend = "redis"\nurl = "{redis_url}"\ntimeout = 1.0\n' if backend == "redis" else ""
+    return (
+        f'[server]\nlisten = ["127.0.0.1:{port}"]\n\n[providers.mock]\ntype = "mock"\nmodels = ["m"]\n\n'
+        f'[routing]\ndefault = ["mock.m"]\n\n[teams]\nusage = "sqlite"\n'
+        f'usage_path = "{tmp / setup}.sqlite3"\n\n{state}{keys}'
+    )
+
+
+async def _round(setup: str, redis_url: str, redis_pid: int, requests: int, tmp: Path) -> dict[str, float]:
+    port = _port()
+    config = tmp / f"{setup}.toml"
+    config.write_text(_config(setup, port, redis_url, tmp))
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "routecodex_trio", "serve", "--config", str(config), "--log-level", "warning"],
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_up(url)
+        await _drive(url, 200, 10)  # warm up
+        cpu0, redis0, wall0 = _cpu_s(process.pid), _cpu_s(redis_pid), time.perf_counter()
+        await _drive(url, requests, 10)
+        wall = time.perf_counter() - wall0
+        cpu, redis_cpu = _cpu_s(process.pid) - cpu0, _cpu_s(redis_pid) - redis0
+    finally:
+        process.kill()
+        await process.wait()
+    return {"rps": requests / wall, "cpu_ms": cpu / requests * 1000, "redis_ms": redis_cpu / requests * 1000}
+
+
+async def measure(redis_port: int, redis_pid: int, requests: int, rounds: int, tmp: Path) -> None:
+    results: dict[str, list[dict[str, float]]] = {setup: [] for setup in SETUPS}
+    order = list(SETUPS)
+    for n in range(rounds):
+        # Each round starts with another set-up: none always runs first or after the same one.
+        for setup in order[n % len(order) :] + order[: n % len(order)]:
+            row = await _round(setup, f"redis://127.0.0.1:{redis_port}/0", redis_pid, requests, tmp)
+            results[setup].append(row)
+    print(f"{requests} non-stream POST /v1/chat/completions per round, c=10, 10 named keys,", end=" ")
+    print(f"{rounds} rounds, medians")
+    print(f"{'limits':<10} {'req/s':>8} {'gw CPU ms/req':>14} {'vs no limits':>13} {'redis CPU ms/req':>17}")
+    cells = {s: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for s, rs in results.items()}
+    for setup, c in cells.items():
+        # Each set-up against the same state backend without limits.
+        base = cells["redis-off" if SETUPS[setup][1] == "redis" else "off"]["cpu_ms"]
+        print(
+            f"{setup:<10} {c['rps']:>8.0f} {c['cpu_ms']:>14.3f} {(c['cpu_ms'] / base - 1) * 100:>+12.1f}% "
+            f"{c['redis_ms']:>17.3f}"
+        )
+
+
+def main(requests: int, rounds: int) -> None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is missing: sh tests/ensure_redis.sh")
+    redis_port = _port()
+    tmp = Path(tempfile.mkdtemp(prefix="rcx-bench-teams-"))
+    command = [binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp)]
+    redis = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        trio.run(measure, redis_port, redis.pid, requests, rounds, tmp)
+    finally:
+        redis.kill()
+        redis.wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    main(args.requests, args.rounds)

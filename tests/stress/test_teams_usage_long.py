@@ -1,0 +1,33 @@
+"""Issue 18's long form: a 10,000-request run loses no usage record (SQLite and Redis stream).
+
+Same check as tests/test_teams_shared.py (count and token sums equal the upstream's log),
+at the issue's size; about a minute per backend.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from ..redis_server import RedisServer
+from ..test_teams_shared import test_no_usage_record_is_lost as _no_record_lost
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_ten_thousand_requests_lose_no_usage_record(
+    tmp_path: Path, redis_server: RedisServer, backend: str
+) -> None:
+    await _no_record_lost(tmp_path, redis_server, backend, 10_000)
