@@ -49,6 +49,7 @@ from ..protocols.canonical import Usage, estimate_request_tokens
 from ..providers import ChunkReader, HttpUpstream, MockUpstream
 from ..router import is_context_overflow
 from ..state import MemoryResponseStore, MemorySessionStore, StateUnavailable
+from ._gate import GATED_BYTES, CpuGate
 from ._prepare import PrepareStage, UpstreamCall
 from ._relay import (
     PassthroughTracker,
@@ -466,6 +467,8 @@ class Pipeline:
     _idle: trio.Event = attrs.field(init=False, factory=trio.Event)
     # Set when a newer generation took over (reload) or the server drained.
     retired: trio.Event = attrs.field(init=False, factory=trio.Event)
+    # Large requests' decode and conversion, one at a time and in arrival order (issue 22).
+    cpu_gate: CpuGate = attrs.field(init=False, factory=CpuGate)
 
     def enter(self) -> None:
         self.in_flight += 1
@@ -623,6 +626,10 @@ class Pipeline:
             trace.target = target.id
             trace.target_ref = target
             responder.on_first_content = functools.partial(self.steer.finish, hints, decision, target)
+            # A large body waits for its turn, before requests not yet decoded (_gate.py).
+            gate = self.cpu_gate if len(request.raw) >= GATED_BYTES else None
+            if gate is not None:
+                await gate.acquire(urgent=True)
             try:
                 call = self.prepare.prepare(request, target, category=decision.category)
             except UnsupportedConversion as exc:
@@ -632,6 +639,9 @@ class Pipeline:
                 if refused >= len(candidates):
                     break
                 continue
+            finally:
+                if gate is not None:
+                    gate.release()
             if call.dropped and call.dropped != logged_drops:
                 logged_drops = call.dropped
                 trace.snap("dropped", [attrs.asdict(entry) for entry in call.dropped])

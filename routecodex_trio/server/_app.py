@@ -49,6 +49,7 @@ from ..pipeline import (
     Responder,
     Trace,
 )
+from ..pipeline._gate import GATED_BYTES
 from ..pipeline._responses import digest
 from ..protocols import codec_for
 from ..protocols.sse import KEEPALIVE_COMMENT
@@ -463,14 +464,21 @@ class GatewayApp:
                 receive, headers, server.max_body, server.keep_alive_timeout, server.body_timeout
             )
             trace.snap("client-request", client_request_payload(scope["path"], headers, body))
-            request = await self.decode.decode(
-                endpoint,
-                body,
-                request_id=responder.request_id,
-                headers=headers,
-                codec=codec,
-                max_values=pipeline.config.server.max_json_values,
-            )
+            gate = pipeline.cpu_gate if len(body) >= GATED_BYTES else None
+            if gate is not None:
+                await gate.acquire()  # a burst of large bodies is decoded one at a time (issue 22)
+            try:
+                request = await self.decode.decode(
+                    endpoint,
+                    body,
+                    request_id=responder.request_id,
+                    headers=headers,
+                    codec=codec,
+                    max_values=pipeline.config.server.max_json_values,
+                )
+            finally:
+                if gate is not None:
+                    gate.release()
             if owner:
                 request.owner = owner
         except GatewayError as exc:
