@@ -626,8 +626,11 @@ class Pipeline:
             trace.target = target.id
             trace.target_ref = target
             responder.on_first_content = functools.partial(self.steer.finish, hints, decision, target)
-            # A large body waits for its turn, before requests not yet decoded (_gate.py).
-            gate = self.cpu_gate if len(request.raw) >= GATED_BYTES else None
+            # A large body to convert waits for its turn, before requests not yet decoded
+            # (_gate.py); one sent on as it came costs next to nothing here.
+            gate = None
+            if len(request.raw) >= GATED_BYTES and self.prepare.converts(request, target):
+                gate = self.cpu_gate
             if gate is not None:
                 await gate.acquire(urgent=True)
             try:
