@@ -7,7 +7,9 @@ only between passes. When 32 agent-sized requests finish arriving together, thei
 them was done, so every client got its first token at the same time, after all 32 were
 prepared (issue 22: 390 ms added TTFT for 32 converted 100 KB streams).
 
-Behind the gate, at most one such piece of work runs per scheduler pass, and between two of
+A large request takes the gate for its decode, for its routing (which may decode the body
+for classification or context fit) and for its conversion. Behind the gate, at most one such
+piece of work runs per scheduler pass, and between two of
 them trio reads whatever I/O is ready: the first request reaches its upstream after its own
 preparation, and its first frames are relayed while the later ones are still being prepared.
 A request already past its decode goes before new ones (``urgent``), so a request that has
@@ -23,9 +25,12 @@ request sent on in its own protocol (nothing to convert).
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
+
+if TYPE_CHECKING:
+    from types import TracebackType
 
 # Bodies under this size are decoded and converted without the gate: under ~0.5 ms of work,
 # where the gate's two extra scheduler passes showed as a few % of the request's CPU at 18 KB.
@@ -66,3 +71,38 @@ class CpuGate:
                 lot.unpark()  # the gate passes to that waiter: it stays held
                 return
         self._held = False
+
+    def turn(self, gated: bool, *, urgent: bool = False) -> _Turn | _NoTurn:
+        """``async with gate.turn(gated):`` holds the gate for the block when ``gated``."""
+        return _Turn(self, urgent) if gated else _NO_TURN
+
+
+class _Turn:
+    __slots__ = ("_gate", "_urgent")
+
+    def __init__(self, gate: CpuGate, urgent: bool) -> None:
+        self._gate = gate
+        self._urgent = urgent
+
+    async def __aenter__(self) -> None:
+        await self._gate.acquire(urgent=self._urgent)
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._gate.release()
+
+
+class _NoTurn:
+    __slots__ = ()
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+
+_NO_TURN: Final = _NoTurn()

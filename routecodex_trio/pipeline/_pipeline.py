@@ -504,7 +504,10 @@ class Pipeline:
         hints = await self.steer.begin(request)
         if not fit_context:
             hints = attrs.evolve(hints, fit_context=False)
-        decision = self.router.route(request.model, request.canonical, hints)
+        # Routing may decode the body (classification, context fit): a large one takes its
+        # turn at the gate, before requests not yet decoded (_gate.py).
+        async with self.cpu_gate.turn(len(request.raw) >= GATED_BYTES, urgent=True):
+            decision = self.router.route(request.model, request.canonical, hints)
         trace.category = decision.category
         trace.decision = decision
         trace.route = decision.explain()
@@ -626,15 +629,12 @@ class Pipeline:
             trace.target = target.id
             trace.target_ref = target
             responder.on_first_content = functools.partial(self.steer.finish, hints, decision, target)
-            # A large body to convert waits for its turn, before requests not yet decoded
-            # (_gate.py); one sent on as it came costs next to nothing here.
-            gate = None
-            if len(request.raw) >= GATED_BYTES and self.prepare.converts(request, target):
-                gate = self.cpu_gate
-            if gate is not None:
-                await gate.acquire(urgent=True)
+            # A large body to convert takes its turn at the gate (_gate.py); one sent on as it
+            # came costs next to nothing here.
+            gated = len(request.raw) >= GATED_BYTES and self.prepare.converts(request, target)
             try:
-                call = self.prepare.prepare(request, target, category=decision.category)
+                async with self.cpu_gate.turn(gated, urgent=True):
+                    call = self.prepare.prepare(request, target, category=decision.category)
             except UnsupportedConversion as exc:
                 # This target's protocol cannot carry the request; another candidate may.
                 last_error = exc
@@ -642,9 +642,6 @@ class Pipeline:
                 if refused >= len(candidates):
                     break
                 continue
-            finally:
-                if gate is not None:
-                    gate.release()
             if call.dropped and call.dropped != logged_drops:
                 logged_drops = call.dropped
                 trace.snap("dropped", [attrs.asdict(entry) for entry in call.dropped])

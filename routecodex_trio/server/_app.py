@@ -464,10 +464,8 @@ class GatewayApp:
                 receive, headers, server.max_body, server.keep_alive_timeout, server.body_timeout
             )
             trace.snap("client-request", client_request_payload(scope["path"], headers, body))
-            gate = pipeline.cpu_gate if len(body) >= GATED_BYTES else None
-            if gate is not None:
-                await gate.acquire()  # a burst of large bodies is decoded one at a time (issue 22)
-            try:
+            # A burst of large bodies is decoded one at a time, in arrival order (issue 22).
+            async with pipeline.cpu_gate.turn(len(body) >= GATED_BYTES):
                 request = await self.decode.decode(
                     endpoint,
                     body,
@@ -476,9 +474,6 @@ class GatewayApp:
                     codec=codec,
                     max_values=pipeline.config.server.max_json_values,
                 )
-            finally:
-                if gate is not None:
-                    gate.release()
             if owner:
                 request.owner = owner
         except GatewayError as exc:
