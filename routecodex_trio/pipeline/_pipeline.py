@@ -467,7 +467,7 @@ class Pipeline:
     _idle: trio.Event = attrs.field(init=False, factory=trio.Event)
     # Set when a newer generation took over (reload) or the server drained.
     retired: trio.Event = attrs.field(init=False, factory=trio.Event)
-    # Large requests' decode and conversion, one at a time and in arrival order (issue 22).
+    # Large requests' decode, routing and conversion, one at a time, in arrival order (issue 22).
     cpu_gate: CpuGate = attrs.field(init=False, factory=CpuGate)
 
     def enter(self) -> None:
