@@ -139,6 +139,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         LOGGER.info("snapshots on: %s", Path(config.snapshots.dir).expanduser())
     if config.server.workers > 1 and not os.environ.get(_WORKER_ENV):
         return _supervise_workers(config, sys.argv[1:])
+    from .server._gc import tune_gc
+
+    tune_gc(config.server)
     try:
         overrides = functools.partial(apply_listen_overrides, listen=args.listen, port=args.port)
         trio.run(_run, config, log_handler, args.log_format == "json", overrides)

@@ -34,6 +34,8 @@ DEFAULT_MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 # a body of bare ``{},`` holds 11 million, and parsing it would cost ~25 bytes of RSS per byte
 # received. Bodies past this are refused before they are parsed (issue 13).
 DEFAULT_MAX_JSON_VALUES: Final = 1_000_000
+# Containers created between two generation-0 collections (CPython's default: 700).
+DEFAULT_GC_GEN0_THRESHOLD: Final = 50_000
 DEFAULT_KEEP_ALIVE_TIMEOUT_S: Final = 75.0
 DEFAULT_KEEPALIVE_INTERVAL_S: Final = 15.0
 # A response write that makes no progress for this long ends the request (issue 13).
@@ -199,6 +201,9 @@ class ServerConfig:
     cors: CorsConfig = attrs.field(factory=CorsConfig)
     # x-routecodex-target / x-routecodex-category on answers: which target answered, and why.
     route_headers: bool = True
+    # The serving process's garbage collector (server/_gc.py, issue 22).
+    gc_freeze: bool = True
+    gc_gen0_threshold: int = attrs.field(default=DEFAULT_GC_GEN0_THRESHOLD, validator=attrs.validators.ge(1))
 
 
 # A provider listing this model id passes any ``provider.<name>`` a client asks for upstream

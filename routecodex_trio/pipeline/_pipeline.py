@@ -50,6 +50,7 @@ from ..providers import ChunkReader, HttpUpstream, LoginRequired, MockUpstream, 
 from ..router import is_context_overflow
 from ..state import MemoryResponseStore, MemorySessionStore, StateUnavailable
 from ._accounts import cool_account, cool_logins, login_required
+from ._gate import GATED_BYTES, CpuGate
 from ._keys import share_key_rotation
 from ._prepare import CATEGORY_HEADER, TARGET_HEADER, PrepareStage, UpstreamCall
 from ._relay import (
@@ -534,6 +535,8 @@ class Pipeline:
     _idle: trio.Event = attrs.field(init=False, factory=trio.Event)
     # Set when a newer generation took over (reload) or the server drained.
     retired: trio.Event = attrs.field(init=False, factory=trio.Event)
+    # Large requests' decode, routing and conversion, one at a time, in arrival order (issue 22).
+    cpu_gate: CpuGate = attrs.field(init=False, factory=CpuGate)
 
     def enter(self) -> None:
         self.in_flight += 1
@@ -592,7 +595,10 @@ class Pipeline:
         hints = await self.steer.begin(request)
         if not fit_context:
             hints = attrs.evolve(hints, fit_context=False)
-        decision = self.router.route(request.model, request.canonical, hints)
+        # Routing may decode the body (classification, context fit): a large one takes its
+        # turn at the gate, before requests not yet decoded (_gate.py).
+        async with self.cpu_gate.turn(len(request.raw) >= GATED_BYTES, urgent=True):
+            decision = self.router.route(request.model, request.canonical, hints)
         if self.key_positions is not None:
             decision = await share_key_rotation(self.router, self.key_positions, decision)
         trace.category = decision.category
@@ -720,8 +726,12 @@ class Pipeline:
             responder.on_first_content = functools.partial(
                 self.steer.finish, hints, decision, target, flush=not batched
             )
+            # A large body to convert takes its turn at the gate (_gate.py); one sent on as it
+            # came costs next to nothing here.
+            gated = len(request.raw) >= GATED_BYTES and self.prepare.converts(request, target)
             try:
-                call = self.prepare.prepare(request, target, category=decision.category)
+                async with self.cpu_gate.turn(gated, urgent=True):
+                    call = self.prepare.prepare(request, target, category=decision.category)
             except UnsupportedConversion as exc:
                 # This target's protocol cannot carry the request; another candidate may.
                 last_error = exc

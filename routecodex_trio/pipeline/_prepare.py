@@ -90,6 +90,13 @@ class PrepareStage:
 
     config: GatewayConfig
 
+    def converts(self, request: ClientRequest, target: Target) -> bool:
+        """Whether ``prepare`` re-encodes the request for this target (another protocol, a mock)."""
+        provider = self.config.providers[target.provider]
+        if provider.type == "mock":
+            return True
+        return upstream_protocol(provider.type, request.protocol, provider.completions) != request.protocol
+
     def prepare(self, request: ClientRequest, target: Target, *, category: str = "default") -> UpstreamCall:
         """Raises: UnsupportedConversion when this target's protocol cannot carry the request."""
         provider = self.config.providers[target.provider]

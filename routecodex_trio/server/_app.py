@@ -49,6 +49,7 @@ from ..pipeline import (
     Responder,
     Trace,
 )
+from ..pipeline._gate import GATED_BYTES
 from ..pipeline._responses import digest
 from ..protocols import codec_for
 from ..protocols.sse import KEEPALIVE_COMMENT
@@ -493,14 +494,16 @@ class GatewayApp:
                 receive, headers, server.max_body, server.keep_alive_timeout, server.body_timeout
             )
             trace.snap("client-request", client_request_payload(scope["path"], headers, body))
-            request = await self.decode.decode(
-                endpoint,
-                body,
-                request_id=responder.request_id,
-                headers=headers,
-                codec=codec,
-                max_values=pipeline.config.server.max_json_values,
-            )
+            # A burst of large bodies is decoded one at a time, in arrival order (issue 22).
+            async with pipeline.cpu_gate.turn(len(body) >= GATED_BYTES):
+                request = await self.decode.decode(
+                    endpoint,
+                    body,
+                    request_id=responder.request_id,
+                    headers=headers,
+                    codec=codec,
+                    max_values=pipeline.config.server.max_json_values,
+                )
             if owner:
                 request.owner = owner
             await self.teams.admit(
