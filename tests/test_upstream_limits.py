@@ -40,7 +40,7 @@ from routecodex_trio.config._model import (
     DEFAULT_MAX_RESPONSE_BYTES,
     HealthConfig,
 )
-from routecodex_trio.pipeline._pipeline import _retry_after
+from routecodex_trio.pipeline._exchange import _retry_after
 from routecodex_trio.pipeline._relay import (
     EventSplitter,
     PassthroughTracker,

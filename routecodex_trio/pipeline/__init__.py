@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ._pipeline import ExchangeStage, Pipeline, Trace
+from ._exchange import ExchangeStage
+from ._pipeline import Pipeline
 from ._prepare import PrepareStage, UpstreamCall, upstream_protocol
 from ._relay import PassthroughTracker, StreamStats
 from ._request import (
@@ -16,6 +17,7 @@ from ._request import (
     Endpoint,
 )
 from ._responder import Responder
+from ._trace import Trace
 
 __all__ = [
     "CHAT",

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from ..config import GatewayConfig
     from ..router import Target
     from ..state import ResponseStore
-    from ._pipeline import Trace
     from ._request import ClientRequest
+    from ._trace import Trace
 
 
 def digest(secret: str) -> str:
