@@ -217,3 +217,26 @@ def test_a_problem_in_another_layer_names_that_file(tmp_path: Path, monkeypatch:
         f"timeouts: unknown key conect (did you mean 'connect'?) (set in {system})",
     ]
     assert caught.value.message.startswith(f"invalid configuration in {main}:\n  ")
+
+
+def test_a_main_file_that_is_the_system_file_is_read_once(layers: tuple[Path, Path, Path]) -> None:
+    """The systemd unit runs ``serve --config /etc/routecodex/config.toml``, the system layer's
+    own file: it is one layer, the main one, and its keys are attributed to it."""
+    system, user, _ = layers
+    system.write_text(SYSTEM + '\n[routing]\ndefault = ["corp.corp-small"]\n')
+    assert [(layer.role, layer.path) for layer in config_layers(system)] == [("user", user), ("main", system)]
+    run = _cli("config", "show", "--json", "--config", str(system))
+    assert run.returncode == 0, run.stderr
+    shown = json.loads(run.stdout)
+    assert [f["role"] for f in shown["files"]] == ["user", "main"]
+    assert shown["origins"]["providers.corp.base_url"] == str(system)
+    assert shown["origins"]["providers.corp.api_key"] == str(system)  # main ranks above user
+
+
+def test_config_show_into_a_closed_pipe_is_quiet(layers: tuple[Path, Path, Path]) -> None:
+    """``routecodex config show | head -1``: the reader leaves early; no traceback."""
+    _, _, main = layers
+    cmd = f"{sys.executable} -m routecodex_trio config show --config {main} | head -1"
+    run = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=60, check=False)
+    assert run.stdout.startswith("# effective configuration")
+    assert "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr, run.stderr

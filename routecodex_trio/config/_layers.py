@@ -87,9 +87,13 @@ def config_layers(main: Path, environ: Mapping[str, str] | None = None) -> tuple
     system = _env_path(environ, SYSTEM_CONFIG_ENV, DEFAULT_SYSTEM_CONFIG)
     user = _env_path(environ, USER_CONFIG_ENV, DEFAULT_USER_CONFIG)
     packaged = _same_file(main, PACKAGED_DEFAULT)
+    # A main file that is also a layer's file (the systemd unit's --config
+    # /etc/routecodex/config.toml) is read once, as the main file: its keys are attributed to it
+    # and nothing else can sit above it.
     layers = [
-        ConfigLayer("system", system, system.is_file()),
-        ConfigLayer("user", user, user.is_file()),
+        ConfigLayer(role, path, path.is_file())
+        for role, path in (("system", system), ("user", user))
+        if not _same_file(path, main)
     ]
     main_layer = ConfigLayer("packaged" if packaged else "main", main, main.is_file())
     # The demo default sits below the user's layers; a file someone chose sits above them.
