@@ -160,7 +160,8 @@ async def start_device(client: httpx.AsyncClient, auth: AuthConfig, pkce: PkcePa
         verification_uri=str(uri),
         verification_uri_complete=body.get("verification_uri_complete"),
         expires_in=float(body.get("expires_in") or 600),
-        interval=float(body.get("interval") or 5),
+        # RFC 8628 3.2: 5 s when the server names none; a server may ask for less (our tests do).
+        interval=float(body["interval"]) if isinstance(body.get("interval"), (int, float)) else 5.0,
     )
 
 
