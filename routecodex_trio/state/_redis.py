@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from coredis.commands.script import Script
+    from coredis.connection import BaseConnection
 
     from ._memory import MemorySessionStore
 
@@ -93,6 +94,13 @@ class RedisLink:
     _prefetched: dict[str, tuple[float, bytes | None]] = attrs.field(init=False, factory=dict)
     # The continuation-reads script (RedisResponseStore.get), registered on first use.
     continuation_script: Script[bytes] | None = attrs.field(init=False, default=None)
+    # The pooled connection ``command`` writes to (coredis multiplexes it; it stays pooled).
+    _connection: BaseConnection | None = attrs.field(init=False, default=None)
+
+    @property
+    def direct(self) -> bool:
+        """Whether ``command`` can be used: one server, not a Cluster."""
+        return not isinstance(self.client, coredis.RedisCluster)
 
     def prefetch(self, key: str, value: bytes | None) -> None:
         if len(self._prefetched) >= _PREFETCH_MAX:
@@ -141,6 +149,16 @@ class RedisLink:
         if not batch:
             return
         client = self.client
+        if self.direct:
+            if len(batch) == 1:
+                key, value, px = batch[0]
+                await self.command(b"SET", key, value, b"PX", px, noreply=True)
+            else:
+                args: list[str | bytes | int] = [_SET_ALL, len(batch), *(key for key, _, _ in batch)]
+                args += [item for _, value, px in batch for item in (value, px)]
+                # EVAL, not EVALSHA: a NOSCRIPT error would go unseen with replies ignored.
+                await self.command(b"EVAL", *args, noreply=True)
+            return
         if len(batch) == 1:
             key, value, px = batch[0]
             await self.send(lambda: client.set(key, value, px=px))
@@ -149,10 +167,7 @@ class RedisLink:
             for write in batch:
                 await self.send(functools.partial(_set, client, *write))
         else:
-            keys = [key for key, _, _ in batch]
-            args: list[bytes | int] = [item for _, value, px in batch for item in (value, px)]
-            # EVAL, not EVALSHA: a NOSCRIPT error would go unseen with replies ignored.
-            await self.send(lambda: client.eval(_SET_ALL, keys, args))
+            await self.send(lambda: client.eval(_SET_ALL, [key for key, _, _ in batch], _values(batch)))
 
     async def write_behind(self) -> None:
         """Flush what ``defer`` queued and no request flushed; runs until cancelled."""
@@ -164,6 +179,40 @@ class RedisLink:
             if self._pending:
                 with contextlib.suppress(StateUnavailable):
                     await self.flush()
+
+    async def command(self, name: bytes, *args: str | bytes | int, noreply: bool = False) -> object:
+        """One command straight on a pooled connection, bounded by the timeout; its raw reply.
+
+        Why not the client's command methods: on Trio each of those costs about as much CPU
+        as a mock-upstream request's whole gateway work (argument validation, retry policy,
+        telemetry spans, environment lookups, a cancel scope of ours around another of
+        coredis's), and the hot path needs none of it: a few fixed commands whose replies
+        this module reads itself. The connection's own response timeout bounds the wait (no
+        second cancel scope). ``noreply``: sent after ``CLIENT REPLY SKIP``, not waited for.
+        Single server (also Sentinel-managed) only: a Cluster client routes by slot, and its
+        callers use the command methods (``direct`` is False).
+
+        Raises:
+            StateUnavailable: as ``call``.
+        """
+        if self.degraded:
+            raise StateUnavailable("shared state (redis) is unreachable")
+        client = self.client
+        assert not isinstance(client, coredis.RedisCluster)
+        pool = client.connection_pool
+        try:
+            if self._connection is None or not self._connection.usable:
+                with trio.fail_after(self.timeout_s):
+                    self._connection = await pool.get_connection()
+                pool.release(self._connection)  # multiplexed: it stays shared, not leased
+            request = self._connection.create_request(
+                name, *args, noreply=noreply, decode=False, timeout=self.timeout_s
+            )
+            return await request
+        except _FAILURES as exc:
+            self._connection = None
+            self._set_degraded(f"{type(exc).__name__}")
+            raise StateUnavailable("shared state (redis) is unreachable") from None
 
     async def send(self, what: Callable[[], Awaitable[object]]) -> None:
         """``what()`` without waiting for Redis's reply (a write nobody reads back at once).
@@ -289,7 +338,13 @@ class RedisCooldowns:
             StateUnavailable: Redis cannot be reached now.
         """
         client, key = self.link.client, self._key
-        fields = await self.link.call(lambda: client.hgetall(key))
+        fields: object
+        if self.link.direct:
+            fields = await self.link.command(b"HGETALL", key)  # RESP3: a map
+        else:
+            fields = await self.link.call(lambda: client.hgetall(key))
+        if not isinstance(fields, dict):
+            return {}
         now = self.wall()
         cooling: dict[str, float] = {}
         ended: list[bytes] = []
@@ -333,13 +388,13 @@ class RedisSessionStore:
         return f"{self.redis.prefix}{kind}:{key}"
 
     async def get(self, key: str) -> SessionRecord | None:
-        client, redis_key = self.redis.client, self._key("session", key)
+        redis_key = self._key("session", key)
         if self.redis.pending(redis_key):  # written here a moment ago: the local copy is it
             return await self.local.get(key)
         ahead, blob = self.redis.take(redis_key)
         try:
             if not ahead:
-                blob = await self.redis.call(lambda: client.get(redis_key))
+                blob = await self._get(redis_key)
         except StateUnavailable:
             return await self.local.get(key)
         if blob is None:
@@ -377,16 +432,24 @@ class RedisSessionStore:
             await self.redis.flush()
 
     async def resolve(self, alias: str) -> str | None:
-        client, redis_key = self.redis.client, self._key("alias", alias)
+        redis_key = self._key("alias", alias)
         if self.redis.pending(redis_key):
             return await self.local.resolve(alias)
         ahead, value = self.redis.take(redis_key)
         try:
             if not ahead:
-                value = await self.redis.call(lambda: client.get(redis_key))
+                value = await self._get(redis_key)
         except StateUnavailable:
             return await self.local.resolve(alias)
         return None if value is None else value.decode()
+
+    async def _get(self, redis_key: str) -> bytes | None:
+        redis = self.redis
+        if redis.direct:
+            value = await redis.command(b"GET", redis_key)
+            return value if isinstance(value, bytes) else None
+        client = redis.client
+        return await redis.call(lambda: client.get(redis_key))
 
     def __len__(self) -> int:
         return len(self.local)
@@ -394,6 +457,10 @@ class RedisSessionStore:
 
 def _set(client: RedisClient, key: str, value: bytes, px: int) -> Awaitable[object]:
     return client.set(key, value, px=px)
+
+
+def _values(batch: list[tuple[str, bytes, int]]) -> list[bytes | int]:
+    return [item for _, value, px in batch for item in (value, px)]
 
 
 def _ms(seconds: float) -> int:
