@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from coredis.connection import BaseConnection
 
     from ._memory import MemorySessionStore
+    from ._tracking import SessionTracking
 
 LOGGER: Final = logging.getLogger("routecodex_trio.state")
 T = TypeVar("T")
@@ -96,6 +97,44 @@ class RedisLink:
     continuation_script: Script[bytes] | None = attrs.field(init=False, default=None)
     # The pooled connection ``command`` writes to (coredis multiplexes it; it stays pooled).
     _connection: BaseConnection | None = attrs.field(init=False, default=None)
+    # Which session records may be read locally (single server only; set by open_state).
+    tracking: SessionTracking | None = attrs.field(init=False, default=None)
+
+    def trusted(self, key: str) -> bool:
+        """Whether ``key``'s local copy is Redis's (``SessionTracking``)."""
+        return self.tracking is not None and self.tracking.trusted(key, self._connection)
+
+    def trust(self, key: str) -> None:
+        if self.tracking is not None and not self.degraded:
+            self.tracking.trust(key, self._connection)
+
+    def distrust(self, key: str) -> None:
+        if self.tracking is not None:
+            self.tracking.distrust(key)
+
+    async def track(self) -> None:
+        """Attach the writing connection to a new listener (``SessionTracking.listen``).
+
+        A failure here is the listener's business (it retries), not a reason to degrade.
+        """
+        if self.degraded or not self.direct:
+            return
+        try:
+            await self._connect()
+        except _FAILURES:
+            self._connection = None
+
+    async def _connect(self) -> BaseConnection:
+        client = self.client
+        assert not isinstance(client, coredis.RedisCluster)
+        pool = client.connection_pool
+        with trio.fail_after(self.timeout_s):
+            connection: BaseConnection = await pool.get_connection()
+            pool.release(connection)  # multiplexed: it stays shared, not leased
+            if self.tracking is not None:
+                await self.tracking.attach(connection)
+        self._connection = connection
+        return connection
 
     @property
     def direct(self) -> bool:
@@ -197,15 +236,11 @@ class RedisLink:
         """
         if self.degraded:
             raise StateUnavailable("shared state (redis) is unreachable")
-        client = self.client
-        assert not isinstance(client, coredis.RedisCluster)
-        pool = client.connection_pool
         try:
-            if self._connection is None or not self._connection.usable:
-                with trio.fail_after(self.timeout_s):
-                    self._connection = await pool.get_connection()
-                pool.release(self._connection)  # multiplexed: it stays shared, not leased
-            request = self._connection.create_request(
+            connection = self._connection
+            if connection is None or not connection.usable:
+                connection = await self._connect()
+            request = connection.create_request(
                 name, *args, noreply=noreply, decode=False, timeout=self.timeout_s
             )
             return await request
@@ -240,6 +275,8 @@ class RedisLink:
         return result
 
     def _set_degraded(self, why: str) -> None:
+        if self.tracking is not None:
+            self.tracking.reset()  # writes are dropped while degraded: local copies drift
         if not self.degraded:
             self.degraded = True
             LOGGER.warning(
@@ -391,6 +428,10 @@ class RedisSessionStore:
         redis_key = self._key("session", key)
         if self.redis.pending(redis_key):  # written here a moment ago: the local copy is it
             return await self.local.get(key)
+        if self.redis.trusted(redis_key):  # written here last, nobody else since (_tracking.py)
+            record = await self.local.get(key)
+            if record is not None:
+                return record
         ahead, blob = self.redis.take(redis_key)
         try:
             if not ahead:
@@ -414,12 +455,15 @@ class RedisSessionStore:
         # served_at is on this process's clock: Redis keeps its age, at the time of writing.
         fields["age"] = self.local.clock() - fields.pop("served_at")
         # Sent by ``flush`` (or with the request's stored answer): one send per request.
-        self.redis.defer(self._key("session", key), orjson.dumps(fields), _ms(ttl_s))
+        redis_key = self._key("session", key)
+        self.redis.defer(redis_key, orjson.dumps(fields), _ms(ttl_s))
+        self.redis.trust(redis_key)
 
     async def delete(self, key: str) -> None:
         await self.local.delete(key)
         client, redis_key = self.redis.client, self._key("session", key)
         self.redis.discard(redis_key)
+        self.redis.distrust(redis_key)
         with contextlib.suppress(StateUnavailable):
             await self.redis.call(lambda: client.delete([redis_key]))
 
