@@ -173,12 +173,14 @@ class RedisLink:
         self._pending = [write for write in self._pending if write[0] != key]
 
     async def flush(self, *writes: tuple[str, bytes, int]) -> None:
-        """Send the queued SETs and ``writes`` in one command, not waiting for its reply.
+        """Send the queued SETs and ``writes`` in one write to the socket, not waiting for
+        replies.
 
-        Why not wait: coredis costs about as much CPU per awaited reply as the rest of a
-        request's gateway work, and nothing here needs the answer; a connection that is down
-        still fails the send (degraded). Why one command: the writes of one request (session,
-        Responses-id link, stored answer) then cost one send, not three.
+        Why not wait: an awaited reply costs about as much CPU as the rest of a request's
+        gateway work, and nothing here needs the answer; a connection that is down still
+        fails the send (degraded). Why together: the writes of one request (session,
+        Responses-id link, stored answer) then cost one send, not three (on a single server,
+        back-to-back SETs each after ``CLIENT REPLY SKIP``; on a Cluster, one SET per key).
 
         Raises:
             StateUnavailable: as ``call``.
@@ -189,14 +191,10 @@ class RedisLink:
             return
         client = self.client
         if self.direct:
-            if len(batch) == 1:
-                key, value, px = batch[0]
-                await self.command(b"SET", key, value, b"PX", px, noreply=True)
-            else:
-                args: list[str | bytes | int] = [_SET_ALL, len(batch), *(key for key, _, _ in batch)]
-                args += [item for _, value, px in batch for item in (value, px)]
-                # EVAL, not EVALSHA: a NOSCRIPT error would go unseen with replies ignored.
-                await self.command(b"EVAL", *args, noreply=True)
+            # Plain SETs queued back to back (the connection's writer sends them in one go),
+            # not the script: Redis reports a key written by a script to every tracking
+            # client, NOLOOP or not, and that would end this process's own local reads.
+            await self.sets(batch)
             return
         if len(batch) == 1:
             key, value, px = batch[0]
@@ -244,6 +242,26 @@ class RedisLink:
                 name, *args, noreply=noreply, decode=False, timeout=self.timeout_s
             )
             return await request
+        except _FAILURES as exc:
+            self._connection = None
+            self._set_degraded(f"{type(exc).__name__}")
+            raise StateUnavailable("shared state (redis) is unreachable") from None
+
+    async def sets(self, batch: list[tuple[str, bytes, int]]) -> None:
+        """``SET key value PX ms`` of each write as ``command(..., noreply=True)`` does, queued
+        without a checkpoint in between: the connection's writer task sends them in one write.
+
+        Raises:
+            StateUnavailable: as ``call``.
+        """
+        if self.degraded:
+            raise StateUnavailable("shared state (redis) is unreachable")
+        try:
+            connection = self._connection
+            if connection is None or not connection.usable:
+                connection = await self._connect()
+            for key, value, px in batch:
+                connection.create_request(b"SET", key, value, b"PX", px, noreply=True, decode=False)
         except _FAILURES as exc:
             self._connection = None
             self._set_degraded(f"{type(exc).__name__}")
