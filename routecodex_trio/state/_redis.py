@@ -267,6 +267,21 @@ class RedisLink:
             self._set_degraded(f"{type(exc).__name__}")
             raise StateUnavailable("shared state (redis) is unreachable") from None
 
+    async def replies(self, commands: list[tuple[bytes, *tuple[str | bytes | int, ...]]]) -> list[object]:
+        """``commands`` sent together on the link's connection, and their replies.
+
+        For callers that bound their own calls and decide what a failure means (the usage
+        writer's batches): neither the timeout nor the degraded flag applies here.
+
+        Raises:
+            The failures of ``REDIS_FAILURES``; a command's error reply.
+        """
+        connection = self._connection
+        if connection is None or not connection.usable:
+            connection = await self._connect()
+        requests = [connection.create_request(name, *args, decode=False) for name, *args in commands]
+        return [await request for request in requests]
+
     async def send(self, what: Callable[[], Awaitable[object]]) -> None:
         """``what()`` without waiting for Redis's reply (a write nobody reads back at once).
 
