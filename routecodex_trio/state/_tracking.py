@@ -23,6 +23,7 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 import attrs
+import coredis.exceptions
 import trio
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ class SessionTracking:
     # Set once the first listener is up and the writing connection tracked (open_state waits
     # for it, bounded, so that the first requests already read locally).
     ready: trio.Event = attrs.field(init=False, factory=trio.Event)
+    # Set when Redis answered CLIENT TRACKING with an error (logged once).
+    refused: bool = attrs.field(init=False, default=False)
 
     def active(self, connection: BaseConnection | None) -> bool:
         """Whether ``connection`` (the link's writing connection) reports to a live listener."""
@@ -89,20 +92,30 @@ class SessionTracking:
         listener = self._listener
         if listener is None or not listener.usable or listener.client_id is None:
             return
-        if connection.tracking_client_id is not None:  # reporting to an earlier listener
-            await connection.create_request(b"CLIENT TRACKING", b"OFF", decode=False)
-            connection.tracking_client_id = None
-        reply = await connection.create_request(
-            b"CLIENT TRACKING",
-            b"ON",
-            b"REDIRECT",
-            listener.client_id,
-            b"BCAST",
-            b"PREFIX",
-            f"{self.prefix}session:",
-            b"NOLOOP",
-            decode=False,
-        )
+        try:
+            if connection.tracking_client_id is not None:  # reporting to an earlier listener
+                await connection.create_request(b"CLIENT TRACKING", b"OFF", decode=False)
+                connection.tracking_client_id = None
+            reply = await connection.create_request(
+                b"CLIENT TRACKING",
+                b"ON",
+                b"REDIRECT",
+                listener.client_id,
+                b"BCAST",
+                b"PREFIX",
+                f"{self.prefix}session:",
+                b"NOLOOP",
+                decode=False,
+            )
+        except coredis.exceptions.ResponseError as exc:
+            # A server or proxy without CLIENT TRACKING (or an ACL without it): every read
+            # asks Redis, as it would without this module; the state is not degraded.
+            if not self.refused:
+                self.refused = True
+                LOGGER.warning(
+                    "state: redis refused CLIENT TRACKING (%s); sessions are read from it every time", exc
+                )
+            return
         if reply == b"OK":
             connection.tracking_client_id = listener.client_id
             self._tracked = connection
