@@ -128,22 +128,28 @@ class SessionTracking:
         trusted and every read goes to Redis, as before this existed.
         """
         client = link.client
-        assert link.direct
+        assert not isinstance(client, coredis.RedisCluster)
         pool = client.connection_pool
         while True:
             try:
-                with trio.fail_after(max(link.timeout_s, 1.0)):
-                    connection = await pool.get_connection()
-                try:  # leased, never released: the pool must not hand it to anyone else
-                    self._listener = connection
-                    await link.track()
-                    self.ready.set()
-                    async for message in connection.push_messages:
-                        self._invalidate(message)
-                finally:
-                    self._listener = None
-                    self.reset()
-                    connection.invalidate("listener closed")
+                async with trio.open_nursery() as nursery:
+                    # Its own connection, not a pooled one: it is never shared, and a pooled
+                    # one held forever would cost the pool a slot each time it is lost. The
+                    # pool's constructor makes it of the pool's kind (plain, TLS or
+                    # Sentinel-managed: asks the sentinels for the primary).
+                    connection: BaseConnection = await pool._construct_connection()
+                    with trio.fail_after(max(link.timeout_s, 1.0)):
+                        await nursery.start(connection.run)
+                    try:
+                        self._listener = connection
+                        await link.track()
+                        self.ready.set()
+                        async for message in connection.push_messages:
+                            self._invalidate(message)
+                    finally:
+                        self._listener = None
+                        self.reset()
+                        nursery.cancel_scope.cancel()
             except Exception as exc:  # any failure: retry later, trusting nothing meanwhile
                 LOGGER.debug("state: session tracking listener lost (%s); reconnecting", type(exc).__name__)
             await trio.sleep(RECONNECT_S)
