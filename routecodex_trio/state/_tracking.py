@@ -48,8 +48,9 @@ class SessionTracking:
     # The writing connection whose tracking reports to the current listener.
     _tracked: BaseConnection | None = attrs.field(init=False, default=None)
     _trusted: dict[str, None] = attrs.field(init=False, factory=dict)
-    # Set once the first listener is up and the writing connection tracked (open_state waits
-    # for it, bounded, so that the first requests already read locally).
+    # Set once the first listener is up and the writing connection tracked, or its first
+    # attempt failed (open_state waits for it, bounded, so that the first requests already
+    # read locally).
     ready: trio.Event = attrs.field(init=False, factory=trio.Event)
     # Set when Redis answered CLIENT TRACKING with an error (logged once).
     refused: bool = attrs.field(init=False, default=False)
@@ -152,6 +153,7 @@ class SessionTracking:
                         nursery.cancel_scope.cancel()
             except Exception as exc:  # any failure: retry later, trusting nothing meanwhile
                 LOGGER.debug("state: session tracking listener lost (%s); reconnecting", type(exc).__name__)
+            self.ready.set()  # a Redis down at start-up: open_state need not wait any longer
             await trio.sleep(RECONNECT_S)
 
     def _invalidate(self, message: object) -> None:
