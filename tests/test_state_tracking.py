@@ -96,3 +96,21 @@ async def test_a_lost_connection_ends_every_local_read(redis_server: RedisServer
         with trio.fail_after(10):
             while await a.sessions.get("s1") is not None:
                 await trio.sleep(0.05)
+
+
+async def test_a_redis_that_refuses_tracking_is_read_every_time(redis_server: RedisServer) -> None:
+    """An ACL without CLIENT TRACKING (or a proxy without it): not degraded, just no local reads."""
+    admin: coredis.Redis[bytes] = coredis.Redis.from_url(redis_server.url)
+    async with admin:
+        await admin.acl_setuser("default", "-client|tracking")
+    config = StateConfig(backend="redis", url=redis_server.url, prefix="t17t:")
+    async with open_state(config) as a:
+        assert a.sessions is not None
+        await a.sessions.put("s1", SessionRecord(target="p.m#0", served_at=0.0), ttl_s=60)
+        await a.sessions.flush()
+        await _gets(redis_server)
+        for _ in range(2):
+            got = await a.sessions.get("s1")
+            assert got is not None and got.target == "p.m#0"
+        assert await _gets(redis_server) == 2
+        assert not a.responses.degraded
