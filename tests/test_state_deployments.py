@@ -159,6 +159,8 @@ def cluster_url() -> Iterator[str]:
     """A Redis Cluster of one node holding all 16384 slots: cluster mode for real (MOVED
     handling, CROSSSLOT refusals of multi-key commands), on one process."""
     port = _free_port()
+    while port + 10000 > 65535:  # the node also listens on port + 10000 (its cluster bus)
+        port = _free_port()
     workdir = tempfile.mkdtemp(prefix="rcx-cluster-")
     node = subprocess.Popen(
         [

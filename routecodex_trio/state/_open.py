@@ -16,6 +16,7 @@ from ._keys import RedisKeyPositions
 from ._memory import MemorySessionStore
 from ._redis import RedisClient, RedisCooldowns, RedisLink, RedisResponseStore, RedisSessionStore
 from ._responses import MemoryResponseStore
+from ._tracking import SessionTracking
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -57,6 +58,12 @@ async def open_state(config: StateConfig, max_sessions: int = 10_000) -> AsyncIt
         link = RedisLink(client, config.prefix, config.timeout)
         nursery.start_soon(link.watch)
         nursery.start_soon(link.write_behind)
+        if link.direct:  # a Cluster spreads the keys over nodes: every read asks Redis there
+            link.tracking = SessionTracking(config.prefix)
+            nursery.start_soon(link.tracking.listen, link)
+            # Bounded: a Redis that is down at start-up must not hold the gateway back.
+            with trio.move_on_after(config.connect_timeout):
+                await link.tracking.ready.wait()
         yield SharedState(
             RedisResponseStore(link),
             RedisCooldowns(link),

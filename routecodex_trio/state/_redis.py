@@ -29,8 +29,10 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from coredis.commands.script import Script
+    from coredis.connection import BaseConnection
 
     from ._memory import MemorySessionStore
+    from ._tracking import SessionTracking
 
 LOGGER: Final = logging.getLogger("routecodex_trio.state")
 T = TypeVar("T")
@@ -93,6 +95,51 @@ class RedisLink:
     _prefetched: dict[str, tuple[float, bytes | None]] = attrs.field(init=False, factory=dict)
     # The continuation-reads script (RedisResponseStore.get), registered on first use.
     continuation_script: Script[bytes] | None = attrs.field(init=False, default=None)
+    # The pooled connection ``command`` writes to (coredis multiplexes it; it stays pooled).
+    _connection: BaseConnection | None = attrs.field(init=False, default=None)
+    # Which session records may be read locally (single server only; set by open_state).
+    tracking: SessionTracking | None = attrs.field(init=False, default=None)
+
+    def trusted(self, key: str) -> bool:
+        """Whether ``key``'s local copy is Redis's (``SessionTracking``)."""
+        return self.tracking is not None and self.tracking.trusted(key, self._connection)
+
+    def trust(self, key: str) -> None:
+        if self.tracking is not None and not self.degraded:
+            self.tracking.trust(key, self._connection)
+
+    def distrust(self, key: str) -> None:
+        if self.tracking is not None:
+            self.tracking.distrust(key)
+
+    async def track(self) -> None:
+        """Attach the writing connection to a new listener (``SessionTracking.listen``).
+
+        A failure here is the listener's business (it retries), not a reason to degrade.
+        """
+        if self.degraded or not self.direct:
+            return
+        try:
+            await self._connect()
+        except _FAILURES:
+            self._connection = None
+
+    async def _connect(self) -> BaseConnection:
+        client = self.client
+        assert not isinstance(client, coredis.RedisCluster)
+        pool = client.connection_pool
+        with trio.fail_after(self.timeout_s):
+            connection: BaseConnection = await pool.get_connection()
+            pool.release(connection)  # multiplexed: it stays shared, not leased
+            if self.tracking is not None:
+                await self.tracking.attach(connection)
+        self._connection = connection
+        return connection
+
+    @property
+    def direct(self) -> bool:
+        """Whether ``command`` can be used: one server, not a Cluster."""
+        return not isinstance(self.client, coredis.RedisCluster)
 
     def prefetch(self, key: str, value: bytes | None) -> None:
         if len(self._prefetched) >= _PREFETCH_MAX:
@@ -126,12 +173,14 @@ class RedisLink:
         self._pending = [write for write in self._pending if write[0] != key]
 
     async def flush(self, *writes: tuple[str, bytes, int]) -> None:
-        """Send the queued SETs and ``writes`` in one command, not waiting for its reply.
+        """Send the queued SETs and ``writes`` in one write to the socket, not waiting for
+        replies.
 
-        Why not wait: coredis costs about as much CPU per awaited reply as the rest of a
-        request's gateway work, and nothing here needs the answer; a connection that is down
-        still fails the send (degraded). Why one command: the writes of one request (session,
-        Responses-id link, stored answer) then cost one send, not three.
+        Why not wait: an awaited reply costs about as much CPU as the rest of a request's
+        gateway work, and nothing here needs the answer; a connection that is down still
+        fails the send (degraded). Why together: the writes of one request (session,
+        Responses-id link, stored answer) then cost one send, not three (on a single server,
+        back-to-back SETs each after ``CLIENT REPLY SKIP``; on a Cluster, one SET per key).
 
         Raises:
             StateUnavailable: as ``call``.
@@ -141,6 +190,12 @@ class RedisLink:
         if not batch:
             return
         client = self.client
+        if self.direct:
+            # Plain SETs queued back to back (the connection's writer sends them in one go),
+            # not the script: Redis reports a key written by a script to every tracking
+            # client, NOLOOP or not, and that would end this process's own local reads.
+            await self.sets(batch)
+            return
         if len(batch) == 1:
             key, value, px = batch[0]
             await self.send(lambda: client.set(key, value, px=px))
@@ -149,10 +204,7 @@ class RedisLink:
             for write in batch:
                 await self.send(functools.partial(_set, client, *write))
         else:
-            keys = [key for key, _, _ in batch]
-            args: list[bytes | int] = [item for _, value, px in batch for item in (value, px)]
-            # EVAL, not EVALSHA: a NOSCRIPT error would go unseen with replies ignored.
-            await self.send(lambda: client.eval(_SET_ALL, keys, args))
+            await self.send(lambda: client.eval(_SET_ALL, [key for key, _, _ in batch], _values(batch)))
 
     async def write_behind(self) -> None:
         """Flush what ``defer`` queued and no request flushed; runs until cancelled."""
@@ -164,6 +216,71 @@ class RedisLink:
             if self._pending:
                 with contextlib.suppress(StateUnavailable):
                     await self.flush()
+
+    async def command(self, name: bytes, *args: str | bytes | int, noreply: bool = False) -> object:
+        """One command straight on a pooled connection, bounded by the timeout; its raw reply.
+
+        Why not the client's command methods: on Trio each of those costs about as much CPU
+        as a mock-upstream request's whole gateway work (argument validation, retry policy,
+        telemetry spans, environment lookups, a cancel scope of ours around another of
+        coredis's), and the hot path needs none of it: a few fixed commands whose replies
+        this module reads itself. The connection's own response timeout bounds the wait (no
+        second cancel scope). ``noreply``: sent after ``CLIENT REPLY SKIP``, not waited for.
+        Single server (also Sentinel-managed) only: a Cluster client routes by slot, and its
+        callers use the command methods (``direct`` is False).
+
+        Raises:
+            StateUnavailable: as ``call``.
+        """
+        if self.degraded:
+            raise StateUnavailable("shared state (redis) is unreachable")
+        try:
+            connection = self._connection
+            if connection is None or not connection.usable:
+                connection = await self._connect()
+            request = connection.create_request(
+                name, *args, noreply=noreply, decode=False, timeout=self.timeout_s
+            )
+            return await request
+        except _FAILURES as exc:
+            self._connection = None
+            self._set_degraded(f"{type(exc).__name__}")
+            raise StateUnavailable("shared state (redis) is unreachable") from None
+
+    async def sets(self, batch: list[tuple[str, bytes, int]]) -> None:
+        """``SET key value PX ms`` of each write as ``command(..., noreply=True)`` does, queued
+        without a checkpoint in between: the connection's writer task sends them in one write.
+
+        Raises:
+            StateUnavailable: as ``call``.
+        """
+        if self.degraded:
+            raise StateUnavailable("shared state (redis) is unreachable")
+        try:
+            connection = self._connection
+            if connection is None or not connection.usable:
+                connection = await self._connect()
+            for key, value, px in batch:
+                connection.create_request(b"SET", key, value, b"PX", px, noreply=True, decode=False)
+        except _FAILURES as exc:
+            self._connection = None
+            self._set_degraded(f"{type(exc).__name__}")
+            raise StateUnavailable("shared state (redis) is unreachable") from None
+
+    async def replies(self, commands: list[tuple[bytes, *tuple[str | bytes | int, ...]]]) -> list[object]:
+        """``commands`` sent together on the link's connection, and their replies.
+
+        For callers that bound their own calls and decide what a failure means (the usage
+        writer's batches): neither the timeout nor the degraded flag applies here.
+
+        Raises:
+            The failures of ``REDIS_FAILURES``; a command's error reply.
+        """
+        connection = self._connection
+        if connection is None or not connection.usable:
+            connection = await self._connect()
+        requests = [connection.create_request(name, *args, decode=False) for name, *args in commands]
+        return [await request for request in requests]
 
     async def send(self, what: Callable[[], Awaitable[object]]) -> None:
         """``what()`` without waiting for Redis's reply (a write nobody reads back at once).
@@ -191,6 +308,8 @@ class RedisLink:
         return result
 
     def _set_degraded(self, why: str) -> None:
+        if self.tracking is not None:
+            self.tracking.reset()  # writes are dropped while degraded: local copies drift
         if not self.degraded:
             self.degraded = True
             LOGGER.warning(
@@ -289,7 +408,13 @@ class RedisCooldowns:
             StateUnavailable: Redis cannot be reached now.
         """
         client, key = self.link.client, self._key
-        fields = await self.link.call(lambda: client.hgetall(key))
+        fields: object
+        if self.link.direct:
+            fields = await self.link.command(b"HGETALL", key)  # RESP3: a map
+        else:
+            fields = await self.link.call(lambda: client.hgetall(key))
+        if not isinstance(fields, dict):
+            return {}
         now = self.wall()
         cooling: dict[str, float] = {}
         ended: list[bytes] = []
@@ -333,13 +458,17 @@ class RedisSessionStore:
         return f"{self.redis.prefix}{kind}:{key}"
 
     async def get(self, key: str) -> SessionRecord | None:
-        client, redis_key = self.redis.client, self._key("session", key)
+        redis_key = self._key("session", key)
         if self.redis.pending(redis_key):  # written here a moment ago: the local copy is it
             return await self.local.get(key)
+        if self.redis.trusted(redis_key):  # written here last, nobody else since (_tracking.py)
+            record = await self.local.get(key)
+            if record is not None:
+                return record
         ahead, blob = self.redis.take(redis_key)
         try:
             if not ahead:
-                blob = await self.redis.call(lambda: client.get(redis_key))
+                blob = await self._get(redis_key)
         except StateUnavailable:
             return await self.local.get(key)
         if blob is None:
@@ -359,12 +488,15 @@ class RedisSessionStore:
         # served_at is on this process's clock: Redis keeps its age, at the time of writing.
         fields["age"] = self.local.clock() - fields.pop("served_at")
         # Sent by ``flush`` (or with the request's stored answer): one send per request.
-        self.redis.defer(self._key("session", key), orjson.dumps(fields), _ms(ttl_s))
+        redis_key = self._key("session", key)
+        self.redis.defer(redis_key, orjson.dumps(fields), _ms(ttl_s))
+        self.redis.trust(redis_key)
 
     async def delete(self, key: str) -> None:
         await self.local.delete(key)
         client, redis_key = self.redis.client, self._key("session", key)
         self.redis.discard(redis_key)
+        self.redis.distrust(redis_key)
         with contextlib.suppress(StateUnavailable):
             await self.redis.call(lambda: client.delete([redis_key]))
 
@@ -377,16 +509,24 @@ class RedisSessionStore:
             await self.redis.flush()
 
     async def resolve(self, alias: str) -> str | None:
-        client, redis_key = self.redis.client, self._key("alias", alias)
+        redis_key = self._key("alias", alias)
         if self.redis.pending(redis_key):
             return await self.local.resolve(alias)
         ahead, value = self.redis.take(redis_key)
         try:
             if not ahead:
-                value = await self.redis.call(lambda: client.get(redis_key))
+                value = await self._get(redis_key)
         except StateUnavailable:
             return await self.local.resolve(alias)
         return None if value is None else value.decode()
+
+    async def _get(self, redis_key: str) -> bytes | None:
+        redis = self.redis
+        if redis.direct:
+            value = await redis.command(b"GET", redis_key)
+            return value if isinstance(value, bytes) else None
+        client = redis.client
+        return await redis.call(lambda: client.get(redis_key))
 
     def __len__(self) -> int:
         return len(self.local)
@@ -394,6 +534,10 @@ class RedisSessionStore:
 
 def _set(client: RedisClient, key: str, value: bytes, px: int) -> Awaitable[object]:
     return client.set(key, value, px=px)
+
+
+def _values(batch: list[tuple[str, bytes, int]]) -> list[bytes | int]:
+    return [item for _, value, px in batch for item in (value, px)]
 
 
 def _ms(seconds: float) -> int:

@@ -228,6 +228,15 @@ class UsageLog:
         client, key, maxlen = self.link.client, self.stream_key, self.stream_maxlen
 
         async def send() -> None:
+            if link.direct:  # one server: the commands straight on the link's connection
+                commands: list[tuple[bytes, *tuple[str | bytes | int, ...]]] = []
+                for record in rows:
+                    fields: list[str | bytes | int] = [key, b"MAXLEN", b"~", maxlen, b"*"]
+                    for name, value in zip(_FIELDS, record.row(), strict=True):
+                        fields += (name, str(value))
+                    commands.append((b"XADD", *fields))
+                await link.replies(commands)
+                return
             async with client.pipeline(transaction=False) as pipe:
                 for record in rows:
                     pipe.xadd(
