@@ -19,13 +19,20 @@ from other programs hits all of them alike:
 Figures are the gateway process's CPU time per request (utime + stime from /proc, not wall
 time) and the throughput; each cell is the median over the rounds. The issue's target:
 limits on within 10 % of limits off.
+
+``--calls`` prints Python function calls per request in the gateway instead (cProfile's count,
+startup subtracted): deterministic, unlike CPU time on a shared machine, so a change to the hot
+path shows up whatever else the host is doing. ``--calls --detail N`` also lists the N
+functions whose calls per request differ most between each set-up and its baseline.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pstats
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -146,7 +153,55 @@ async def measure(redis_port: int, redis_pid: int, requests: int, rounds: int, t
         )
 
 
-def main(requests: int, rounds: int) -> None:
+async def _calls(setup: str, redis_url: str, requests: int, tmp: Path) -> dict[str, float]:
+    """Calls per request by function (``file:line(name)``), startup subtracted."""
+    counts: list[dict[str, int]] = []
+    for n in (0, requests):
+        port = _port()
+        config = tmp / f"calls-{setup}.toml"
+        config.write_text(_config(setup, port, redis_url, tmp))
+        profile = tmp / "calls.prof"
+        command = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "routecodex_trio", "serve"]
+        process = await trio.lowlevel.open_process(
+            [*command, "--config", str(config), "--log-level", "warning"], stderr=subprocess.DEVNULL, cwd=tmp
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            await _wait_up(url)
+            if n:
+                await _drive(url, n, 10)
+            process.send_signal(signal.SIGINT)  # a normal exit: cProfile writes its file
+            await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        stats = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]
+        counts.append({f"{Path(f).name}:{line}({fn})": v[1] for (f, line, fn), v in stats.items()})
+    before, after = counts
+    return {fn: (after[fn] - before.get(fn, 0)) / requests for fn in after if after[fn] != before.get(fn, 0)}
+
+
+async def calls_table(redis_port: int, requests: int, detail: int, tmp: Path) -> None:
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    per = {setup: await _calls(setup, url, requests, tmp) for setup in SETUPS}
+    print(f"{requests} non-stream POST /v1/chat/completions, c=10, 10 named keys, gateway under cProfile")
+    print(f"{'limits':<10} {'calls/request':>14} {'vs no limits':>13}")
+    for setup, calls in per.items():
+        base = sum(per["redis-off" if SETUPS[setup][1] == "redis" else "off"].values())
+        total = sum(calls.values())
+        print(f"{setup:<10} {total:>14.0f} {total - base:>+13.0f}")
+    for setup in ("memory", "redis"):
+        if not detail:
+            break
+        base = per["redis-off" if SETUPS[setup][1] == "redis" else "off"]
+        diff = {fn: per[setup].get(fn, 0) - base.get(fn, 0) for fn in set(per[setup]) | set(base)}
+        print(f"\n{setup}: functions whose calls per request differ most from its baseline")
+        for fn, d in sorted(diff.items(), key=lambda kv: -abs(kv[1]))[:detail]:
+            print(f"{d:>+8.2f}  {fn}")
+
+
+def main(requests: int, rounds: int, calls: bool = False, detail: int = 0) -> None:
     binary = shutil.which("redis-server")
     if binary is None:
         sys.exit("redis-server is missing: sh tests/ensure_redis.sh")
@@ -156,7 +211,10 @@ def main(requests: int, rounds: int) -> None:
     redis = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     try:
         time.sleep(0.3)
-        trio.run(measure, redis_port, redis.pid, requests, rounds, tmp)
+        if calls:
+            trio.run(calls_table, redis_port, requests, detail, tmp)
+        else:
+            trio.run(measure, redis_port, redis.pid, requests, rounds, tmp)
     finally:
         redis.kill()
         redis.wait()
@@ -166,5 +224,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--calls", action="store_true", help="count Python function calls per request instead (cProfile)"
+    )
+    parser.add_argument("--detail", type=int, default=0, help="with --calls: list the N functions that differ most")
     args = parser.parse_args()
-    main(args.requests, args.rounds)
+    main(args.requests, args.rounds, args.calls, args.detail)
