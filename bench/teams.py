@@ -1,12 +1,14 @@
 """Issue 18: what named keys with limits cost the gateway, next to the same keys without.
 
-    .venv/bin/python bench/teams.py                   # about a minute; prints a table
-    .venv/bin/python bench/teams.py --requests 3000 --rounds 3
+    .venv/bin/python bench/teams.py                   # about two minutes; prints a table
+    .venv/bin/python bench/teams.py --requests 1000 --rounds 12
+    .venv/bin/python bench/teams.py --calls --detail 30
 
-A gateway process (mock upstream, no latency) serves non-stream ``POST /v1/chat/completions``
-at c=10 from this process's httpx clients, each request with one of 10 named keys in turn.
-Four set-ups alternate round by round (each round starting with the next one), so that load
-from other programs hits all of them alike:
+One gateway process per set-up (mock upstream, no latency), all four running for the whole
+measurement, serves non-stream ``POST /v1/chat/completions`` at c=10 from this process's httpx
+clients, each request with one of 10 named keys in turn. The set-ups take turns, one block of
+``--requests`` each per round (each round starting with the next one), so that load from other
+programs hits all of them alike:
 
 * ``off``: the 10 ``[keys.NAME]`` without limits (identity and usage records only);
 * ``memory``: the same keys with ``rpm``, ``tpm`` and ``max_parallel`` (too wide to refuse),
@@ -16,9 +18,12 @@ from other programs hits all of them alike:
 * ``redis``: the same limits counted in a real redis-server (one EVALSHA to admit, one EVAL
   not waited for to settle); redis-server's own CPU time is in its own column.
 
-Figures are the gateway process's CPU time per request (utime + stime from /proc, not wall
-time) and the throughput; each cell is the median over the rounds. The issue's target:
-limits on within 10 % of limits off.
+Figures are the gateway process's CPU time per request (the on-CPU nanoseconds of all its
+threads from /proc/PID/task/*/schedstat, not wall time) and the throughput; each cell is the
+median over the rounds. "pairwise" is the median of the per-round ratios between a set-up's
+block and its baseline's block of the same round: blocks a second or two apart see the same
+host, so it is the steadier figure on a shared machine. The issue's target: limits on within
+10 % of limits off.
 
 ``--calls`` prints Python function calls per request in the gateway instead (cProfile's count,
 startup subtracted): deterministic, unlike CPU time on a shared machine, so a change to the hot
@@ -29,7 +34,7 @@ functions whose calls per request differ most between each set-up and its baseli
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import pstats
 import shutil
 import signal
@@ -46,7 +51,7 @@ import httpx
 import trio
 
 BODY: Final = {"model": "m", "messages": [{"role": "user", "content": "hello there, how are you today?"}]}
-TICK: Final = os.sysconf("SC_CLK_TCK")
+SERVE: Final = [sys.executable, "-m", "routecodex_trio", "serve"]
 KEYS: Final = [f"bench-key-{i:04d}" for i in range(10)]
 # (name, limits on, [state] backend): "redis-off" is issue 17's shared state alone (sessions,
 # cooldowns), the baseline that "redis" (the same plus the key counters) is compared with.
@@ -63,11 +68,6 @@ def _port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
 async def _wait_up(url: str) -> None:
@@ -110,46 +110,82 @@ def _config(setup: str, port: int, redis_url: str, tmp: Path) -> str:
     )
 
 
-async def _round(setup: str, redis_url: str, redis_pid: int, requests: int, tmp: Path) -> dict[str, float]:
-    port = _port()
-    config = tmp / f"{setup}.toml"
-    config.write_text(_config(setup, port, redis_url, tmp))
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "routecodex_trio", "serve", "--config", str(config), "--log-level", "warning"],
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        await _wait_up(url)
-        await _drive(url, 200, 10)  # warm up
-        cpu0, redis0, wall0 = _cpu_s(process.pid), _cpu_s(redis_pid), time.perf_counter()
-        await _drive(url, requests, 10)
-        wall = time.perf_counter() - wall0
-        cpu, redis_cpu = _cpu_s(process.pid) - cpu0, _cpu_s(redis_pid) - redis0
-    finally:
-        process.kill()
-        await process.wait()
-    return {"rps": requests / wall, "cpu_ms": cpu / requests * 1000, "redis_ms": redis_cpu / requests * 1000}
+def _cpu_ns(pid: int) -> int:
+    """On-CPU time of every thread of ``pid`` in ns (schedstat: no 10 ms clock-tick steps)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total
 
 
 async def measure(redis_port: int, redis_pid: int, requests: int, rounds: int, tmp: Path) -> None:
+    """Every set-up's gateway runs for the whole measurement; the blocks alternate."""
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
     results: dict[str, list[dict[str, float]]] = {setup: [] for setup in SETUPS}
-    order = list(SETUPS)
-    for n in range(rounds):
-        # Each round starts with another set-up: none always runs first or after the same one.
-        for setup in order[n % len(order) :] + order[: n % len(order)]:
-            row = await _round(setup, f"redis://127.0.0.1:{redis_port}/0", redis_pid, requests, tmp)
-            results[setup].append(row)
-    print(f"{requests} non-stream POST /v1/chat/completions per round, c=10, 10 named keys,", end=" ")
-    print(f"{rounds} rounds, medians")
-    print(f"{'limits':<10} {'req/s':>8} {'gw CPU ms/req':>14} {'vs no limits':>13} {'redis CPU ms/req':>17}")
+    processes: dict[str, trio.Process] = {}
+    urls: dict[str, str] = {}
+    try:
+        for setup in SETUPS:
+            port = _port()
+            config = tmp / f"{setup}.toml"
+            config.write_text(_config(setup, port, redis_url, tmp))
+            processes[setup] = await trio.lowlevel.open_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "routecodex_trio",
+                    "serve",
+                    "--config",
+                    str(config),
+                    "--log-level",
+                    "warning",
+                ],
+                stderr=subprocess.DEVNULL,
+            )
+            urls[setup] = f"http://127.0.0.1:{port}"
+        for setup in SETUPS:
+            await _wait_up(urls[setup])
+            await _drive(urls[setup], 500, 10)  # warm up
+        order = list(SETUPS)
+        for n in range(rounds):
+            # Each round starts with another set-up: none always runs first or after the same one.
+            for setup in order[n % len(order) :] + order[: n % len(order)]:
+                pid = processes[setup].pid
+                cpu0, redis0, wall0 = _cpu_ns(pid), _cpu_ns(redis_pid), time.perf_counter()
+                await _drive(urls[setup], requests, 10)
+                wall = time.perf_counter() - wall0
+                cpu, redis_cpu = _cpu_ns(pid) - cpu0, _cpu_ns(redis_pid) - redis0
+                results[setup].append(
+                    {
+                        "rps": requests / wall,
+                        "cpu_ms": cpu / requests / 1e6,
+                        "redis_ms": redis_cpu / requests / 1e6,
+                    }
+                )
+    finally:
+        for process in processes.values():
+            process.kill()
+            await process.wait()
+    print(f"{requests} non-stream POST /v1/chat/completions per block, c=10, 10 named keys,", end=" ")
+    print(f"{rounds} rounds of one block per set-up, medians")
+    print(
+        f"{'limits':<10} {'req/s':>8} {'gw CPU ms/req':>14} {'vs no limits':>13} {'pairwise':>9} "
+        f"{'redis CPU ms/req':>17}"
+    )
     cells = {s: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for s, rs in results.items()}
     for setup, c in cells.items():
-        # Each set-up against the same state backend without limits.
-        base = cells["redis-off" if SETUPS[setup][1] == "redis" else "off"]["cpu_ms"]
+        # Each set-up against the same state backend without limits; "pairwise": the median of
+        # the per-round ratios (each block next to its baseline's block of the same round).
+        base_name = "redis-off" if SETUPS[setup][1] == "redis" else "off"
+        base = cells[base_name]["cpu_ms"]
+        pairs = statistics.median(
+            mine["cpu_ms"] / theirs["cpu_ms"]
+            for mine, theirs in zip(results[setup], results[base_name], strict=True)
+        )
         print(
             f"{setup:<10} {c['rps']:>8.0f} {c['cpu_ms']:>14.3f} {(c['cpu_ms'] / base - 1) * 100:>+12.1f}% "
-            f"{c['redis_ms']:>17.3f}"
+            f"{(pairs - 1) * 100:>+8.1f}% {c['redis_ms']:>17.3f}"
         )
 
 
@@ -222,11 +258,13 @@ def main(requests: int, rounds: int, calls: bool = False, detail: int = 0) -> No
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=1000, help="requests per block")
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument(
         "--calls", action="store_true", help="count Python function calls per request instead (cProfile)"
     )
-    parser.add_argument("--detail", type=int, default=0, help="with --calls: list the N functions that differ most")
+    parser.add_argument(
+        "--detail", type=int, default=0, help="with --calls: list the N functions that differ most"
+    )
     args = parser.parse_args()
     main(args.requests, args.rounds, args.calls, args.detail)
