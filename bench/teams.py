@@ -1,29 +1,31 @@
 """Issue 18: what named keys with limits cost the gateway, next to the same keys without.
 
-    .venv/bin/python bench/teams.py                   # about two minutes; prints a table
+    .venv/bin/python bench/teams.py                   # about three minutes; prints a table
     .venv/bin/python bench/teams.py --requests 1000 --rounds 12
     .venv/bin/python bench/teams.py --calls --detail 30
 
 One gateway process per set-up (mock upstream, no latency), all four running for the whole
 measurement, serves non-stream ``POST /v1/chat/completions`` at c=10 from this process's httpx
-clients, each request with one of 10 named keys in turn. The set-ups take turns, one block of
-``--requests`` each per round (each round starting with the next one), so that load from other
-programs hits all of them alike:
+clients, each request with one of 10 named keys in turn. A set-up runs at the same time as its
+baseline: each client sends a request to one gateway of the pair, then the same to the other,
+so both see the same load at the same moments and whatever else the host does hits both alike
+(blocks run one after the other drifted by ±10 % on this shared machine). The two pairs take
+turns, one block of ``--requests`` per gateway each per round:
 
 * ``off``: the 10 ``[keys.NAME]`` without limits (identity and usage records only);
 * ``memory``: the same keys with ``rpm``, ``tpm`` and ``max_parallel`` (too wide to refuse),
   counted in the gateway's memory;
 * ``redis-off``: no limits, ``[state] backend = "redis"`` (issue 17's shared sessions and
   cooldowns already talk to Redis on every request): the baseline of
-* ``redis``: the same limits counted in a real redis-server (one EVALSHA to admit, one EVAL
-  not waited for to settle); redis-server's own CPU time is in its own column.
+* ``redis``: the same limits counted in a real redis-server (one awaited script per group of
+  admissions, settlements riding along; ``RedisCounters``); redis-server's CPU time per
+  request of the pair (both gateways' requests together) is in its own column.
 
 Figures are the gateway process's CPU time per request (the on-CPU nanoseconds of all its
 threads from /proc/PID/task/*/schedstat, not wall time) and the throughput; each cell is the
 median over the rounds. "pairwise" is the median of the per-round ratios between a set-up's
-block and its baseline's block of the same round: blocks a second or two apart see the same
-host, so it is the steadier figure on a shared machine. The issue's target: limits on within
-10 % of limits off.
+block and its baseline's block of the same round (run at the same time): the steadier figure
+on a shared machine. The issue's target: limits on within 10 % of limits off.
 
 ``--calls`` prints Python function calls per request in the gateway instead (cProfile's count,
 startup subtracted): deterministic, unlike CPU time on a shared machine, so a change to the hot
@@ -55,6 +57,8 @@ SERVE: Final = [sys.executable, "-m", "routecodex_trio", "serve"]
 KEYS: Final = [f"bench-key-{i:04d}" for i in range(10)]
 # (name, limits on, [state] backend): "redis-off" is issue 17's shared state alone (sessions,
 # cooldowns), the baseline that "redis" (the same plus the key counters) is compared with.
+# Each pair runs at once (``_drive_pair``): the baseline next to the same with limits.
+PAIRS: Final = [("off", "memory"), ("redis-off", "redis")]
 SETUPS: Final = {
     "off": (False, "memory"),
     "memory": (True, "memory"),
@@ -92,6 +96,27 @@ async def _drive(url: str, requests: int, concurrency: int) -> None:
                     "/v1/chat/completions", json=BODY, headers={"authorization": f"Bearer {key}"}
                 )
                 assert answer.status_code == 200, answer.text
+
+    async with trio.open_nursery() as nursery:
+        for n in range(concurrency):
+            nursery.start_soon(worker, n)
+
+
+async def _drive_pair(urls: tuple[str, str], requests: int, concurrency: int) -> None:
+    """``requests`` to each of two gateways at once: every client sends its next request to
+    one, then the same to the other (in turn first), so both see the same load at the same
+    moments, and whatever else the host does hits both alike."""
+    per_worker = requests // concurrency
+
+    async def worker(n: int) -> None:
+        async with httpx.AsyncClient(timeout=30) as http:
+            for i in range(per_worker):
+                key = KEYS[(n + i) % len(KEYS)]
+                for url in urls if (n + i) % 2 else urls[::-1]:
+                    answer = await http.post(
+                        url + "/v1/chat/completions", json=BODY, headers={"authorization": f"Bearer {key}"}
+                    )
+                    assert answer.status_code == 200, answer.text
 
     async with trio.open_nursery() as nursery:
         for n in range(concurrency):
@@ -147,28 +172,23 @@ async def measure(redis_port: int, redis_pid: int, requests: int, rounds: int, t
         for setup in SETUPS:
             await _wait_up(urls[setup])
             await _drive(urls[setup], 500, 10)  # warm up
-        order = list(SETUPS)
         for n in range(rounds):
-            # Each round starts with another set-up: none always runs first or after the same one.
-            for setup in order[n % len(order) :] + order[: n % len(order)]:
-                pid = processes[setup].pid
-                cpu0, redis0, wall0 = _cpu_ns(pid), _cpu_ns(redis_pid), time.perf_counter()
-                await _drive(urls[setup], requests, 10)
+            # Each round starts with the other pair.
+            for base, limited in PAIRS[n % 2 :] + PAIRS[: n % 2]:
+                pids = processes[base].pid, processes[limited].pid
+                cpu0, redis0, wall0 = [_cpu_ns(p) for p in pids], _cpu_ns(redis_pid), time.perf_counter()
+                await _drive_pair((urls[base], urls[limited]), requests, 10)
                 wall = time.perf_counter() - wall0
-                cpu, redis_cpu = _cpu_ns(pid) - cpu0, _cpu_ns(redis_pid) - redis0
-                results[setup].append(
-                    {
-                        "rps": requests / wall,
-                        "cpu_ms": cpu / requests / 1e6,
-                        "redis_ms": redis_cpu / requests / 1e6,
-                    }
-                )
+                redis_ms = (_cpu_ns(redis_pid) - redis0) / requests / 1e6
+                for setup, pid, before in zip((base, limited), pids, cpu0, strict=True):
+                    cpu_ms = (_cpu_ns(pid) - before) / requests / 1e6
+                    results[setup].append({"rps": requests / wall, "cpu_ms": cpu_ms, "redis_ms": redis_ms})
     finally:
         for process in processes.values():
             process.kill()
             await process.wait()
-    print(f"{requests} non-stream POST /v1/chat/completions per block, c=10, 10 named keys,", end=" ")
-    print(f"{rounds} rounds of one block per set-up, medians")
+    print(f"{requests} non-stream POST /v1/chat/completions per gateway and block, c=10 each, 10 named keys,")
+    print(f"{rounds} rounds of one block per pair (both gateways of a pair driven at once), medians")
     print(
         f"{'limits':<10} {'req/s':>8} {'gw CPU ms/req':>14} {'vs no limits':>13} {'pairwise':>9} "
         f"{'redis CPU ms/req':>17}"
