@@ -17,9 +17,9 @@ turns, one block of ``--requests`` per gateway each per round:
   counted in the gateway's memory;
 * ``redis-off``: no limits, ``[state] backend = "redis"`` (issue 17's shared sessions and
   cooldowns already talk to Redis on every request): the baseline of
-* ``redis``: the same limits counted in a real redis-server (one awaited script per group of
-  admissions, settlements riding along; ``RedisCounters``); redis-server's CPU time per
-  request of the pair (both gateways' requests together) is in its own column.
+* ``redis``: the same limits counted in a real redis-server (one EVALSHA to admit, one EVAL
+  not waited for to settle); redis-server's CPU time per request of the pair (both gateways'
+  requests together) is in its own column.
 
 Figures are the gateway process's CPU time per request (the on-CPU nanoseconds of all its
 threads from /proc/PID/task/*/schedstat, not wall time) and the throughput; each cell is the
