@@ -65,10 +65,78 @@ class Lease:
 
 
 @attrs.frozen
+class _Plan:
+    """What ``admit`` needs of one key, worked out once per config instead of per request:
+    the limits as the counters take them, and the header names and fixed values pre-encoded."""
+
+    name: str
+    key: KeyConfig
+    counted: bool  # rate-limited or budgeted: the counters are asked
+    rpm: int
+    tpm: int
+    max_parallel: int
+    budget_tokens: int
+    budget_usd: float
+    key_header: tuple[tuple[bytes, bytes], ...]
+    rpm_limit: bytes
+    tpm_limit: bytes
+
+    @classmethod
+    def of(cls, name: str, key: KeyConfig, key_header: bool) -> _Plan:
+        return cls(
+            name,
+            key,
+            key.rate_limited or key.budgeted,
+            key.rpm or 0,
+            key.tpm or 0,
+            key.max_parallel or 0,
+            key.budget_tokens or 0,
+            key.budget_usd or 0.0,
+            ((b"x-routecodex-key", name.encode()),) if key_header else (),
+            str(key.rpm).encode(),
+            str(key.tpm).encode(),
+        )
+
+    def headers(self, verdict: Verdict) -> tuple[tuple[bytes, bytes], ...]:
+        """``rate_headers`` with the names and limits pre-encoded (the same bytes)."""
+        headers = self.key_header
+        if self.key.rpm is not None:
+            headers += (
+                (b"x-ratelimit-limit-requests", self.rpm_limit),
+                (b"x-ratelimit-remaining-requests", str(verdict.requests_remaining).encode()),
+                (b"x-ratelimit-reset-requests", _duration(verdict.requests_reset_s).encode()),
+            )
+        if self.key.tpm is not None:
+            headers += (
+                (b"x-ratelimit-limit-tokens", self.tpm_limit),
+                (b"x-ratelimit-remaining-tokens", str(verdict.tokens_remaining).encode()),
+                (b"x-ratelimit-reset-tokens", _duration(verdict.tokens_reset_s).encode()),
+            )
+        return headers
+
+
+@attrs.frozen
 class _Table:
     config: GatewayConfig
     keys: tuple[tuple[bytes, str, KeyConfig], ...]
     prices: Mapping[str, PriceConfig]
+    plans: Mapping[str, _Plan]
+
+
+@attrs.define(eq=False)
+class _Periods:
+    """Budget period ids, recomputed only when a period rolls (no datetime work per request)."""
+
+    _cached: dict[str, tuple[float, float, str]] = attrs.field(factory=dict)
+
+    def at(self, period: str, now: float) -> tuple[str, float]:
+        cached = self._cached.get(period)
+        if cached is not None and cached[0] <= now < cached[1]:
+            return cached[2], cached[1] - now
+        ident, left = budget_period(period, now)
+        # The period started no later than the top of this second (periods start at midnight).
+        self._cached[period] = (math.floor(now), now + left, ident)
+        return ident, left
 
 
 def _duration(seconds: float) -> str:
@@ -145,6 +213,9 @@ class Teams:
     # Lease ids: unique among every gateway on one Redis without a random draw per request.
     _lease_prefix: str = attrs.field(init=False, factory=lambda: secrets.token_hex(6) + "-")
     _lease_numbers: Iterator[int] = attrs.field(init=False, factory=itertools.count)
+    _periods: _Periods = attrs.field(init=False, factory=_Periods)
+    # Labelled metric children by label values: ``labels()`` costs more than ``inc()``.
+    _children: dict[tuple[Any, ...], Any] = attrs.field(init=False, factory=dict)
     _requests: Counter = attrs.field(init=False)
     _tokens: Counter = attrs.field(init=False)
     _cost: Counter = attrs.field(init=False)
@@ -190,7 +261,10 @@ class Teams:
                 for name, entry in config.keys.items()
                 for secret in entry.all_keys()
             )
-            table = self._table = _Table(config, keys, config.pricing)
+            plans = {
+                name: _Plan.of(name, entry, config.teams.key_header) for name, entry in config.keys.items()
+            }
+            table = self._table = _Table(config, keys, config.pricing, plans)
         return table
 
     def key_bytes(self, config: GatewayConfig) -> tuple[bytes, ...]:
@@ -241,19 +315,18 @@ class Teams:
         key = lease.key
         if key is None:
             return
-        extra: list[tuple[bytes, bytes]] = []
-        if config.teams.key_header:
-            extra.append((b"x-routecodex-key", lease.name.encode()))
-        responder.team_headers = tuple(extra)
-        route = path if path.startswith("/v1/") else "/v1" + path
-        if not key.allows_route(route):
-            raise GatewayError(
-                f"key {lease.name!r} may not call {route}",
-                status=403,
-                kind="permission",
-                code="route_not_allowed",
-            )
-        if not key.allows_model(lease.model):
+        plan = self.table(config).plans[lease.name]
+        responder.team_headers = plan.key_header
+        if key.routes:
+            route = path if path.startswith("/v1/") else "/v1" + path
+            if not key.allows_route(route):
+                raise GatewayError(
+                    f"key {lease.name!r} may not call {route}",
+                    status=403,
+                    kind="permission",
+                    code="route_not_allowed",
+                )
+        if key.models and not key.allows_model(lease.model):
             raise GatewayError(
                 f"key {lease.name!r} may not use model {lease.model!r}",
                 status=403,
@@ -261,26 +334,26 @@ class Teams:
                 code="model_not_allowed",
                 param="model",
             )
-        if not (key.rate_limited or key.budgeted):
+        if not plan.counted:
             return
         now = self.wall()
         lease.estimate = body_bytes // _BYTES_PER_TOKEN
         lease.slot = math.floor(now)
-        if key.max_parallel is not None:
+        if plan.max_parallel:
             lease.lease_id = f"{self._lease_prefix}{next(self._lease_numbers)}"
         if key.budgeted:
-            lease.period, lease.period_left_s = budget_period(key.budget_period, now)
+            lease.period, lease.period_left_s = self._periods.at(key.budget_period, now)
         ask = Ask(
             name=lease.name,
             now=now,
-            rpm=key.rpm or 0,
-            tpm=key.tpm or 0,
+            rpm=plan.rpm,
+            tpm=plan.tpm,
             tokens=lease.estimate,
-            max_parallel=key.max_parallel or 0,
+            max_parallel=plan.max_parallel,
             lease_id=lease.lease_id,
             lease_ttl_s=config.timeouts.total + _LEASE_MARGIN_S,
-            budget_tokens=key.budget_tokens or 0,
-            budget_usd=key.budget_usd or 0.0,
+            budget_tokens=plan.budget_tokens,
+            budget_usd=plan.budget_usd,
             period=lease.period,
             period_left_s=lease.period_left_s,
         )
@@ -289,13 +362,13 @@ class Teams:
             verdict, lease.remote = await counters.admit(ask)
         else:
             verdict = counters.admit(ask)
-        extra.extend(rate_headers(key, verdict))
+        headers = plan.headers(verdict)
         if not verdict.allowed:
-            extra.append((b"retry-after-ms", str(max(1, math.ceil(verdict.retry_after_s * 1000))).encode()))
-            responder.team_headers = tuple(extra)
-            self._refused.labels(lease.name, verdict.reason).inc()
+            wait_ms = str(max(1, math.ceil(verdict.retry_after_s * 1000))).encode()
+            responder.team_headers = (*headers, (b"retry-after-ms", wait_ms))
+            self._child(self._refused, lease.name, verdict.reason).inc()
             raise _refusal(verdict, lease.name, key, endpoint.protocol)
-        responder.team_headers = tuple(extra)
+        responder.team_headers = headers
         lease.counted = True
 
     async def finish(
@@ -350,15 +423,22 @@ class Teams:
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await counters.settle(settlement, now, remote=remote)
 
+    def _child(self, metric: Counter, *labels: str) -> Any:
+        child = self._children.get((metric, *labels))
+        if child is None:
+            # Bounded: names come from the config, statuses and reasons from small sets.
+            child = self._children[(metric, *labels)] = metric.labels(*labels)
+        return child
+
     def _key_metrics(
         self, name: str, status: int, input_tokens: int, output_tokens: int, cost: float
     ) -> None:
-        self._requests.labels(name, str(status)).inc()
+        self._child(self._requests, name, str(status)).inc()
         if input_tokens or output_tokens:
-            self._tokens.labels(name, "input").inc(input_tokens)
-            self._tokens.labels(name, "output").inc(output_tokens)
+            self._child(self._tokens, name, "input").inc(input_tokens)
+            self._child(self._tokens, name, "output").inc(output_tokens)
         if cost:
-            self._cost.labels(name).inc(cost)
+            self._child(self._cost, name).inc(cost)
 
     def record(
         self,
