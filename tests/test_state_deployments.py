@@ -11,6 +11,7 @@ import tempfile
 import time
 from typing import TYPE_CHECKING
 
+import attrs
 import coredis
 import pytest
 import trio
@@ -21,6 +22,7 @@ from routecodex_trio.config import StateConfig
 from routecodex_trio.config._state_url import parse_state_url
 from routecodex_trio.state import SessionRecord, StoredResponse, open_state
 from routecodex_trio.state._open import redis_client
+from routecodex_trio.teams import Ask, RedisCounters, Settlement, budget_period
 
 from .redis_server import RedisServer
 
@@ -222,6 +224,29 @@ async def _exercise(url: str) -> None:
         assert set(await b.cooldowns.pull()) == {"p.m#0"}
         starts = [await client.advance({"p.m": 2}) for client in (a.keys, b.keys, a.keys, b.keys)]
         assert [s["p.m"] for s in starts] == [0, 1, 0, 1]
+        # Team counters (issue 18): one script over a key NAME's counters, which a Cluster
+        # runs only when they share a slot (hash tag {NAME}).
+        now = time.time()
+        period, left = budget_period("day", now)
+        ask = Ask(
+            name="alice",
+            now=now,
+            rpm=2,
+            tpm=1000,
+            tokens=5,
+            budget_tokens=100,
+            period=period,
+            period_left_s=left,
+        )
+        first, _ = await RedisCounters(a.cooldowns.link).admit(ask)
+        second, _ = await RedisCounters(b.cooldowns.link).admit(ask)
+        refused, remote = await RedisCounters(a.cooldowns.link).admit(ask)
+        assert first.allowed and second.allowed and remote
+        assert not refused.allowed and refused.reason == "rpm"
+        settlement = Settlement(name="alice", slot=int(now), period=period, period_ttl_s=left, tokens=150)
+        await RedisCounters(b.cooldowns.link).settle(settlement, now, remote=True)
+        over, _ = await RedisCounters(a.cooldowns.link).admit(attrs.evolve(ask, rpm=0))
+        assert not over.allowed and over.reason == "budget"
         assert not a.responses.degraded and not b.responses.degraded
 
 

@@ -358,7 +358,9 @@ class RedisCounters:
     _scripts: dict[str, Any] = attrs.field(factory=dict)
 
     def _keys(self, name: str, *kinds: str) -> list[str]:
-        return [f"{self.link.prefix}keys:{name}:{kind}" for kind in kinds]
+        # One hash tag per key NAME: a script touches several of its counters, which a Redis
+        # Cluster allows only when they share a slot.
+        return [f"{self.link.prefix}keys:{{{name}}}:{kind}" for kind in kinds]
 
     async def _eval(self, script: str, keys: list[str], args: list[str | int | float]) -> object:
         """One EVALSHA (coredis loads the script the first time Redis does not know it)."""
