@@ -12,7 +12,6 @@ import ipaddress
 import json
 import os
 import re
-import stat
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -24,6 +23,7 @@ import cattrs
 import cattrs.gen
 
 from .._errors import ConfigError
+from .._perms import readable_by_others
 from ._advice import config_warnings, did_you_mean, target_path
 from ._auth import auth_problems, resolve_auth
 from ._cors import cors_problems
@@ -668,14 +668,8 @@ def permission_warning(path: str | os.PathLike[str], config: GatewayConfig) -> s
     """
     if not holds_keys(config):
         return None
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
+    readers = readable_by_others(path)
+    if readers is None:
         return None
-    readers = [who for who, bit in (("group", stat.S_IRGRP), ("others", stat.S_IROTH)) if mode & bit]
-    if not readers:
-        return None
-    return (
-        f"config file {os.fspath(path)} holds API keys and is readable by {' and '.join(readers)} "
-        f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {os.fspath(path)}"
-    )
+    name = os.fspath(path)
+    return f"config file {name} holds API keys and is readable by {readers}; run: chmod 600 {name}"

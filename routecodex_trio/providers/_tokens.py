@@ -24,12 +24,13 @@ import datetime
 import fcntl
 import json
 import os
-import stat
 import time
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 import trio
+
+from .._perms import readable_by_others
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -221,17 +222,10 @@ def read_token_file(path: Path) -> TokenSet:
 
 def permission_problem(path: Path) -> str | None:
     """A warning when a token file can be read by its group or by others."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
+    readers = readable_by_others(path)
+    if readers is None:
         return None
-    readers = [who for who, bit in (("group", stat.S_IRGRP), ("others", stat.S_IROTH)) if mode & bit]
-    if not readers:
-        return None
-    return (
-        f"token file {path} is readable by {' and '.join(readers)} "
-        f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
-    )
+    return f"token file {path} is readable by {readers}; run: chmod 600 {path}"
 
 
 def write_token_file(path: Path, tokens: TokenSet) -> None:
