@@ -126,7 +126,9 @@ async def test_retries_stop_at_the_total_deadline(
         started = trio.current_time()
         response = await _post(gateway)
         elapsed = trio.current_time() - started
-    assert response.status_code == 503
+    # 503 (the last upstream error) when the deadline falls in a back-off; 504 when a slow host
+    # is still inside an attempt as it falls: either way the retries stopped at the deadline.
+    assert response.status_code in (503, 504), response.text
     assert elapsed < 1.5
     assert 2 <= len(fake.requests) < 50
 
