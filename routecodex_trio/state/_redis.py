@@ -124,6 +124,13 @@ class RedisLink:
         except _FAILURES:
             self._connection = None
 
+    async def _usable(self) -> BaseConnection:
+        """The shared connection, reconnected when it was lost."""
+        connection = self._connection
+        if connection is None or not connection.usable:
+            connection = await self._connect()
+        return connection
+
     async def _connect(self) -> BaseConnection:
         client = self.client
         assert not isinstance(client, coredis.RedisCluster)
@@ -235,9 +242,7 @@ class RedisLink:
         if self.degraded:
             raise StateUnavailable("shared state (redis) is unreachable")
         try:
-            connection = self._connection
-            if connection is None or not connection.usable:
-                connection = await self._connect()
+            connection = await self._usable()
             request = connection.create_request(
                 name, *args, noreply=noreply, decode=False, timeout=self.timeout_s
             )
@@ -257,9 +262,7 @@ class RedisLink:
         if self.degraded:
             raise StateUnavailable("shared state (redis) is unreachable")
         try:
-            connection = self._connection
-            if connection is None or not connection.usable:
-                connection = await self._connect()
+            connection = await self._usable()
             for key, value, px in batch:
                 connection.create_request(b"SET", key, value, b"PX", px, noreply=True, decode=False)
         except _FAILURES as exc:
@@ -276,9 +279,7 @@ class RedisLink:
         Raises:
             The failures of ``REDIS_FAILURES``; a command's error reply.
         """
-        connection = self._connection
-        if connection is None or not connection.usable:
-            connection = await self._connect()
+        connection = await self._usable()
         requests = [connection.create_request(name, *args, decode=False) for name, *args in commands]
         return [await request for request in requests]
 
