@@ -182,11 +182,11 @@ async def test_max_json_values_counts_structure_not_strings(start_gateway: Gatew
     assert error_shape("chat", refused)["code"] == "request_too_large"
 
 
-# How the depth is checked depends on the body: walked (small, few brackets), or encoded by
-# orjson inside 126 lists (over 32 KiB, or over 400 brackets); an integer beyond 64 bits, which
-# orjson cannot encode, sends a large body back to the walk.
+# How the depth is checked depends on the body: brackets counted (up to 4 KiB), then encoded by
+# orjson inside 126 lists when there are more than MAX_DEPTH of them or the body is larger; an
+# integer beyond 64 bits, which orjson cannot encode, sends the body to a walk in Python.
 _SHAPES: Final = {
-    "walked": b"0",
+    "small": b"0",
     "many-brackets": b'"' + b"[{" * 300 + b'"',  # counted by the gate, no deeper
     "large": b'"' + b"x" * 40_000 + b'"',
     "large-bigint": b"1" * 30 + b', "' + b"x" * 40_000 + b'"',
@@ -222,6 +222,26 @@ async def test_nesting_at_the_limit_passes_one_more_is_400(
 
 # ---------------------------------------------------------------------------------------------
 # Pass-through bodies go on as the client's bytes, only the model swapped (issue 22)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"m":"<**sticky:a.b**> hi"}', True),
+        (b'{"m":"\\u003c**sticky:a.b**\\u003e"}', True),  # Go's encoder escapes < and >
+        (b'{"m":"\\u003C**clear**\\u003E"}', True),
+        (b"<**", True),  # at the very start
+        (b'{"m":"a **bold** word, 2 * 3 < 4, <* x *>, <*"}', False),
+        (b'{"m":"' + b"a ** b " * 300 + b'<**clear**>"}', True),  # past the stars looked at one by one
+        (b'{"m":"' + b"a ** b " * 300 + b'"}', False),
+        (b'{"m":"' + b"* " * 300 + b'\\u003C**clear**"}', True),
+    ],
+)
+def test_tag_scan_finds_every_written_form(raw: bytes, expected: bool) -> None:
+    """A hint for the steering stage: a tag it misses would be forwarded to the upstream."""
+    from routecodex_trio.pipeline._request import may_have_tags
+
+    assert may_have_tags(raw) is expected
 
 
 @pytest.mark.parametrize(
