@@ -186,6 +186,24 @@ async def test_allow_lists_and_expiry(tmp_path: Path, start_gateway: GatewayFact
         assert answer.status_code == 403
 
 
+async def test_model_list_shows_a_key_only_its_models(tmp_path: Path, start_gateway: GatewayFactory) -> None:
+    raw = _config(tmp_path, {"alice": {"key": ALICE, "models": ["m1", "mock.m1"]}})
+    raw["providers"]["mock"]["models"] = ["m1", "x2"]
+    gateway = await start_gateway(raw)
+    with trio.fail_after(20):
+        everything = {model.id async for model in openai_client(gateway, api_key=ANON).models.list()}
+        alices = {model.id async for model in openai_client(gateway, api_key=ALICE).models.list()}
+        # Listed as the names a client can send; the key's patterns match those names.
+        assert {"mock.m1", "mock.x2"} <= everything
+        assert alices == {"mock.m1"}
+        assert (await openai_client(gateway, api_key=ALICE).models.retrieve("mock.m1")).id == "mock.m1"
+        with pytest.raises(openai.PermissionDeniedError) as refused:
+            await openai_client(gateway, api_key=ALICE).models.retrieve("mock.x2")
+        assert refused.value.code == "model_not_allowed"
+        listed = await anthropic_client(gateway, api_key=ALICE).models.list()
+        assert {model.id for model in listed.data} == alices
+
+
 async def test_streams_settle_real_usage_and_hangups_give_the_lease_back(
     tmp_path: Path, start_gateway: GatewayFactory
 ) -> None:

@@ -430,9 +430,22 @@ class GatewayApp:
             self._authorize(headers)
             anthropic = "anthropic-version" in headers
             model_id = path.split("/models", 1)[1].lstrip("/")
-            entries = router.models()
+            # A named key with a ``models`` allow-list sees only what it may call (issue 18).
+            lease = self.teams.identify(
+                self.pipeline.config, _offered_keys(headers), Trace(responder.request_id, "models")
+            )
+            key = lease.key
+            entries = [entry for entry in router.models() if key is None or key.allows_model(entry[0])]
             ids = [entry[0] for entry in entries]
             if model_id:
+                if key is not None and not key.allows_model(model_id):
+                    raise GatewayError(
+                        f"key {lease.name!r} may not use model {model_id!r}",
+                        status=403,
+                        kind="permission",
+                        code="model_not_allowed",
+                        param="model",
+                    )
                 entry = router.model(model_id)
                 if entry is None and router.accepts(model_id):
                     entry = (model_id, None)  # a wildcard provider passes any name on
