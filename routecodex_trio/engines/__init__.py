@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from ._manager import EngineLease, EngineManager, EngineState, EngineStatus, engine_name
+from ._engine import EngineLease, EngineState, EngineStatus, engine_name
+from ._manager import EngineManager
 from ._select import VariantChoice, select_variant
 
 __all__ = [

@@ -21,19 +21,28 @@ import contextlib
 import logging
 import math
 import os
-import re
 import shlex
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final
 
 import attrs
 import httpx
 import trio
 
 from .._errors import NotFound, UnsupportedEndpoint, UpstreamUnavailable
-from ..config._engines import DEFAULT_VARIANT, PORT_PLACEHOLDER, EngineConfig, EngineSpec
+from ..config._engines import PORT_PLACEHOLDER, EngineConfig
+from ._engine import (
+    BASE_PATH,
+    DEFAULT_ENDPOINTS,
+    UNSAFE_FILE_CHARS,
+    EngineGroup,
+    EngineLease,
+    EngineSlot,
+    EngineStatus,
+    engine_name,
+)
 from ._process import EngineLog, EngineProcess, describe_exit, free_port
 from ._select import select_variant
 
@@ -43,8 +52,6 @@ if TYPE_CHECKING:
     from ..config._model import GatewayConfig
 
 LOGGER = logging.getLogger("routecodex_trio.engines")
-
-EngineState = Literal["stopped", "starting", "ready", "stopping"]
 
 # Small servers answer /health ~100 ms after exec; big models take minutes. Poll early,
 # then back off so a two-minute load costs ~240 requests, not thousands.
@@ -63,97 +70,6 @@ START_RETRY_MAX_S: Final = 300.0
 # Engine output lines copied into the gateway log when a start fails.
 FAILURE_LOG_LINES: Final = 20
 
-# Where each provider type's SDK-style base URL points on a local server.
-_BASE_PATH: Final[dict[str, str]] = {
-    "openai-chat": "/v1",
-    "openai-responses": "/v1",
-    "anthropic-messages": "",
-}
-# What an engine serves when its table has no ``endpoints``: what its provider type speaks.
-_DEFAULT_ENDPOINTS: Final[dict[str, tuple[str, ...]]] = {
-    "openai-chat": ("chat", "completions"),
-    "openai-responses": ("responses",),
-    "anthropic-messages": ("messages",),
-}
-_UNSAFE_FILE_CHARS: Final = re.compile(r"[^A-Za-z0-9._-]")
-
-
-@attrs.frozen(kw_only=True)
-class EngineLease:
-    """A request's hold on a ready engine: where to send it, and which variant answers.
-
-    ``reason`` says why that variant was chosen (for the logs and ``routecodex route``).
-    """
-
-    base_url: str
-    variant: str
-    reason: str
-    engine: str
-
-
-@attrs.frozen(kw_only=True)
-class EngineStatus:
-    """One engine, for ``GET /engines``. ``last_use`` is a Unix time; ``log_lines`` the newest last."""
-
-    name: str
-    provider: str
-    variant: str
-    state: EngineState
-    pid: int | None
-    port: int | None
-    uptime_s: float | None
-    last_use: float | None
-    in_flight: int
-    starts: int
-    last_error: str | None
-    retry_in_s: float | None
-    log_file: str | None
-    log_lines: tuple[str, ...]
-
-
-@attrs.define(eq=False)
-class _Engine:
-    """One variant's process slot and its bookkeeping (times are ``trio.current_time()``)."""
-
-    name: str
-    provider: str
-    spec: EngineSpec
-    log: EngineLog
-    state: EngineState = "stopped"
-    process: EngineProcess | None = None
-    port: int | None = None
-    started_at: float | None = None
-    last_use: float = -math.inf
-    last_use_wall: float | None = None
-    in_flight: int = 0
-    # Requests waiting for the current start; they lease the engine the moment it is ready.
-    waiting: int = 0
-    starts: int = 0
-    # Incremented per start; a request that joined start N fails when start N fails.
-    generation: int = 0
-    failed_generation: int = 0
-    last_error: str | None = None
-    failures: int = 0
-    retry_at: float = -math.inf
-    # Cancelling it stops the supervisor task (and so the process) in any state.
-    scope: trio.CancelScope | None = None
-
-
-@attrs.define(eq=False)
-class _EngineGroup:
-    """A provider's engine: its variants, what it serves, and where its API lives."""
-
-    provider: str
-    specs: tuple[EngineSpec, ...]
-    endpoints: tuple[str, ...]
-    base_path: str
-    engines: dict[str, _Engine]
-
-
-def engine_name(provider: str, variant: str) -> str:
-    """``local`` for the engine table's own command, ``local:long`` for a named variant."""
-    return provider if variant == DEFAULT_VARIANT else f"{provider}:{variant}"
-
 
 @attrs.define(eq=False)
 class EngineManager:
@@ -166,15 +82,15 @@ class EngineManager:
     """
 
     config: GatewayConfig
-    _groups: dict[str, _EngineGroup] = attrs.field(init=False, factory=dict)
-    _engines: dict[str, _Engine] = attrs.field(init=False, factory=dict)
+    _groups: dict[str, EngineGroup] = attrs.field(init=False, factory=dict)
+    _engines: dict[str, EngineSlot] = attrs.field(init=False, factory=dict)
     _nursery: trio.Nursery | None = attrs.field(init=False, default=None)
     _http: httpx.AsyncClient | None = attrs.field(init=False, default=None)
     _changed: trio.Event = attrs.field(init=False, factory=trio.Event)
     # Serialises decisions to start (and evict for) an engine; leasing a ready one skips it.
     _admit_lock: trio.Lock = attrs.field(init=False, factory=trio.Lock)
     # Engines of a definition a reload replaced: draining, still counted against max_running.
-    _retiring: set[_Engine] = attrs.field(init=False, factory=set)
+    _retiring: set[EngineSlot] = attrs.field(init=False, factory=set)
 
     def __attrs_post_init__(self) -> None:
         log_dir = Path(self.config.engines.log_dir).expanduser()
@@ -185,20 +101,20 @@ class EngineManager:
 
     def _add_group(self, provider: str, provider_type: str, engine: EngineConfig, log_dir: Path) -> None:
         specs = engine.specs()
-        group = _EngineGroup(
+        group = EngineGroup(
             provider=provider,
             specs=specs,
-            endpoints=engine.endpoints or _DEFAULT_ENDPOINTS.get(provider_type, ("chat", "completions")),
-            base_path=_BASE_PATH.get(provider_type, "/v1"),
+            endpoints=engine.endpoints or DEFAULT_ENDPOINTS.get(provider_type, ("chat", "completions")),
+            base_path=BASE_PATH.get(provider_type, "/v1"),
             engines={},
         )
         for spec in specs:
             name = engine_name(provider, spec.variant)
             log = EngineLog(
-                path=log_dir / f"{_UNSAFE_FILE_CHARS.sub('_', name)}.log",
+                path=log_dir / f"{UNSAFE_FILE_CHARS.sub('_', name)}.log",
                 max_lines=self.config.engines.log_lines,
             )
-            group.engines[spec.variant] = self._engines[name] = _Engine(
+            group.engines[spec.variant] = self._engines[name] = EngineSlot(
                 name=name, provider=provider, spec=spec, log=log
             )
         self._groups[provider] = group
@@ -389,7 +305,7 @@ class EngineManager:
         self.config = config
         self._notify()
 
-    async def _retire(self, engine: _Engine) -> None:
+    async def _retire(self, engine: EngineSlot) -> None:
         try:
             await self._drain_and_stop(engine)
         finally:
@@ -403,11 +319,11 @@ class EngineManager:
         self._changed.set()
         self._changed = trio.Event()
 
-    def _touch(self, engine: _Engine) -> None:
+    def _touch(self, engine: EngineSlot) -> None:
         engine.last_use = trio.current_time()
         engine.last_use_wall = time.time()
 
-    async def _acquire(self, engine: _Engine) -> None:
+    async def _acquire(self, engine: EngineSlot) -> None:
         joined: int | None = None
         while True:
             if engine.state == "ready":
@@ -440,7 +356,7 @@ class EngineManager:
             else:
                 await self._admit(engine)
 
-    async def _admit(self, engine: _Engine) -> None:
+    async def _admit(self, engine: EngineSlot) -> None:
         """Start ``engine`` once a ``max_running`` slot is free, evicting the LRU engine if needed."""
         async with self._admit_lock:
             while engine.state == "stopped" and self._nursery is not None:
@@ -468,7 +384,7 @@ class EngineManager:
         # A stopping engine still holds its memory until its process is gone.
         return sum(1 for e in (*self._engines.values(), *self._retiring) if e.state != "stopped")
 
-    def _victim(self, *, exclude: _Engine) -> _Engine | None:
+    def _victim(self, *, exclude: EngineSlot) -> EngineSlot | None:
         # An engine whose joiners have not taken their leases yet is not idle: evicting it in
         # that instant would send them through a second start.
         ready = [
@@ -478,7 +394,7 @@ class EngineManager:
             return None
         return min(ready, key=lambda e: (e.in_flight > 0, e.last_use))
 
-    async def _drain_and_stop(self, engine: _Engine) -> None:
+    async def _drain_and_stop(self, engine: EngineSlot) -> None:
         """Let the requests in flight on ``engine`` finish (no new ones join), then stop it."""
         if engine.state in ("starting", "ready"):
             engine.state = "stopping"
@@ -489,7 +405,7 @@ class EngineManager:
         while engine.state != "stopped":
             await self._changed.wait()
 
-    def _cancel(self, engine: _Engine) -> None:
+    def _cancel(self, engine: EngineSlot) -> None:
         if engine.state == "stopped":
             return
         engine.state = "stopping"
@@ -497,7 +413,7 @@ class EngineManager:
             engine.scope.cancel()
         self._notify()
 
-    def _unavailable(self, engine: _Engine) -> UpstreamUnavailable:
+    def _unavailable(self, engine: EngineSlot) -> UpstreamUnavailable:
         retry_in = max(0.0, engine.retry_at - trio.current_time())
         return UpstreamUnavailable(
             f"local engine {engine.name!r} failed to start ({engine.last_error}); "
@@ -533,7 +449,7 @@ class EngineManager:
 
     # -- supervision ---------------------------------------------------------------------
 
-    def _launch(self, engine: _Engine, nursery: trio.Nursery) -> None:
+    def _launch(self, engine: EngineSlot, nursery: trio.Nursery) -> None:
         engine.generation += 1
         engine.starts += 1
         engine.state = "starting"
@@ -542,7 +458,7 @@ class EngineManager:
         nursery.start_soon(self._supervise, engine, engine.scope, name=f"engine {engine.name}")
         self._notify()
 
-    async def _supervise(self, engine: _Engine, scope: trio.CancelScope) -> None:
+    async def _supervise(self, engine: EngineSlot, scope: trio.CancelScope) -> None:
         """One run of one engine process, from spawn to reaped; sets the outcome."""
         generation, spec = engine.generation, engine.spec
         failure: str | None = None
@@ -573,7 +489,7 @@ class EngineManager:
             engine.log.close()
             self._settle(engine, generation, failure)
 
-    async def _run_process(self, engine: _Engine, process: EngineProcess) -> str | None:
+    async def _run_process(self, engine: EngineSlot, process: EngineProcess) -> str | None:
         """Wait for health, serve until exit or cancellation, then make sure it is gone.
 
         Returns a description of a failed start, or None (ready, then stopped or exited).
@@ -615,7 +531,7 @@ class EngineManager:
 
     async def _watch(
         self,
-        engine: _Engine,
+        engine: EngineSlot,
         process: EngineProcess,
         exited: trio.Event,
         io_scope: trio.CancelScope,
@@ -630,7 +546,7 @@ class EngineManager:
         finally:
             io_done.set()
 
-    async def _pump(self, engine: _Engine, process: EngineProcess) -> None:
+    async def _pump(self, engine: EngineSlot, process: EngineProcess) -> None:
         async with process.output:
             while True:
                 try:
@@ -641,7 +557,9 @@ class EngineManager:
                     return
                 engine.log.feed(chunk)
 
-    async def _wait_healthy(self, engine: _Engine, process: EngineProcess, exited: trio.Event) -> str | None:
+    async def _wait_healthy(
+        self, engine: EngineSlot, process: EngineProcess, exited: trio.Event
+    ) -> str | None:
         spec = engine.spec
         url = f"http://127.0.0.1:{engine.port}{spec.health_path}"
         interval = HEALTH_POLL_FIRST_S
@@ -667,7 +585,7 @@ class EngineManager:
             return type(exc).__name__
         return str(response.status_code)
 
-    def _mark_ready(self, engine: _Engine, process: EngineProcess) -> None:
+    def _mark_ready(self, engine: EngineSlot, process: EngineProcess) -> None:
         if engine.state != "starting":
             return
         assert engine.started_at is not None
@@ -683,7 +601,7 @@ class EngineManager:
         )
         self._notify()
 
-    async def _terminate(self, engine: _Engine, process: EngineProcess, exited: trio.Event) -> None:
+    async def _terminate(self, engine: EngineSlot, process: EngineProcess, exited: trio.Event) -> None:
         """SIGTERM the process group, SIGKILL after ``stop_timeout``; reap the leader.
 
         Cancellation: callers shield it; it is bounded by ``stop_timeout + KILL_WAIT_S``.
@@ -711,7 +629,7 @@ class EngineManager:
         else:
             LOGGER.error("engine %s: pid %d did not exit after SIGKILL", engine.name, process.pid)
 
-    def _settle(self, engine: _Engine, generation: int, failure: str | None) -> None:
+    def _settle(self, engine: EngineSlot, generation: int, failure: str | None) -> None:
         if failure is not None:
             engine.failures += 1
             delay = min(START_RETRY_BASE_S * 2 ** (engine.failures - 1), START_RETRY_MAX_S)
@@ -735,6 +653,6 @@ class EngineManager:
         engine.scope = None
         self._notify()
 
-    def _tail(self, engine: _Engine) -> str:
+    def _tail(self, engine: EngineSlot) -> str:
         lines = list(engine.log.lines)[-FAILURE_LOG_LINES:]
         return "\n".join(f"  | {line}" for line in lines) if lines else "  (no output)"
