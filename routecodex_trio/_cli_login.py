@@ -8,6 +8,9 @@ Authorization code with PKCE (RFC 7636): listens on 127.0.0.1 on a free port, pr
 open, and waits for the browser's redirect; a redirect whose ``state`` is not ours is answered
 400 and ignored (it did not come from our login), one with an ``error`` ends the login.
 
+Every call to the provider's OAuth endpoints goes out with its network settings (proxy, trust,
+client certificate), as the gateway's refreshes do (``providers/_oauth_http``).
+
 Either way the token file is written atomically, 0600 in a 0700 folder, in the shape the file
 already had (Qwen Code's, ours...). A running gateway notices the new file by itself.
 
@@ -31,7 +34,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from .config import AuthConfig, GatewayConfig
+    from .config import AuthConfig, GatewayConfig, NetworkConfig, ProviderConfig
+    from .providers._oauth_http import OAuthHttp
 
 # A device code's default life when the server does not say (RFC 8628 suggests minutes).
 DEFAULT_LOGIN_TIMEOUT_S: Final = 600.0
@@ -80,25 +84,27 @@ def cmd_login(args: argparse.Namespace) -> int:
     if not 0 <= args.key < len(paths):
         raise ConfigError(f"--key {args.key}: provider {args.provider!r} has {len(paths)} token file(s)")
     path = paths[args.key]
-    trio.run(_login, provider.auth, path, args.timeout)
+    trio.run(_login, provider, config.network, path, args.timeout)
     print(f"logged in: wrote {path} (mode 0600); a running gateway picks it up by itself")
     return 0
 
 
-async def _login(auth: AuthConfig, path: Path, timeout_s: float) -> None:
-    import httpx
-
+async def _login(provider: ProviderConfig, network: NetworkConfig, path: Path, timeout_s: float) -> None:
     from .providers._oauth import OAuthError, grant_with_api_key
+    from .providers._oauth_http import open_oauth_clients
     from .providers._tokens import new_token_set, shape_of, write_token_file
 
-    async with httpx.AsyncClient(trust_env=True) as client:
+    auth = provider.auth
+    assert auth is not None
+    async with open_oauth_clients() as clients:
+        http = clients.bind(provider, network)
         try:
             with trio.fail_after(timeout_s):
                 if auth.flow == "device":
-                    answer = await _device(client, auth)
+                    answer = await _device(http, auth)
                 else:
-                    answer = await _pkce(client, auth)
-                answer = await grant_with_api_key(client, auth, answer)
+                    answer = await _pkce(http, auth)
+                answer = await grant_with_api_key(http, auth, answer)
         except trio.TooSlowError:
             raise LoginFailed(f"no login within {timeout_s:g} s") from None
         except OAuthError as exc:
@@ -123,11 +129,11 @@ def _explain(error: str, message: str) -> str:
     return message
 
 
-async def _device(client: Any, auth: AuthConfig) -> dict[str, Any]:
+async def _device(http: OAuthHttp, auth: AuthConfig) -> dict[str, Any]:
     from .providers._oauth import OAuthError, pkce_pair, poll_device, start_device
 
     pkce = pkce_pair()
-    device = await start_device(client, auth, pkce)
+    device = await start_device(http, auth, pkce)
     print("To log in, open this address in a browser:", flush=True)
     print(f"  {device.verification_uri_complete or device.verification_uri}", flush=True)
     print(f"and enter the code: {device.user_code}", flush=True)
@@ -136,7 +142,7 @@ async def _device(client: Any, auth: AuthConfig) -> dict[str, Any]:
     with trio.move_on_after(device.expires_in) as expiry:
         while True:
             await trio.sleep(interval)
-            result = await poll_device(client, auth, device, pkce)
+            result = await poll_device(http, auth, device, pkce)
             if result == "authorization_pending":
                 continue
             if result == "slow_down":
@@ -148,7 +154,7 @@ async def _device(client: Any, auth: AuthConfig) -> dict[str, Any]:
     raise OAuthError("the device code expired", error="expired_token", fatal=True)
 
 
-async def _pkce(client: Any, auth: AuthConfig) -> dict[str, Any]:
+async def _pkce(http: OAuthHttp, auth: AuthConfig) -> dict[str, Any]:
     from .providers._oauth import authorization_url, exchange_code, pkce_pair
 
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -161,7 +167,7 @@ async def _pkce(client: Any, auth: AuthConfig) -> dict[str, Any]:
         print(f"  {authorization_url(auth, redirect_uri, state, pkce)}", flush=True)
         print(f"Waiting for the browser to come back to {redirect_uri} ...", flush=True)
         code = await _wait_for_code(listener, state)
-    return await exchange_code(client, auth, code, redirect_uri, pkce)
+    return await exchange_code(http, auth, code, redirect_uri, pkce)
 
 
 async def _wait_for_code(listener: trio.SocketListener, state: str) -> str:

@@ -14,7 +14,9 @@ Rules (docs/config.md, "Account credentials"):
 * the file is read again whenever it changed on disk: a ``routecodex login`` while the gateway
   runs brings the key back without a restart;
 * a reload keeps the credentials (and their refreshers) whose provider, index, file and auth
-  table did not change; the others stop and new ones start.
+  table did not change; the others stop and new ones start;
+* the token endpoint is reached with the provider's own network settings (proxy, trust, client
+  certificate: ``_oauth_http``), as they are in the config last loaded.
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ import time
 from typing import TYPE_CHECKING, Final
 
 import attrs
-import httpx
 import trio
 
 from .._errors import UpstreamError, UpstreamStatusError, UpstreamUnavailable
 from .._scrub import scrubber_for
 from ._oauth import OAuthError, grant_with_api_key, refresh
+from ._oauth_http import open_oauth_clients
 from ._tokens import (
     TokenFileError,
     TokenSet,
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from ..config import AuthConfig, GatewayConfig
+    from ._oauth_http import OAuthClients, OAuthHttp
 
 LOGGER: Final = logging.getLogger("routecodex_trio.providers.oauth")
 
@@ -72,7 +75,8 @@ class Credential:
     index: int
     path: Path
     auth: AuthConfig
-    client: httpx.AsyncClient | None = attrs.field(default=None, repr=False)
+    # The way to the token endpoint; set (again at every reload) by the CredentialSet.
+    http: OAuthHttp | None = attrs.field(default=None, repr=False)
     tokens: TokenSet | None = attrs.field(default=None, repr=False)
     # Why the credential cannot be used (short, no token, no path); None when usable.
     problem: str | None = None
@@ -207,12 +211,12 @@ class Credential:
 
     async def _refresh_locked(self, tokens: TokenSet) -> None:
         assert tokens.refresh_token is not None
-        if self.client is None:
+        if self.http is None:
             raise CredentialError(self, "no HTTP client for the token endpoint")
         self.refreshes += 1
         try:
             answer = await grant_with_api_key(
-                self.client, self.auth, await refresh(self.client, self.auth, tokens.refresh_token)
+                self.http, self.auth, await refresh(self.http, self.auth, tokens.refresh_token)
             )
         except OAuthError as exc:
             # A server may quote what it was sent in its error description.
@@ -320,7 +324,8 @@ class CredentialSet:
     _by_key: dict[tuple[str, int], Credential] = attrs.field(factory=dict)
     _scopes: dict[tuple[str, int], trio.CancelScope] = attrs.field(factory=dict)
     _nursery: trio.Nursery | None = None
-    client: httpx.AsyncClient | None = None
+    # The token endpoints' HTTP clients, one per network setting; owned by ``run``.
+    _clients: OAuthClients | None = attrs.field(default=None, repr=False)
     _generation: int = 0
 
     @property
@@ -363,11 +368,15 @@ class CredentialSet:
                 continue
             auth = config.providers[name].auth
             assert auth is not None
-            credential = Credential(name, index, path, auth, self.client)
+            credential = Credential(name, index, path, auth)
             credential.load()
             self._by_key[key] = credential
             if self._nursery is not None:
                 self._nursery.start_soon(self._refresher, key, credential)
+        # Kept credentials too: a reload may have changed the provider's proxy or trust.
+        for (name, _), credential in self._by_key.items():
+            if self._clients is not None:
+                credential.http = self._clients.bind(config.providers[name], config.network)
         self._generation += 1_000_000  # never equal to a sum of adoptions of another generation
 
     async def _refresher(self, key: tuple[str, int], credential: Credential) -> None:
@@ -380,10 +389,11 @@ class CredentialSet:
     ) -> None:
         """Load every token file, start one refresher each, and serve until cancelled.
 
-        Resource handling: the token endpoint's HTTP client is closed when this ends.
+        Resource handling: the token endpoints' HTTP clients (one per network setting, those a
+        reload brought too) are closed when this ends, after the refreshers.
         """
-        async with httpx.AsyncClient(trust_env=True) as client, trio.open_nursery() as nursery:
-            self.client = client
+        async with open_oauth_clients() as clients, trio.open_nursery() as nursery:
+            self._clients = clients
             self._nursery = nursery
             self.configure(config)
             task_status.started(self)

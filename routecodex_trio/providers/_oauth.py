@@ -2,9 +2,13 @@
 device authorization (RFC 8628) and authorization code with PKCE (RFC 7636).
 
 httpx does the HTTP (it runs on trio through anyio, and the token endpoint is called a few
-times an hour, so our own pool has nothing to add). No OAuth library: the three exchanges are a
-form POST each, and what takes care -- which errors mean "log in again", slow_down, the token
-shapes of Qwen's and iFlow's servers -- is ours either way.
+times an hour, so our own pool has nothing to add), with the provider's proxy and trust
+settings: each exchange is given the provider's ``OAuthHttp`` (``_oauth_http``), which picks
+the client for each endpoint URL.
+
+No OAuth library: the three exchanges are a form POST each, and what takes care -- which
+errors mean "log in again", slow_down, the token shapes of Qwen's and iFlow's servers -- is
+ours either way.
 
 Errors from the server are reported by their OAuth ``error`` code and description only: the
 body of a token response is never quoted whole, since it may carry tokens.
@@ -23,6 +27,7 @@ import httpx
 
 if TYPE_CHECKING:
     from ..config import AuthConfig
+    from ._oauth_http import OAuthHttp
 
 # RFC 8628 3.4.
 DEVICE_GRANT: Final = "urn:ietf:params:oauth:grant-type:device_code"
@@ -97,13 +102,12 @@ def _describe(body: Any, status: int) -> tuple[str, str]:
     return "", f"HTTP {status}"
 
 
-async def _post(
-    client: httpx.AsyncClient, url: str, form: dict[str, str], headers: dict[str, str]
-) -> tuple[int, Any]:
+async def _post(http: OAuthHttp, url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, Any]:
+    route = http.route(url)
     try:
-        response = await client.post(url, data=form, headers=headers, timeout=TOKEN_TIMEOUT_S)
+        response = await route.client.post(url, data=form, headers=headers, timeout=TOKEN_TIMEOUT_S)
     except httpx.HTTPError as exc:
-        raise OAuthError(f"cannot reach {url}: {type(exc).__name__}") from None
+        raise OAuthError(f"cannot reach {url}{route.via}: {route.why(exc)}") from None
     try:
         body = response.json()
     except ValueError:
@@ -121,7 +125,7 @@ def _token_answer(status: int, body: Any, url: str) -> dict[str, Any]:
     return body
 
 
-async def refresh(client: httpx.AsyncClient, auth: AuthConfig, refresh_token: str) -> dict[str, Any]:
+async def refresh(http: OAuthHttp, auth: AuthConfig, refresh_token: str) -> dict[str, Any]:
     """Trade a refresh token for new tokens.
 
     Returns:
@@ -133,11 +137,11 @@ async def refresh(client: httpx.AsyncClient, auth: AuthConfig, refresh_token: st
     assert auth.token_url is not None
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
     headers = _client_auth(auth, form)
-    status, body = await _post(client, auth.token_url, form, headers)
+    status, body = await _post(http, auth.token_url, form, headers)
     return _token_answer(status, body, auth.token_url)
 
 
-async def start_device(client: httpx.AsyncClient, auth: AuthConfig, pkce: PkcePair) -> DeviceCode:
+async def start_device(http: OAuthHttp, auth: AuthConfig, pkce: PkcePair) -> DeviceCode:
     """Ask for a device code (RFC 8628 3.1). The PKCE challenge is sent too: Qwen's server
     requires it, and an RFC 8628 server ignores parameters it does not know."""
     assert auth.device_url is not None
@@ -145,7 +149,7 @@ async def start_device(client: httpx.AsyncClient, auth: AuthConfig, pkce: PkcePa
     if auth.scopes:
         form["scope"] = " ".join(auth.scopes)
     headers = _client_auth(auth, form)
-    status, body = await _post(client, auth.device_url, form, headers)
+    status, body = await _post(http, auth.device_url, form, headers)
     if (
         status >= 400
         or not isinstance(body, dict)
@@ -166,7 +170,7 @@ async def start_device(client: httpx.AsyncClient, auth: AuthConfig, pkce: PkcePa
 
 
 async def poll_device(
-    client: httpx.AsyncClient, auth: AuthConfig, device: DeviceCode, pkce: PkcePair
+    http: OAuthHttp, auth: AuthConfig, device: DeviceCode, pkce: PkcePair
 ) -> dict[str, Any] | str:
     """One poll of the token endpoint: the tokens, or ``"authorization_pending"``/``"slow_down"``.
 
@@ -176,7 +180,7 @@ async def poll_device(
     assert auth.token_url is not None
     form = {"grant_type": DEVICE_GRANT, "device_code": device.device_code, "code_verifier": pkce.verifier}
     headers = _client_auth(auth, form)
-    status, body = await _post(client, auth.token_url, form, headers)
+    status, body = await _post(http, auth.token_url, form, headers)
     if status >= 400 or not isinstance(body, dict) or "access_token" not in body:
         error, text = _describe(body, status)
         if error in ("authorization_pending", "slow_down"):
@@ -185,7 +189,7 @@ async def poll_device(
     return _token_answer(status, body, auth.token_url)
 
 
-async def fetch_api_key(client: httpx.AsyncClient, auth: AuthConfig, access_token: str) -> str | None:
+async def fetch_api_key(http: OAuthHttp, auth: AuthConfig, access_token: str) -> str | None:
     """The account's API key from ``userinfo_url`` (iFlow), or None without one.
 
     iFlow reads the token from the ``accessToken`` parameter; it is also sent as a Bearer.
@@ -195,15 +199,18 @@ async def fetch_api_key(client: httpx.AsyncClient, auth: AuthConfig, access_toke
     """
     if auth.userinfo_url is None:
         return None
+    route = http.route(auth.userinfo_url)
     try:
-        response = await client.get(
+        response = await route.client.get(
             auth.userinfo_url,
             params={"accessToken": access_token},
             headers={"accept": "application/json", "authorization": f"Bearer {access_token}"},
             timeout=TOKEN_TIMEOUT_S,
         )
         body = response.json()
-    except (httpx.HTTPError, ValueError) as exc:
+    except httpx.HTTPError as exc:
+        raise OAuthError(f"user info at {auth.userinfo_url}{route.via} failed: {route.why(exc)}") from None
+    except ValueError as exc:
         raise OAuthError(f"user info at {auth.userinfo_url} failed: {type(exc).__name__}") from None
     data = body.get("data") if isinstance(body, dict) else None
     api_key = data.get("apiKey") if isinstance(data, dict) else None
@@ -212,11 +219,9 @@ async def fetch_api_key(client: httpx.AsyncClient, auth: AuthConfig, access_toke
     return api_key.strip()
 
 
-async def grant_with_api_key(
-    client: httpx.AsyncClient, auth: AuthConfig, answer: dict[str, Any]
-) -> dict[str, Any]:
+async def grant_with_api_key(http: OAuthHttp, auth: AuthConfig, answer: dict[str, Any]) -> dict[str, Any]:
     """A token answer, with the account's ``api_key`` added when the provider has one."""
-    api_key = await fetch_api_key(client, auth, str(answer["access_token"]))
+    api_key = await fetch_api_key(http, auth, str(answer["access_token"]))
     return answer if api_key is None else {**answer, "api_key": api_key}
 
 
@@ -238,7 +243,7 @@ def authorization_url(auth: AuthConfig, redirect_uri: str, state: str, pkce: Pkc
 
 
 async def exchange_code(
-    client: httpx.AsyncClient, auth: AuthConfig, code: str, redirect_uri: str, pkce: PkcePair
+    http: OAuthHttp, auth: AuthConfig, code: str, redirect_uri: str, pkce: PkcePair
 ) -> dict[str, Any]:
     """Trade an authorization code for tokens (RFC 6749 4.1.3, with the PKCE verifier)."""
     assert auth.token_url is not None
@@ -249,5 +254,5 @@ async def exchange_code(
         "code_verifier": pkce.verifier,
     }
     headers = _client_auth(auth, form)
-    status, body = await _post(client, auth.token_url, form, headers)
+    status, body = await _post(http, auth.token_url, form, headers)
     return _token_answer(status, body, auth.token_url)
