@@ -30,6 +30,16 @@ from routecodex_trio.providers._tokens import read_token_file, write_token_file
 from .conftest import openai_client
 from .fakes import start_app
 from .oauth_server import FakeOAuth, TokenUpstream, s256
+from .test_network import (
+    PROXY_PASSWORD,
+    PROXY_USER,
+    PROXY_VARIABLES,
+    TLSFiles,
+    _port,
+    serve_upstream,
+)
+from .test_network import start_proxy as _start_proxy
+from .test_network import tls_files as _tls_files
 
 
 def tokens_document(answer: dict[str, Any], shape: str = "ours") -> dict[str, Any]:
@@ -193,7 +203,9 @@ def test_a_qwen_code_file_is_written_back_in_its_own_shape(tmp_path: Path) -> No
 # --------------------------------------------------------------------------- routecodex login
 
 
-def login_config(tmp_path: Path, oauth_url: str, **auth: Any) -> Path:
+def login_config(
+    tmp_path: Path, oauth_url: str, *, provider: dict[str, Any] | None = None, **auth: Any
+) -> Path:
     raw = gateway_config("http://127.0.0.1:9", oauth_url, [tmp_path / "auth" / "q.json"], **auth)
     lines = [
         "[server]",
@@ -202,6 +214,7 @@ def login_config(tmp_path: Path, oauth_url: str, **auth: Any) -> Path:
         'type = "openai-chat"',
         f'base_url = "{raw["providers"]["q"]["base_url"]}"',
         'models = ["m1"]',
+        *(f"{key} = {json.dumps(value)}" for key, value in (provider or {}).items()),
         "[providers.q.auth]",
     ]
     for key, value in raw["providers"]["q"]["auth"].items():
@@ -617,3 +630,179 @@ async def test_tokens_quoted_by_an_upstream_never_reach_the_client(
     ):
         assert token
         assert token not in text
+
+
+# ------------------------------------------------------------------ the provider's network
+# The token endpoint is reached like the upstream (issue 15's settings): pproxy and trustme
+# rigs from tests/test_network.py.
+
+
+# The network tests' fixtures, for these tests too: pproxy, and a CA with its certificates.
+start_proxy = _start_proxy
+tls_files = _tls_files
+
+
+@pytest.fixture
+def no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy or trust variable of the machine running the tests leaks into a case."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+async def ask_without_env(gateway: Any) -> httpx.Response:
+    """A chat request to the gateway that ignores the proxy variables a test sets."""
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30, trust_env=False) as http:
+        return await http.post(
+            "/v1/chat/completions", json={"model": "q.m1", "messages": [{"role": "user", "content": "hi"}]}
+        )
+
+
+def expired_token_file(path: Path, oauth: FakeOAuth) -> Path:
+    return write_file(path, tokens_document(oauth.issue()) | {"expires_at": int(time.time()) - 1})
+
+
+@pytest.mark.usefixtures("no_proxy_environment")
+@pytest.mark.parametrize("source", ["provider-http", "provider-socks5", "HTTP_PROXY"])
+async def test_a_refresh_goes_through_the_providers_proxy(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    start_gateway: Any,
+    start_proxy: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    source: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="routecodex_trio")
+    oauth, oauth_url, upstream, upstream_url = await start_pair(nursery)
+    path = expired_token_file(tmp_path / "q.json", oauth)
+    # iFlow's second step (the account's API key) goes the same way as the refresh.
+    raw = gateway_config(upstream_url, oauth_url, [path], userinfo_url=oauth_url + "/userinfo")
+    if source == "HTTP_PROXY":
+        proxy = await start_proxy()
+        monkeypatch.setenv("HTTP_PROXY", proxy.url(credentials=False))
+    else:
+        proxy = await start_proxy(auth=True)
+        raw["providers"]["q"]["proxy"] = proxy.url(source.removeprefix("provider-"))
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # the provider's own wins over it
+    gateway = await start_gateway(raw)
+    with trio.fail_after(30):
+        response = await ask_without_env(gateway)
+    assert response.status_code == 200, response.text
+    assert oauth.refreshes == 1
+    written = json.loads(path.read_text())
+    assert upstream.seen == [written["api_key"]]  # the user-info call answered too
+    await proxy.settle()
+    relayed = proxy.relayed(_port(oauth_url))
+    assert relayed, proxy.log
+    assert relayed[0].startswith("socks5 " if source.endswith("socks5") else "http "), proxy.log
+    assert not proxy.refused(), proxy.log
+    assert PROXY_PASSWORD not in caplog.text
+
+
+@pytest.mark.usefixtures("no_proxy_environment")
+async def test_login_device_flow_goes_through_the_providers_proxy(
+    nursery: trio.Nursery, tmp_path: Path, start_proxy: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = await start_proxy(auth=True)
+    oauth = FakeOAuth(device_script=["pending", "ok"])
+    oauth_url = await start_app(nursery, oauth)
+    config = login_config(tmp_path, oauth_url, provider={"proxy": proxy.url()})
+    # The login would fail on this one: only the provider's own proxy reaches the server.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    done = await run_login(config)
+    assert done.returncode == 0, done.stderr.decode()
+    assert oauth.polls == ["pending", "ok"]
+    assert oauth.errors == []
+    assert read_token_file(tmp_path / "auth" / "q.json").access_token in oauth.access
+    await proxy.settle()
+    assert proxy.relayed(_port(oauth_url)), proxy.log
+    assert not proxy.refused(), proxy.log
+    assert PROXY_PASSWORD not in done.stdout.decode() + done.stderr.decode()
+
+
+@pytest.mark.usefixtures("no_proxy_environment")
+async def test_login_through_a_proxy_that_refuses_names_the_proxy_not_its_password(
+    nursery: trio.Nursery, tmp_path: Path, start_proxy: Any
+) -> None:
+    proxy = await start_proxy(auth=True)
+    oauth = FakeOAuth(device_script=["ok"])
+    oauth_url = await start_app(nursery, oauth)
+    wrong = f"socks5://{PROXY_USER}:wrong-{PROXY_PASSWORD}@{proxy.address}"
+    done = await run_login(login_config(tmp_path, oauth_url, provider={"proxy": wrong}))
+    err = done.stderr.decode()
+    assert done.returncode == 1
+    assert f"cannot reach {oauth_url}/device/code through proxy {proxy.address}: the proxy refused" in err
+    assert PROXY_PASSWORD not in err + done.stdout.decode()
+    assert oauth.device_codes == {}
+
+
+@pytest.mark.usefixtures("no_proxy_environment")
+@pytest.mark.parametrize("bypass", ["provider proxy = ''", "NO_PROXY=127.0.0.0/8"])
+async def test_a_refresh_goes_direct_when_the_provider_says_so(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    start_gateway: Any,
+    start_proxy: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    bypass: str,
+) -> None:
+    proxy = await start_proxy()
+    oauth, oauth_url, _upstream, upstream_url = await start_pair(nursery)
+    path = expired_token_file(tmp_path / "q.json", oauth)
+    raw = gateway_config(upstream_url, oauth_url, [path])
+    monkeypatch.setenv("HTTP_PROXY", proxy.url(credentials=False))
+    if bypass.startswith("provider"):
+        raw["providers"]["q"]["proxy"] = ""
+    else:  # a CIDR range: httpx's own NO_PROXY handling would not match it
+        monkeypatch.setenv("NO_PROXY", "127.0.0.0/8")
+    gateway = await start_gateway(raw)
+    with trio.fail_after(30):
+        response = await ask_without_env(gateway)
+    assert response.status_code == 200, response.text
+    assert oauth.refreshes == 1
+    await proxy.settle()
+    assert [line for line in proxy.log if "->" in line] == [], proxy.log
+
+
+@pytest.mark.usefixtures("no_proxy_environment")
+@pytest.mark.parametrize("trust", ["ca_bundle", "mutual TLS", "verify = false", "untrusted"])
+async def test_a_refresh_over_tls_uses_the_providers_trust(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    start_gateway: Any,
+    tls_files: TLSFiles,
+    caplog: pytest.LogCaptureFixture,
+    trust: str,
+) -> None:
+    oauth = FakeOAuth()
+    oauth_url = await serve_upstream(nursery, oauth, tls_files, require_client_cert=trust == "mutual TLS")
+    upstream = TokenUpstream(oauth)
+    upstream_url = await start_app(nursery, upstream)
+    path = expired_token_file(tmp_path / "q.json", oauth)
+    raw = gateway_config(upstream_url, oauth_url, [path])
+    settings: dict[str, Any] = {
+        "ca_bundle": {"ca_bundle": str(tls_files.ca_file)},
+        "mutual TLS": {
+            "ca_bundle": str(tls_files.ca_file),
+            "client_cert": str(tls_files.client_cert_file),
+            "client_key": str(tls_files.client_key_file),
+        },
+        "verify = false": {"verify": False},
+        "untrusted": {},  # the system store does not know the test CA
+    }
+    raw["providers"]["q"] |= settings[trust]
+    gateway = await start_gateway(raw)
+    with trio.fail_after(30):
+        response = await ask_without_env(gateway)
+    if trust == "untrusted":
+        assert response.status_code == 502, response.text
+        message = response.json()["error"]["message"]
+        assert (
+            f"token refresh failed (cannot reach {oauth_url}/token: TLS: certificate verify failed" in message
+        )
+        assert "token refresh failed, will retry" in caplog.text
+        assert oauth.refreshes == 0
+        return
+    assert response.status_code == 200, response.text
+    assert oauth.refreshes == 1
+    assert upstream.seen == [read_token_file(path).access_token]
