@@ -7,6 +7,7 @@ in-process and is called with the official OpenAI SDK.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -649,11 +650,11 @@ def no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-async def ask_without_env(gateway: Any) -> httpx.Response:
+async def ask_without_env(gateway: Any, model: str = "q.m1") -> httpx.Response:
     """A chat request to the gateway that ignores the proxy variables a test sets."""
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30, trust_env=False) as http:
         return await http.post(
-            "/v1/chat/completions", json={"model": "q.m1", "messages": [{"role": "user", "content": "hi"}]}
+            "/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "hi"}]}
         )
 
 
@@ -806,3 +807,43 @@ async def test_a_refresh_over_tls_uses_the_providers_trust(
     assert response.status_code == 200, response.text
     assert oauth.refreshes == 1
     assert upstream.seen == [read_token_file(path).access_token]
+
+
+@pytest.mark.usefixtures("no_proxy_environment")
+async def test_a_reload_moves_refreshes_to_the_new_network_settings_and_stop_closes_the_clients(
+    nursery: trio.Nursery, tmp_path: Path, start_proxy: Any
+) -> None:
+    from routecodex_trio import serve
+
+    first_proxy, second_proxy = await start_proxy(), await start_proxy()
+    oauth, oauth_url, _upstream, upstream_url = await start_pair(nursery)
+    q_path = expired_token_file(tmp_path / "q.json", oauth)
+    raw = gateway_config(upstream_url, oauth_url, [q_path])
+    raw["providers"]["q"]["proxy"] = first_proxy.url(credentials=False)
+    async with trio.open_nursery() as gateway_nursery:
+        gateway = await gateway_nursery.start(serve, config_from_mapping(raw, environ={}))
+        with trio.fail_after(30):
+            assert (await ask_without_env(gateway)).status_code == 200
+        assert oauth.refreshes == 1
+        # The same token file and auth table (the credential is kept) behind another proxy, and
+        # a new provider that goes direct.
+        raw["providers"]["q"]["proxy"] = second_proxy.url(credentials=False)
+        raw["providers"]["r"] = copy.deepcopy(raw["providers"]["q"]) | {"proxy": ""}
+        raw["providers"]["r"]["auth"]["token_files"] = [str(expired_token_file(tmp_path / "r.json", oauth))]
+        credentials = gateway._credentials
+        kept = credentials.for_provider("q")
+        await gateway.reload(config_from_mapping(raw, environ={}))
+        assert credentials.for_provider("q") == kept
+        del oauth.access[read_token_file(q_path).access_token]  # q's next request: 401, refresh
+        with trio.fail_after(30):
+            assert (await ask_without_env(gateway)).status_code == 200
+            assert (await ask_without_env(gateway, "r.m1")).status_code == 200
+        assert oauth.refreshes == 3
+        clients = list(credentials._clients._clients.values())  # type: ignore[union-attr]
+        assert len(clients) == 3  # the first proxy's, the second's, direct
+        assert not any(client.is_closed for client in clients)
+        gateway.shutdown()
+    assert all(client.is_closed for client in clients)
+    await first_proxy.settle()
+    assert len(first_proxy.relayed(_port(oauth_url))) == 1, first_proxy.log
+    assert second_proxy.relayed(_port(oauth_url)), second_proxy.log
