@@ -722,17 +722,25 @@ async def test_login_device_flow_goes_through_the_providers_proxy(
 
 
 @pytest.mark.usefixtures("no_proxy_environment")
+@pytest.mark.parametrize(
+    ("scheme", "expected"),
+    [
+        ("socks5", "the proxy refused: "),
+        # http:// endpoints are forwarded, not tunnelled: the 407 is an answer, not an error.
+        ("http", "the proxy refused the request: 407 Proxy Authentication Required"),
+    ],
+)
 async def test_login_through_a_proxy_that_refuses_names_the_proxy_not_its_password(
-    nursery: trio.Nursery, tmp_path: Path, start_proxy: Any
+    nursery: trio.Nursery, tmp_path: Path, start_proxy: Any, scheme: str, expected: str
 ) -> None:
     proxy = await start_proxy(auth=True)
     oauth = FakeOAuth(device_script=["ok"])
     oauth_url = await start_app(nursery, oauth)
-    wrong = f"socks5://{PROXY_USER}:wrong-{PROXY_PASSWORD}@{proxy.address}"
+    wrong = f"{scheme}://{PROXY_USER}:wrong-{PROXY_PASSWORD}@{proxy.address}"
     done = await run_login(login_config(tmp_path, oauth_url, provider={"proxy": wrong}))
     err = done.stderr.decode()
     assert done.returncode == 1
-    assert f"cannot reach {oauth_url}/device/code through proxy {proxy.address}: the proxy refused" in err
+    assert f"cannot reach {oauth_url}/device/code through proxy {proxy.address}: {expected}" in err, err
     assert PROXY_PASSWORD not in err + done.stdout.decode()
     assert oauth.device_codes == {}
 

@@ -108,6 +108,7 @@ async def _post(http: OAuthHttp, url: str, form: dict[str, str], headers: dict[s
         response = await route.client.post(url, data=form, headers=headers, timeout=TOKEN_TIMEOUT_S)
     except httpx.HTTPError as exc:
         raise OAuthError(f"cannot reach {url}{route.via}: {route.why(exc)}") from None
+    route.check_proxy_answer(url, response.status_code)
     try:
         body = response.json()
     except ValueError:
@@ -207,9 +208,11 @@ async def fetch_api_key(http: OAuthHttp, auth: AuthConfig, access_token: str) ->
             headers={"accept": "application/json", "authorization": f"Bearer {access_token}"},
             timeout=TOKEN_TIMEOUT_S,
         )
-        body = response.json()
     except httpx.HTTPError as exc:
         raise OAuthError(f"user info at {auth.userinfo_url}{route.via} failed: {route.why(exc)}") from None
+    route.check_proxy_answer(auth.userinfo_url, response.status_code)
+    try:
+        body = response.json()
     except ValueError as exc:
         raise OAuthError(f"user info at {auth.userinfo_url} failed: {type(exc).__name__}") from None
     data = body.get("data") if isinstance(body, dict) else None

@@ -57,6 +57,19 @@ class OAuthRoute:
         """`` through proxy HOST:PORT`` or nothing, for messages (no credentials)."""
         return f" through proxy {self.proxy.address}" if self.proxy.url is not None else ""
 
+    def check_proxy_answer(self, url: str, status: int) -> None:
+        """A 407 comes from the proxy, not the endpoint (an http:// URL is forwarded, not tunnelled).
+
+        Raises:
+            OAuthError: not fatal -- the proxy's credentials are wrong, not the login.
+        """
+        if status == 407 and self.proxy.url is not None:
+            raise OAuthError(
+                f"cannot reach {url}{self.via}: the proxy refused the request: "
+                "407 Proxy Authentication Required",
+                status=status,
+            )
+
     def why(self, exc: httpx.HTTPError) -> str:
         """What went wrong, in words a user can act on: the proxy, TLS, or the error's kind.
 
