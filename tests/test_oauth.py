@@ -774,11 +774,14 @@ async def test_a_refresh_goes_direct_when_the_provider_says_so(
 
 
 @pytest.mark.usefixtures("no_proxy_environment")
-@pytest.mark.parametrize("trust", ["ca_bundle", "mutual TLS", "verify = false", "untrusted"])
+@pytest.mark.parametrize(
+    "trust", ["ca_bundle", "ca_bundle through a CONNECT tunnel", "mutual TLS", "verify = false", "untrusted"]
+)
 async def test_a_refresh_over_tls_uses_the_providers_trust(
     nursery: trio.Nursery,
     tmp_path: Path,
     start_gateway: Any,
+    start_proxy: Any,
     tls_files: TLSFiles,
     caplog: pytest.LogCaptureFixture,
     trust: str,
@@ -791,6 +794,7 @@ async def test_a_refresh_over_tls_uses_the_providers_trust(
     raw = gateway_config(upstream_url, oauth_url, [path])
     settings: dict[str, Any] = {
         "ca_bundle": {"ca_bundle": str(tls_files.ca_file)},
+        "ca_bundle through a CONNECT tunnel": {"ca_bundle": str(tls_files.ca_file)},
         "mutual TLS": {
             "ca_bundle": str(tls_files.ca_file),
             "client_cert": str(tls_files.client_cert_file),
@@ -800,6 +804,10 @@ async def test_a_refresh_over_tls_uses_the_providers_trust(
         "untrusted": {},  # the system store does not know the test CA
     }
     raw["providers"]["q"] |= settings[trust]
+    proxy = None
+    if "tunnel" in trust:
+        proxy = await start_proxy(auth=True)
+        raw["providers"]["q"]["proxy"] = proxy.url()
     gateway = await start_gateway(raw)
     with trio.fail_after(30):
         response = await ask_without_env(gateway)
@@ -815,6 +823,9 @@ async def test_a_refresh_over_tls_uses_the_providers_trust(
     assert response.status_code == 200, response.text
     assert oauth.refreshes == 1
     assert upstream.seen == [read_token_file(path).access_token]
+    if proxy is not None:
+        await proxy.settle()
+        assert proxy.relayed(_port(oauth_url)), proxy.log
 
 
 @pytest.mark.usefixtures("no_proxy_environment")
