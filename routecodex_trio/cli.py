@@ -277,6 +277,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     listen = ", ".join(config.server.listen)
     print(f"{path}: OK ({len(config.providers)} providers, {targets} models, listen {listen})")
     from .providers import describe_network, load_tls
+    from .providers._oauth_http import describe_token_endpoint
 
     # Which proxy and trust source each provider's connections will use, from this
     # environment (issue 15): the first thing to check when an upstream is unreachable.
@@ -285,6 +286,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         proxy, trust = describe_network(provider, config.network)
         http2 = "; http2 offered (ALPN)" if provider.http2 else ""
         print(f"  {name}: proxy {proxy}; trust {trust}{http2}")
+        token_endpoint = describe_token_endpoint(provider, config.network)  # OAuth, when it differs
+        if token_endpoint is not None:
+            print(f"  {name} token endpoint: proxy {token_endpoint[0]}; trust {token_endpoint[1]}")
         problem = load_tls(provider, config.network)
         if problem:
             print(f"  ERROR: {name}: {problem}")

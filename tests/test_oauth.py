@@ -866,3 +866,52 @@ async def test_a_reload_moves_refreshes_to_the_new_network_settings_and_stop_clo
     await first_proxy.settle()
     assert len(first_proxy.relayed(_port(oauth_url))) == 1, first_proxy.log
     assert second_proxy.relayed(_port(oauth_url)), second_proxy.log
+
+
+@pytest.mark.usefixtures("no_proxy_environment")
+def test_check_config_names_the_token_endpoints_proxy_when_it_is_not_the_upstreams(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from routecodex_trio import cli
+
+    monkeypatch.setenv("HTTPS_PROXY", f"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:3128")
+    files = {
+        name: write_file(tmp_path / f"{name}.json", tokens_document(FakeOAuth().issue())) for name in "ab"
+    }
+    config = tmp_path / "routecodex.toml"
+    config.write_text(
+        f"""
+[server]
+listen = ["127.0.0.1:0"]
+[providers.lan]
+type = "openai-chat"
+base_url = "http://127.0.0.1:8000/v1"
+models = ["m"]
+[providers.lan.auth]
+flow = "device"
+client_id = "c"
+device_url = "https://auth.example.com/device"
+token_url = "https://auth.example.com/token"
+token_file = "{files["a"]}"
+[providers.cloud]
+type = "openai-chat"
+base_url = "https://api.example.com/v1"
+models = ["m"]
+[providers.cloud.auth]
+preset = "qwen"
+token_file = "{files["b"]}"
+[routing]
+default = ["lan.m"]
+""",
+        encoding="utf-8",
+    )
+    assert cli.main(["check-config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "  lan: proxy direct (no proxy variable set); trust none (plain http)" in out
+    assert (
+        "  lan token endpoint: proxy http://***@127.0.0.1:3128 (from HTTPS_PROXY); "
+        "trust system trust store (truststore)"
+    ) in out
+    assert "cloud: proxy http://***@127.0.0.1:3128 (from HTTPS_PROXY)" in out
+    assert "cloud token endpoint" not in out  # the same as its upstream's: one line says both
+    assert PROXY_PASSWORD not in out

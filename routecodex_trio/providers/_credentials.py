@@ -374,8 +374,8 @@ class CredentialSet:
             if self._nursery is not None:
                 self._nursery.start_soon(self._refresher, key, credential)
         # Kept credentials too: a reload may have changed the provider's proxy or trust.
-        for (name, _), credential in self._by_key.items():
-            if self._clients is not None:
+        if self._clients is not None:
+            for (name, _), credential in self._by_key.items():
                 credential.http = self._clients.bind(config.providers[name], config.network)
         self._generation += 1_000_000  # never equal to a sum of adoptions of another generation
 

@@ -27,12 +27,13 @@ from __future__ import annotations
 import contextlib
 import ssl
 from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit
 
 import attrs
 import httpx
 import trio
 
-from ._network import choose_proxy, choose_trust, ssl_context
+from ._network import choose_proxy, choose_trust, describe_network, ssl_context
 from ._oauth import OAuthError
 
 if TYPE_CHECKING:
@@ -101,9 +102,6 @@ class OAuthClients:
     # credentials: never shown.
     _clients: dict[tuple[object, ...], httpx.AsyncClient] = attrs.field(factory=dict, repr=False)
     _closed: bool = False
-
-    def __len__(self) -> int:
-        return len(self._clients)
 
     def route(self, provider: ProviderConfig, network: NetworkConfig, url: str) -> OAuthRoute:
         """The client for ``provider``'s endpoint ``url``, made on first use.
@@ -188,3 +186,23 @@ def _httpx_proxy(proxy: ProxyChoice, context: ssl.SSLContext) -> httpx.Proxy | N
         # An https:// proxy is checked against the same trust as the endpoint.
         ssl_context=context if scheme == "https" else None,
     )
+
+
+def describe_token_endpoint(provider: ProviderConfig, network: NetworkConfig) -> tuple[str, str] | None:
+    """(proxy, trust) of the token endpoint for ``check-config``, when they are not the base
+    URL's (``describe_network``): a ``NO_PROXY`` entry or a proxy variable for its host or scheme
+    only, or an https endpoint beside a plain-http upstream. None when they are the same."""
+    auth = provider.auth
+    if auth is None or auth.token_url is None or provider.type == "mock":
+        return None
+    base_url = provider.base_url or "http://127.0.0.1"
+    try:
+        same_proxy = choose_proxy(provider, base_url).url == choose_proxy(provider, auth.token_url).url
+    except ValueError:
+        return None  # describe_network names the unusable variable
+    tls = urlsplit(auth.token_url).scheme == "https"
+    if same_proxy and (not tls or urlsplit(base_url).scheme == "https"):
+        return None
+    proxy, _ = describe_network(attrs.evolve(provider, base_url=auth.token_url), network)
+    trust = choose_trust(provider, network).source if tls else "none (plain http)"
+    return proxy, trust
