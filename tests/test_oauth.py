@@ -915,3 +915,44 @@ default = ["lan.m"]
     assert "cloud: proxy http://***@127.0.0.1:3128 (from HTTPS_PROXY)" in out
     assert "cloud token endpoint" not in out  # the same as its upstream's: one line says both
     assert PROXY_PASSWORD not in out
+
+
+@pytest.mark.usefixtures("no_proxy_environment")
+async def test_login_pkce_code_exchange_goes_through_the_providers_proxy(
+    nursery: trio.Nursery, tmp_path: Path, start_proxy: Any
+) -> None:
+    proxy = await start_proxy(auth=True)
+    oauth = FakeOAuth()
+    oauth_url = await start_app(nursery, oauth)
+    config = login_config(
+        tmp_path,
+        oauth_url,
+        provider={"proxy": proxy.url("socks5")},
+        flow="pkce",
+        authorize_url=oauth_url + "/a",
+    )
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "routecodex_trio", "login", "q", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    output = b""
+    with trio.fail_after(30):
+        while b"/a?" not in output or not output.endswith(b"\n"):
+            output += await process.stdout.receive_some(4096)
+    url = next(line.strip() for line in output.decode().splitlines() if "/a?" in line)
+    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    code = oauth.approve(query["code_challenge"], query["redirect_uri"])
+    async with httpx.AsyncClient(trust_env=False) as browser:  # the browser: not through the proxy
+        with trio.fail_after(30):
+            answer = await browser.get(query["redirect_uri"], params={"code": code, "state": query["state"]})
+    assert answer.status_code == 200
+    with trio.fail_after(30):
+        assert await process.wait() == 0, (await process.stderr.receive_some(65536)).decode()
+    assert read_token_file(tmp_path / "auth" / "q.json").access_token in oauth.access
+    assert oauth.errors == []
+    await proxy.settle()
+    relayed = proxy.relayed(_port(oauth_url))
+    assert relayed and relayed[0].startswith("socks5 "), proxy.log
