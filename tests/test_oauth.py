@@ -8,9 +8,11 @@ in-process and is called with the official OpenAI SDK.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -727,7 +729,10 @@ async def test_login_device_flow_goes_through_the_providers_proxy(
     [
         ("socks5", "the proxy refused: "),
         # http:// endpoints are forwarded, not tunnelled: the 407 is an answer, not an error.
-        ("http", "the proxy refused the request: 407 Proxy Authentication Required"),
+        # pproxy closes the connection right after it, at times before the 407 can be read
+        # (the request body still unread on its side: a reset), hence the second reading;
+        # test_a_407_from_an_http_proxy_is_named_as_the_proxys reads the 407 every time.
+        ("http", "(the proxy refused the request: 407 Proxy Authentication Required|ReadError)"),
     ],
 )
 async def test_login_through_a_proxy_that_refuses_names_the_proxy_not_its_password(
@@ -740,7 +745,8 @@ async def test_login_through_a_proxy_that_refuses_names_the_proxy_not_its_passwo
     done = await run_login(login_config(tmp_path, oauth_url, provider={"proxy": wrong}))
     err = done.stderr.decode()
     assert done.returncode == 1
-    assert f"cannot reach {oauth_url}/device/code through proxy {proxy.address}: {expected}" in err, err
+    where = re.escape(f"cannot reach {oauth_url}/device/code through proxy {proxy.address}: ")
+    assert re.search(where + expected, err), err
     assert PROXY_PASSWORD not in err + done.stdout.decode()
     assert oauth.device_codes == {}
 
@@ -956,3 +962,51 @@ async def test_login_pkce_code_exchange_goes_through_the_providers_proxy(
     await proxy.settle()
     relayed = proxy.relayed(_port(oauth_url))
     assert relayed and relayed[0].startswith("socks5 "), proxy.log
+
+
+async def _answer_407(stream: trio.SocketStream) -> None:
+    """A forwarding proxy that refuses every request: it reads the whole request first (so the
+    client always gets to read the answer) and answers 407."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += await stream.receive_some(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length:
+        body += await stream.receive_some(65536)
+    await stream.send_all(
+        b"HTTP/1.1 407 Proxy Authentication Required\r\nproxy-authenticate: Basic realm=x\r\n"
+        b"content-length: 0\r\n\r\n"
+    )
+    await stream.aclose()
+
+
+@pytest.mark.usefixtures("no_proxy_environment")
+async def test_a_407_from_an_http_proxy_is_named_as_the_proxys(
+    nursery: trio.Nursery, tmp_path: Path, start_gateway: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, _answer_407, 0, host="127.0.0.1"))
+    proxy_port = listeners[0].socket.getsockname()[1]
+    oauth, oauth_url, _upstream, upstream_url = await start_pair(nursery)
+    path = expired_token_file(tmp_path / "q.json", oauth)
+    raw = gateway_config(upstream_url, oauth_url, [path])
+    raw["providers"]["q"]["proxy"] = f"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{proxy_port}"
+    gateway = await start_gateway(raw)
+    with trio.fail_after(30):
+        response = await ask_without_env(gateway)
+    assert response.status_code == 502, response.text
+    message = response.json()["error"]["message"]
+    assert (
+        f"token refresh failed (cannot reach {oauth_url}/token through proxy 127.0.0.1:{proxy_port}: "
+        "the proxy refused the request: 407 Proxy Authentication Required)"
+    ) in message
+    assert oauth.refreshes == 0
+    assert gateway._credentials.for_provider("q")[0].problem is None  # not a dead login: retried later
+    assert PROXY_PASSWORD not in response.text + caplog.text
