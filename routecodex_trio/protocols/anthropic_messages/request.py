@@ -86,8 +86,11 @@ def _decode_request(body: Mapping[str, Any], *, require_max_tokens: bool) -> Req
     if not isinstance(raw_messages, list | tuple):
         _fail("`messages` must be an array", "messages")
     messages: list[Message] = []
+    # Messages with a block the quick path did not take: only they can hold a block of an
+    # unknown type, so without one the second walk over the history is skipped (issue 22).
+    slow: list[int] = []
     for i, raw in enumerate(raw_messages):
-        message = _decode_message(raw, i)
+        message = _decode_message(raw, i, slow)
         if message.role == "system" and not messages:
             system.extend(block for block in message.content if isinstance(block, Text))
         else:
@@ -133,7 +136,7 @@ def _decode_request(body: Mapping[str, Any], *, require_max_tokens: bool) -> Req
         user=user,
         extras=extras,
         source=PROTOCOL,
-        unconvertible=tuple(_unconvertible_blocks(raw_messages)),
+        unconvertible=tuple(_unconvertible_blocks(raw_messages)) if slow else (),
     )
 
 
@@ -155,7 +158,7 @@ def _decode_system(value: Any) -> tuple[Text, ...]:
     return tuple(blocks)
 
 
-def _decode_message(raw: Any, i: int) -> Message:
+def _decode_message(raw: Any, i: int, slow: list[int]) -> Message:
     # Locations are formatted only on failure: on a 1 MB history, building them for every
     # valid message and block was a visible share of the request's CPU (issue 22).
     if type(raw) is not dict and not isinstance(raw, Mapping):
@@ -165,7 +168,7 @@ def _decode_message(raw: Any, i: int) -> Message:
         _fail(f"`messages[{i}].role` must be 'user' or 'assistant'", f"messages[{i}].role")
     if "content" not in raw:
         _fail(f"`messages[{i}].content` is required", f"messages[{i}].content")
-    content = _decode_content(raw["content"], i)
+    content = _decode_content(raw["content"], i, slow)
     if role == "system":
         for k, block in enumerate(content):
             if not isinstance(block, Text):
@@ -173,7 +176,8 @@ def _decode_message(raw: Any, i: int) -> Message:
     return Message(role=role, content=content)
 
 
-def _decode_content(content: Any, i: int) -> tuple[Block, ...]:
+def _decode_content(content: Any, i: int, slow: list[int]) -> tuple[Block, ...]:
+    """The blocks of ``messages[i]``; ``i`` joins ``slow`` when a block needed ``_decode_block``."""
     if isinstance(content, str):
         return (Text(text=content),) if content else ()
     if not isinstance(content, list | tuple):
@@ -183,6 +187,7 @@ def _decode_content(content: Any, i: int) -> tuple[Block, ...]:
     for j, raw in enumerate(content):
         block = _quick_block(raw)
         if block is None:
+            slow.append(i)
             block = _decode_block(raw, f"messages[{i}].content[{j}]")
         if block is not None:
             blocks.append(block)
