@@ -150,6 +150,39 @@ class Message:
     name: str | None = None
 
 
+# Hot-path constructors (issue 22). A frozen attrs class's ``__init__`` sets each slot through
+# ``object.__setattr__`` by name: ~400 ns for a Text, ~500 ns for a Message, and a long history
+# builds one of each per turn. These set the slots through their descriptors, for about half.
+# Neither class has a default factory, validator, converter or post-init hook, so the value is
+# the one ``__init__`` builds; tests/protocols/test_canonical_fast.py compares the two and fails
+# when a field is added without updating them.
+_new = object.__new__
+_set_text_text = Text.__dict__["text"].__set__
+_set_text_cache_control = Text.__dict__["cache_control"].__set__
+
+
+def new_text(text: str, cache_control: Mapping[str, Any] | None = None) -> Text:
+    """``Text(text=text, cache_control=cache_control)``, at about half the cost."""
+    block: Text = _new(Text)
+    _set_text_text(block, text)
+    _set_text_cache_control(block, cache_control)
+    return block
+
+
+_set_message_role = Message.__dict__["role"].__set__
+_set_message_content = Message.__dict__["content"].__set__
+_set_message_name = Message.__dict__["name"].__set__
+
+
+def new_message(role: Role, content: tuple[Block, ...], name: str | None = None) -> Message:
+    """``Message(role=role, content=content, name=name)``, at about half the cost."""
+    message: Message = _new(Message)
+    _set_message_role(message, role)
+    _set_message_content(message, content)
+    _set_message_name(message, name)
+    return message
+
+
 # --------------------------------------------------------------------------- request
 
 

@@ -28,6 +28,8 @@ from ..canonical import (
     ToolResult,
     ToolUse,
     Unconvertible,
+    new_message,
+    new_text,
 )
 from ._common import (
     PROTOCOL,
@@ -173,13 +175,13 @@ def _decode_message(raw: Any, i: int, slow: list[int]) -> Message:
         for k, block in enumerate(content):
             if not isinstance(block, Text):
                 _fail("a system message may only contain text blocks", f"messages[{i}].content[{k}]")
-    return Message(role=role, content=content)
+    return new_message(role, content)
 
 
 def _decode_content(content: Any, i: int, slow: list[int]) -> tuple[Block, ...]:
     """The blocks of ``messages[i]``; ``i`` joins ``slow`` when a block needed ``_decode_block``."""
     if isinstance(content, str):
-        return (Text(text=content),) if content else ()
+        return (new_text(content),) if content else ()
     if not isinstance(content, list | tuple):
         where = f"messages[{i}].content"
         _fail(f"`{where}` must be a string or an array of content blocks", where)
@@ -218,7 +220,7 @@ def _quick_block(raw: Any) -> Block | None:
         cache_control = _quick_cache_control(raw)
         if type(text) is not str or cache_control is False:
             return None
-        return Text(text=text, cache_control=cache_control)
+        return new_text(text, cache_control)
     if type_ == "tool_use":
         tool_id = raw.get("id")
         name = raw.get("name")
@@ -248,7 +250,7 @@ def _quick_block(raw: Any) -> Block | None:
         parts: list[Text | Image | Document] = []
         if type(content) is str:
             if content:
-                parts.append(Text(text=content))
+                parts.append(new_text(content))
         elif type(content) is list:
             for item in content:
                 part = _quick_block(item)

@@ -28,6 +28,8 @@ from ..canonical import (
     ToolChoice,
     ToolResult,
     ToolUse,
+    new_message,
+    new_text,
 )
 from ..freeform import custom_input_schema, grammar_summary, wrap_custom_input
 from ._common import expect, invalid, opt_bool, opt_str
@@ -190,7 +192,7 @@ def _decode_user_parts(content: Any, message_param: str) -> tuple[Text | Image |
     if content is None:
         return ()
     if isinstance(content, str):
-        return (Text(text=content),) if content else ()
+        return (new_text(content),) if content else ()
     if not isinstance(content, list):
         param = f"{message_param}.content"
         invalid(f"'{param}' must be a string or a list of content parts", param)
@@ -200,7 +202,7 @@ def _decode_user_parts(content: Any, message_param: str) -> tuple[Text | Image |
             text = part.get("text")
             if type(text) is str:
                 if text:
-                    blocks.append(Text(text=text))
+                    blocks.append(new_text(text))
                 continue
         part_param = f"{message_param}.content[{i}]"
         if not isinstance(part, Mapping):
@@ -254,14 +256,14 @@ def _decode_assistant(
     content = message.get("content")
     if isinstance(content, str):
         if content:
-            blocks.append(Text(text=content))
+            blocks.append(new_text(content))
     elif isinstance(content, list):
         for i, part in enumerate(content):
             if type(part) is dict and part.get("type") == "text" and part.get("cache_control") is None:
                 text = part.get("text")
                 if type(text) is str:
                     if text:
-                        blocks.append(Text(text=text))
+                        blocks.append(new_text(text))
                     continue
             part_param = f"{param}.content[{i}]"
             if not isinstance(part, Mapping):
@@ -367,11 +369,11 @@ def _decode_messages(raw: Any) -> tuple[tuple[Text, ...], tuple[Message, ...]]:
                 previous = messages[-1]
                 messages[-1] = attrs.evolve(previous, content=previous.content + content)
             else:
-                messages.append(Message(role="user", content=content, name=name))
+                messages.append(new_message("user", content, name))
             tool_turn = False
         elif role == "assistant":
             blocks = _decode_assistant(message, param, legacy_ids, i)
-            messages.append(Message(role="assistant", content=tuple(blocks), name=name))
+            messages.append(new_message("assistant", tuple(blocks), name))
             tool_turn = False
         else:
             if role == "tool":
@@ -391,7 +393,7 @@ def _decode_messages(raw: Any) -> tuple[tuple[Text, ...], tuple[Message, ...]]:
                 previous = messages[-1]
                 messages[-1] = attrs.evolve(previous, content=(*previous.content, result))
             else:
-                messages.append(Message(role="user", content=(result,)))
+                messages.append(new_message("user", (result,)))
             tool_turn = True
     return tuple(system), tuple(messages)
 

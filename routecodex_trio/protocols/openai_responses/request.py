@@ -32,6 +32,8 @@ from ..canonical import (
     ToolResult,
     ToolUse,
     Unconvertible,
+    new_message,
+    new_text,
 )
 from ..freeform import wrap_custom_input
 from ._common import (
@@ -145,7 +147,7 @@ class _Turns:
             self.last_kind = "tool_results"
 
     def build(self) -> tuple[Message, ...]:
-        return tuple(Message(role=role, content=tuple(blocks)) for role, blocks in self.messages)
+        return tuple([new_message(role, tuple(blocks)) for role, blocks in self.messages])
 
 
 def _decode_image(part: Mapping[str, Any], param: str) -> Image:
@@ -336,7 +338,7 @@ _MESSAGE_ROLES: Final = ("user", "assistant", "system", "developer")
 def _quick_parts(content: object, role: str) -> list[Block] | None:
     """``_decode_parts`` of plain text content without building locations; ``None``: use it."""
     if type(content) is str:
-        return [Text(text=content)] if content else []
+        return [new_text(content)] if content else []
     if type(content) is not list:
         return None
     blocks: list[Block] = []
@@ -349,7 +351,7 @@ def _quick_parts(content: object, role: str) -> list[Block] | None:
             if type(text) is not str:
                 return None
             if text:
-                blocks.append(Text(text=text))
+                blocks.append(new_text(text))
         elif kind == "refusal":
             text = part.get("refusal")
             if type(text) is not str:
@@ -408,7 +410,7 @@ def _quick_item(item: dict[str, Any], turns: _Turns) -> bool:
         if type(call_id) is not str or type(output) is not str:
             return False
         turns.add_tool_result(
-            ToolResult(tool_use_id=call_id, content=(Text(text=output),) if output else (), kind=FUNCTION)
+            ToolResult(tool_use_id=call_id, content=(new_text(output),) if output else (), kind=FUNCTION)
         )
         return True
     return False
