@@ -5,7 +5,18 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from routecodex_trio.protocols.canonical import Message, Text, ToolUse, new_message, new_text
+from routecodex_trio.protocols.canonical import (
+    Message,
+    Text,
+    Tool,
+    ToolResult,
+    ToolUse,
+    new_function_tool,
+    new_message,
+    new_text,
+    new_tool_result,
+    new_tool_use,
+)
 
 
 def test_fields_are_the_ones_the_fast_constructors_set() -> None:
@@ -47,3 +58,77 @@ def test_new_message_equals_message(name: str | None) -> None:
     assert new_message("user", ()) == Message(role="user", content=())
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         fast.role = "user"  # type: ignore[misc]
+
+
+def test_tool_fields_are_the_ones_the_fast_constructors_set() -> None:
+    assert [f.name for f in attrs.fields(ToolUse)] == ["id", "name", "arguments", "cache_control", "kind"]
+    assert [f.name for f in attrs.fields(ToolResult)] == [
+        "tool_use_id",
+        "content",
+        "is_error",
+        "cache_control",
+        "kind",
+    ]
+    assert [f.name for f in attrs.fields(Tool)] == [
+        "name",
+        "description",
+        "parameters",
+        "strict",
+        "cache_control",
+        "kind",
+        "format",
+        "raw",
+        "defer_loading",
+        "namespace",
+    ]
+    for cls in (ToolUse, ToolResult, Tool):
+        for field in attrs.fields(cls):
+            assert field.validator is None
+            assert field.converter is None
+        assert not hasattr(cls, "__attrs_post_init__")
+
+
+@pytest.mark.parametrize("cache_control", [None, {"type": "ephemeral"}])
+def test_new_tool_use_result_and_tool_equal_attrs(cache_control: dict[str, str] | None) -> None:
+    pairs: list[tuple[ToolUse | ToolResult | Tool, ToolUse | ToolResult | Tool]] = [
+        (
+            new_tool_use("t1", "Read", '{"a":1}', cache_control),
+            ToolUse(id="t1", name="Read", arguments='{"a":1}', cache_control=cache_control),
+        ),
+        (
+            new_tool_result("t1", (Text(text="out"),), True, cache_control),
+            ToolResult(
+                tool_use_id="t1", content=(Text(text="out"),), is_error=True, cache_control=cache_control
+            ),
+        ),
+        (new_tool_result("t2", ()), ToolResult(tool_use_id="t2")),
+        (
+            new_function_tool(
+                name="f",
+                description="d",
+                parameters={"type": "object"},
+                strict=True,
+                cache_control=cache_control,
+                defer_loading=False,
+            ),
+            Tool(
+                name="f",
+                description="d",
+                parameters={"type": "object"},
+                strict=True,
+                cache_control=cache_control,
+                defer_loading=False,
+            ),
+        ),
+        (
+            new_function_tool(name="g", description=None, parameters={}, strict=None),
+            Tool(name="g", parameters={}),
+        ),
+    ]
+    for fast, slow in pairs:
+        assert type(fast) is type(slow)
+        assert fast == slow
+        assert repr(fast) == repr(slow)
+        assert attrs.asdict(fast) == attrs.asdict(slow)
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            fast.kind = "other"  # type: ignore[misc]  # frozen: the point of the check

@@ -28,8 +28,11 @@ from ..canonical import (
     ToolResult,
     ToolUse,
     Unconvertible,
+    new_function_tool,
     new_message,
     new_text,
+    new_tool_result,
+    new_tool_use,
 )
 from ._common import (
     PROTOCOL,
@@ -237,7 +240,7 @@ def _quick_block(raw: Any) -> Block | None:
             arguments = _compact_json(tool_input if tool_input is not None else {})
         except _TooDeep:
             return None
-        return ToolUse(id=tool_id, name=name, arguments=arguments, cache_control=cache_control)
+        return new_tool_use(tool_id, name, arguments, cache_control)
     if type_ == "tool_result":
         tool_use_id = raw.get("tool_use_id")
         content = raw.get("content")
@@ -259,12 +262,7 @@ def _quick_block(raw: Any) -> Block | None:
                 parts.append(part)
         elif content is not None:
             return None
-        return ToolResult(
-            tool_use_id=tool_use_id,
-            content=tuple(parts),
-            is_error=bool(is_error),
-            cache_control=cache_control,
-        )
+        return new_tool_result(tool_use_id, tuple(parts), bool(is_error), cache_control)
     return None
 
 
@@ -562,7 +560,7 @@ def _quick_tool(raw: Any) -> Tool | None:
         or cache_control is False
     ):
         return None
-    return Tool(
+    return new_function_tool(
         name=name,
         description=description,
         parameters=dict(schema) if schema is not None else {"type": "object", "properties": {}},

@@ -28,8 +28,10 @@ from ..canonical import (
     ToolChoice,
     ToolResult,
     ToolUse,
+    new_function_tool,
     new_message,
     new_text,
+    new_tool_use,
 )
 from ..freeform import custom_input_schema, grammar_summary, wrap_custom_input
 from ._common import expect, invalid, opt_bool, opt_str
@@ -240,7 +242,7 @@ def _plain_tool_call(call: Any) -> ToolUse | None:
     arguments = function.get("arguments")
     if type(name) is not str or not name or type(arguments) is not str:
         return None
-    return ToolUse(id=call_id, name=name, arguments=arguments)
+    return new_tool_use(call_id, name, arguments)
 
 
 def _decode_assistant(
@@ -487,7 +489,7 @@ def _quick_function_tool(tool: Any) -> Tool | None:
     cache_control = (dict(marker) if marker is not None else None) or (
         dict(inner_marker) if inner_marker is not None else None
     )
-    return Tool(
+    return new_function_tool(
         name=name,
         description=description,
         parameters=parameters,

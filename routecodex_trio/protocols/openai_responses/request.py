@@ -34,6 +34,8 @@ from ..canonical import (
     Unconvertible,
     new_message,
     new_text,
+    new_tool_result,
+    new_tool_use,
 )
 from ..freeform import wrap_custom_input
 from ._common import (
@@ -402,16 +404,14 @@ def _quick_item(item: dict[str, Any], turns: _Turns) -> bool:
             return False
         if namespace:
             name = flat_name(namespace, name)
-        turns.add_assistant([ToolUse(id=call_id, name=name, arguments=arguments)])
+        turns.add_assistant([new_tool_use(call_id, name, arguments)])
         return True
     if kind == "function_call_output":
         call_id = item.get("call_id")
         output = item.get("output")
         if type(call_id) is not str or type(output) is not str:
             return False
-        turns.add_tool_result(
-            ToolResult(tool_use_id=call_id, content=(new_text(output),) if output else (), kind=FUNCTION)
-        )
+        turns.add_tool_result(new_tool_result(call_id, (new_text(output),) if output else ()))
         return True
     return False
 

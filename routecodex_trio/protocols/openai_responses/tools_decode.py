@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..canonical import HostedTool, Tool
+from ..canonical import HostedTool, Tool, new_function_tool
 from ._common import (
     PROTOCOL,
     _expect_list,
@@ -122,7 +122,7 @@ def _quick_function_tool(raw: object) -> Tool | None:
         parameters = dict(parameters)
     else:
         return None
-    return Tool(
+    return new_function_tool(
         name=name,
         description=description,
         parameters=parameters,
