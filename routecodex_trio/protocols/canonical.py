@@ -150,6 +150,81 @@ class Message:
     name: str | None = None
 
 
+# Hot-path constructors (issue 22). A frozen attrs class's ``__init__`` sets each slot through
+# ``object.__setattr__`` by name: ~400 ns for a Text, ~500 ns for a Message, ~1 us for a Tool,
+# and a long history builds one block and one turn per message. These set the slots through
+# their descriptors, for about half. The fields they set have no factory, validator, converter
+# or post-init hook, so the value is the one ``__init__`` builds; tests/protocols/
+# test_canonical_fast.py compares the two and fails when a field is added without them.
+_new = object.__new__
+_set_text_text = Text.__dict__["text"].__set__
+_set_text_cache_control = Text.__dict__["cache_control"].__set__
+
+
+def new_text(text: str, cache_control: Mapping[str, Any] | None = None) -> Text:
+    """``Text(text=text, cache_control=cache_control)``, at about half the cost."""
+    block: Text = _new(Text)
+    _set_text_text(block, text)
+    _set_text_cache_control(block, cache_control)
+    return block
+
+
+_set_message_role = Message.__dict__["role"].__set__
+_set_message_content = Message.__dict__["content"].__set__
+_set_message_name = Message.__dict__["name"].__set__
+
+
+def new_message(role: Role, content: tuple[Block, ...], name: str | None = None) -> Message:
+    """``Message(role=role, content=content, name=name)``, at about half the cost."""
+    message: Message = _new(Message)
+    _set_message_role(message, role)
+    _set_message_content(message, content)
+    _set_message_name(message, name)
+    return message
+
+
+def _setters(cls: type, *names: str) -> tuple[Any, ...]:
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+_TOOL_USE_SETTERS = _setters(ToolUse, "id", "name", "arguments", "cache_control", "kind")
+
+
+def new_tool_use(
+    id: str, name: str, arguments: str, cache_control: Mapping[str, Any] | None = None
+) -> ToolUse:
+    """``ToolUse(id=id, name=name, arguments=arguments, cache_control=cache_control)`` (a
+    function call), at about half the cost."""
+    call: ToolUse = _new(ToolUse)
+    set_id, set_name, set_arguments, set_cache_control, set_kind = _TOOL_USE_SETTERS
+    set_id(call, id)
+    set_name(call, name)
+    set_arguments(call, arguments)
+    set_cache_control(call, cache_control)
+    set_kind(call, FUNCTION)
+    return call
+
+
+_TOOL_RESULT_SETTERS = _setters(ToolResult, "tool_use_id", "content", "is_error", "cache_control", "kind")
+
+
+def new_tool_result(
+    tool_use_id: str,
+    content: tuple[Text | Image | Document, ...],
+    is_error: bool = False,
+    cache_control: Mapping[str, Any] | None = None,
+) -> ToolResult:
+    """``ToolResult(...)`` of a function call with these fields, at about half the cost."""
+    result: ToolResult = _new(ToolResult)
+    set_id, set_content, set_is_error, set_cache_control, set_kind = _TOOL_RESULT_SETTERS
+    set_id(result, tool_use_id)
+    set_content(result, content)
+    set_is_error(result, is_error)
+    set_cache_control(result, cache_control)
+    set_kind(result, FUNCTION)
+    return result
+
+
 # --------------------------------------------------------------------------- request
 
 
@@ -180,6 +255,57 @@ class Tool:
     defer_loading: bool | None = None
     # Responses namespace the tool belongs to (``name`` is then ``<namespace>__<own name>``).
     namespace: str | None = None
+
+
+_TOOL_SETTERS = _setters(
+    Tool,
+    "name",
+    "description",
+    "parameters",
+    "strict",
+    "cache_control",
+    "kind",
+    "format",
+    "raw",
+    "defer_loading",
+    "namespace",
+)
+
+
+def new_function_tool(
+    *,
+    name: str,
+    description: str | None,
+    parameters: Mapping[str, Any],
+    strict: bool | None,
+    cache_control: Mapping[str, Any] | None = None,
+    defer_loading: bool | None = None,
+) -> Tool:
+    """``Tool(...)`` of a plain function tool with these fields, at about half the cost."""
+    tool: Tool = _new(Tool)
+    (
+        set_name,
+        set_description,
+        set_parameters,
+        set_strict,
+        set_cache_control,
+        set_kind,
+        set_format,
+        set_raw,
+        set_defer_loading,
+        set_namespace,
+    ) = _TOOL_SETTERS
+    set_name(tool, name)
+    set_description(tool, description)
+    set_parameters(tool, parameters)
+    set_strict(tool, strict)
+    set_cache_control(tool, cache_control)
+    set_kind(tool, FUNCTION)
+    set_format(tool, None)
+    set_raw(tool, None)
+    set_defer_loading(tool, defer_loading)
+    set_namespace(tool, None)
+    return tool
 
 
 @attrs.frozen(kw_only=True)

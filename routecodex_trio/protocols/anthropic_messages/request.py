@@ -28,6 +28,11 @@ from ..canonical import (
     ToolResult,
     ToolUse,
     Unconvertible,
+    new_function_tool,
+    new_message,
+    new_text,
+    new_tool_result,
+    new_tool_use,
 )
 from ._common import (
     PROTOCOL,
@@ -86,8 +91,11 @@ def _decode_request(body: Mapping[str, Any], *, require_max_tokens: bool) -> Req
     if not isinstance(raw_messages, list | tuple):
         _fail("`messages` must be an array", "messages")
     messages: list[Message] = []
+    # Messages with a block the quick path did not take: only they can hold a block of an
+    # unknown type, so without one the second walk over the history is skipped (issue 22).
+    slow: list[int] = []
     for i, raw in enumerate(raw_messages):
-        message = _decode_message(raw, i)
+        message = _decode_message(raw, i, slow)
         if message.role == "system" and not messages:
             system.extend(block for block in message.content if isinstance(block, Text))
         else:
@@ -133,7 +141,7 @@ def _decode_request(body: Mapping[str, Any], *, require_max_tokens: bool) -> Req
         user=user,
         extras=extras,
         source=PROTOCOL,
-        unconvertible=tuple(_unconvertible_blocks(raw_messages)),
+        unconvertible=tuple(_unconvertible_blocks(raw_messages)) if slow else (),
     )
 
 
@@ -155,7 +163,7 @@ def _decode_system(value: Any) -> tuple[Text, ...]:
     return tuple(blocks)
 
 
-def _decode_message(raw: Any, i: int) -> Message:
+def _decode_message(raw: Any, i: int, slow: list[int]) -> Message:
     # Locations are formatted only on failure: on a 1 MB history, building them for every
     # valid message and block was a visible share of the request's CPU (issue 22).
     if type(raw) is not dict and not isinstance(raw, Mapping):
@@ -165,17 +173,18 @@ def _decode_message(raw: Any, i: int) -> Message:
         _fail(f"`messages[{i}].role` must be 'user' or 'assistant'", f"messages[{i}].role")
     if "content" not in raw:
         _fail(f"`messages[{i}].content` is required", f"messages[{i}].content")
-    content = _decode_content(raw["content"], i)
+    content = _decode_content(raw["content"], i, slow)
     if role == "system":
         for k, block in enumerate(content):
             if not isinstance(block, Text):
                 _fail("a system message may only contain text blocks", f"messages[{i}].content[{k}]")
-    return Message(role=role, content=content)
+    return new_message(role, content)
 
 
-def _decode_content(content: Any, i: int) -> tuple[Block, ...]:
+def _decode_content(content: Any, i: int, slow: list[int]) -> tuple[Block, ...]:
+    """The blocks of ``messages[i]``; ``i`` joins ``slow`` when a block needed ``_decode_block``."""
     if isinstance(content, str):
-        return (Text(text=content),) if content else ()
+        return (new_text(content),) if content else ()
     if not isinstance(content, list | tuple):
         where = f"messages[{i}].content"
         _fail(f"`{where}` must be a string or an array of content blocks", where)
@@ -183,6 +192,7 @@ def _decode_content(content: Any, i: int) -> tuple[Block, ...]:
     for j, raw in enumerate(content):
         block = _quick_block(raw)
         if block is None:
+            slow.append(i)
             block = _decode_block(raw, f"messages[{i}].content[{j}]")
         if block is not None:
             blocks.append(block)
@@ -213,7 +223,7 @@ def _quick_block(raw: Any) -> Block | None:
         cache_control = _quick_cache_control(raw)
         if type(text) is not str or cache_control is False:
             return None
-        return Text(text=text, cache_control=cache_control)
+        return new_text(text, cache_control)
     if type_ == "tool_use":
         tool_id = raw.get("id")
         name = raw.get("name")
@@ -230,7 +240,7 @@ def _quick_block(raw: Any) -> Block | None:
             arguments = _compact_json(tool_input if tool_input is not None else {})
         except _TooDeep:
             return None
-        return ToolUse(id=tool_id, name=name, arguments=arguments, cache_control=cache_control)
+        return new_tool_use(tool_id, name, arguments, cache_control)
     if type_ == "tool_result":
         tool_use_id = raw.get("tool_use_id")
         content = raw.get("content")
@@ -243,7 +253,7 @@ def _quick_block(raw: Any) -> Block | None:
         parts: list[Text | Image | Document] = []
         if type(content) is str:
             if content:
-                parts.append(Text(text=content))
+                parts.append(new_text(content))
         elif type(content) is list:
             for item in content:
                 part = _quick_block(item)
@@ -252,12 +262,7 @@ def _quick_block(raw: Any) -> Block | None:
                 parts.append(part)
         elif content is not None:
             return None
-        return ToolResult(
-            tool_use_id=tool_use_id,
-            content=tuple(parts),
-            is_error=bool(is_error),
-            cache_control=cache_control,
-        )
+        return new_tool_result(tool_use_id, tuple(parts), bool(is_error), cache_control)
     return None
 
 
@@ -530,6 +535,41 @@ def _decode_tool_result(raw: Mapping[str, Any], where: str) -> ToolResult:
     )
 
 
+def _quick_tool(raw: Any) -> Tool | None:
+    """A plain, valid client tool without formatting its location (issue 22: the 15 tools of
+    an agent request were most of the decode at 18 KB). ``None`` leaves it to
+    ``_decode_tools``' field-by-field checks, which decode it, or name the bad field, the
+    same way."""
+    if type(raw) is not dict:
+        return None
+    type_ = raw.get("type")
+    if type_ is not None and type_ != "custom":
+        return None
+    name = raw.get("name")
+    schema = raw.get("input_schema")
+    description = raw.get("description")
+    strict = raw.get("strict")
+    defer_loading = raw.get("defer_loading")
+    cache_control = _quick_cache_control(raw)
+    if (
+        type(name) is not str
+        or (schema is not None and type(schema) is not dict)
+        or (description is not None and type(description) is not str)
+        or (strict is not None and type(strict) is not bool)
+        or (defer_loading is not None and type(defer_loading) is not bool)
+        or cache_control is False
+    ):
+        return None
+    return new_function_tool(
+        name=name,
+        description=description,
+        parameters=dict(schema) if schema is not None else {"type": "object", "properties": {}},
+        strict=strict,
+        cache_control=cache_control,
+        defer_loading=defer_loading,
+    )
+
+
 def _decode_tools(value: Any) -> tuple[list[Tool], list[HostedTool]]:
     if value is None:
         return [], []
@@ -538,6 +578,10 @@ def _decode_tools(value: Any) -> tuple[list[Tool], list[HostedTool]]:
     tools: list[Tool] = []
     hosted: list[HostedTool] = []
     for k, raw in enumerate(value):
+        quick = _quick_tool(raw)
+        if quick is not None:
+            tools.append(quick)
+            continue
         where = f"tools[{k}]"
         if not isinstance(raw, Mapping):
             _fail(f"`{where}` must be an object", where)

@@ -152,17 +152,18 @@ def usage_from_openai(raw: Any) -> Usage | None:
     Both already count cached tokens inside ``prompt_tokens``, the canonical convention.
     DeepSeek reports cache hits as ``prompt_cache_hit_tokens`` instead of the details object.
     """
-    if not isinstance(raw, Mapping):
+    # ``type(x) is dict`` / ``is not None`` first: what JSON gives, without the ABC check (issue 22).
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         return None
     prompt_details = raw.get("prompt_tokens_details")
     completion_details = raw.get("completion_tokens_details")
     cached = cache_write = reasoning = 0
-    if isinstance(prompt_details, Mapping):
+    if prompt_details is not None and isinstance(prompt_details, Mapping):
         cached = _as_int(prompt_details.get("cached_tokens"))
         cache_write = _as_int(prompt_details.get("cache_write_tokens"))
     if not cached:
         cached = _as_int(raw.get("prompt_cache_hit_tokens"))
-    if isinstance(completion_details, Mapping):
+    if completion_details is not None and isinstance(completion_details, Mapping):
         reasoning = _as_int(completion_details.get("reasoning_tokens"))
     return Usage(
         input_tokens=_as_int(raw.get("prompt_tokens")),
@@ -269,7 +270,7 @@ def stream_error_from_openai(payload: Any) -> StreamError | None:
     Recognises OpenAI's ``{"error": {...}}`` (also vLLM's, whose ``code`` is the HTTP status),
     a bare ``{"error": "text"}`` and vLLM's older top-level ``{"object": "error", ...}``.
     """
-    if not isinstance(payload, Mapping):
+    if type(payload) is not dict and not isinstance(payload, Mapping):
         return None
     error = payload.get("error")
     if error is None and payload.get("object") == "error":

@@ -201,15 +201,20 @@ class OpenAIChatCodec(Codec):
         return body
 
     def decode_response(self, body: Mapping[str, Any]) -> Response:
-        if not isinstance(body, Mapping):
+        # ``type(x) is dict`` first: what JSON gives, without the ABC check (issue 22).
+        if type(body) is not dict and not isinstance(body, Mapping):
             raise UpstreamProtocolError("chat completion body is not a JSON object")
         raise_for_error_body(body)
         choices = body.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+        if (
+            not isinstance(choices, list)
+            or not choices
+            or (type(choices[0]) is not dict and not isinstance(choices[0], Mapping))
+        ):
             raise UpstreamProtocolError("chat completion has no choices")
         choice = choices[0]
         message = choice.get("message")
-        if not isinstance(message, Mapping):
+        if type(message) is not dict and not isinstance(message, Mapping):
             raise UpstreamProtocolError("choices[0].message is missing")
         blocks = _decode_message_blocks(message)
         calls = [block for block in blocks if isinstance(block, ToolUse)]

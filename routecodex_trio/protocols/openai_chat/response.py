@@ -82,7 +82,11 @@ def _decode_message_blocks(message: Mapping[str, Any]) -> list[Block]:
                 )
             )
     function_call = message.get("function_call")
-    if isinstance(function_call, Mapping) and isinstance(function_call.get("name"), str):
+    if (
+        function_call is not None
+        and isinstance(function_call, Mapping)
+        and isinstance(function_call.get("name"), str)
+    ):
         blocks.append(
             ToolUse(
                 id=new_id("call_"),

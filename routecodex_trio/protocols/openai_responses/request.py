@@ -32,6 +32,10 @@ from ..canonical import (
     ToolResult,
     ToolUse,
     Unconvertible,
+    new_message,
+    new_text,
+    new_tool_result,
+    new_tool_use,
 )
 from ..freeform import wrap_custom_input
 from ._common import (
@@ -53,15 +57,10 @@ from ._common import (
 from .tools import (
     CUSTOM,
     LOCAL_SHELL,
-    NAMESPACE,
-    decode_client_tool,
-    decode_custom_tool,
-    decode_local_shell_tool,
     flat_name,
-    in_namespace,
-    is_client_tool,
     local_shell_arguments,
 )
+from .tools_decode import decode_tools
 
 if TYPE_CHECKING:
     from ..canonical import Role
@@ -150,7 +149,7 @@ class _Turns:
             self.last_kind = "tool_results"
 
     def build(self) -> tuple[Message, ...]:
-        return tuple(Message(role=role, content=tuple(blocks)) for role, blocks in self.messages)
+        return tuple([new_message(role, tuple(blocks)) for role, blocks in self.messages])
 
 
 def _decode_image(part: Mapping[str, Any], param: str) -> Image:
@@ -341,7 +340,7 @@ _MESSAGE_ROLES: Final = ("user", "assistant", "system", "developer")
 def _quick_parts(content: object, role: str) -> list[Block] | None:
     """``_decode_parts`` of plain text content without building locations; ``None``: use it."""
     if type(content) is str:
-        return [Text(text=content)] if content else []
+        return [new_text(content)] if content else []
     if type(content) is not list:
         return None
     blocks: list[Block] = []
@@ -354,7 +353,7 @@ def _quick_parts(content: object, role: str) -> list[Block] | None:
             if type(text) is not str:
                 return None
             if text:
-                blocks.append(Text(text=text))
+                blocks.append(new_text(text))
         elif kind == "refusal":
             text = part.get("refusal")
             if type(text) is not str:
@@ -405,16 +404,14 @@ def _quick_item(item: dict[str, Any], turns: _Turns) -> bool:
             return False
         if namespace:
             name = flat_name(namespace, name)
-        turns.add_assistant([ToolUse(id=call_id, name=name, arguments=arguments)])
+        turns.add_assistant([new_tool_use(call_id, name, arguments)])
         return True
     if kind == "function_call_output":
         call_id = item.get("call_id")
         output = item.get("output")
         if type(call_id) is not str or type(output) is not str:
             return False
-        turns.add_tool_result(
-            ToolResult(tool_use_id=call_id, content=(Text(text=output),) if output else (), kind=FUNCTION)
-        )
+        turns.add_tool_result(new_tool_result(call_id, (new_text(output),) if output else ()))
         return True
     return False
 
@@ -502,65 +499,6 @@ def _passthrough_input(value: list[Any]) -> list[Any]:
     return kept
 
 
-def _decode_tools(value: object, where: str = "tools") -> tuple[tuple[Tool, ...], tuple[HostedTool, ...]]:
-    tools: list[Tool] = []
-    hosted: list[HostedTool] = []
-    for i, raw in enumerate(_expect_list(value, where)):
-        param = f"{where}[{i}]"
-        tool = _expect_mapping(raw, param)
-        if tool.get("type") == NAMESPACE:
-            tools.extend(_decode_namespace(tool, param))
-            continue
-        decoded = _decode_tool(tool, param)
-        if isinstance(decoded, HostedTool):
-            hosted.append(decoded)
-        else:
-            tools.append(decoded)
-    return tuple(tools), tuple(hosted)
-
-
-def _decode_namespace(tool: Mapping[str, Any], param: str) -> list[Tool]:
-    """A namespace's functions, each offered flat as ``<namespace>__<name>`` (see tools.py)."""
-    namespace = _expect_str(tool.get("name"), f"{param}.name")
-    inner, _ = _decode_tools(tool.get("tools") or [], f"{param}.tools")
-    return [in_namespace(namespace, member) for member in inner]
-
-
-def _decode_tool(tool: Mapping[str, Any], param: str) -> Tool | HostedTool:
-    kind = tool.get("type")
-    if not isinstance(kind, str):
-        _fail(f"'{param}.type' must be a string, got {_type_name(kind)}", f"{param}.type")
-    if kind == CUSTOM:
-        name = _expect_str(tool.get("name"), f"{param}.name")
-        if not name:
-            _fail("custom tool name must not be empty", f"{param}.name")
-        if tool.get("format") is not None:
-            _expect_mapping(tool["format"], f"{param}.format")
-        description = _opt_str(tool, "description", f"{param}.description")
-        return decode_custom_tool(tool, name, description)
-    if kind == LOCAL_SHELL:
-        return decode_local_shell_tool(tool)
-    if kind != "function":
-        if is_client_tool(tool):
-            return decode_client_tool(tool, kind, tool["parameters"])
-        return HostedTool(type=kind, raw=dict(tool), origin=PROTOCOL, path=param)
-    name = _expect_str(tool.get("name"), f"{param}.name")
-    if not name:
-        _fail("function tool name must not be empty", f"{param}.name")
-    parameters = tool.get("parameters")
-    if parameters is None:
-        parameters = {"type": "object", "properties": {}}
-    else:
-        parameters = dict(_expect_mapping(parameters, f"{param}.parameters"))
-    return Tool(
-        name=name,
-        description=_opt_str(tool, "description", f"{param}.description"),
-        parameters=parameters,
-        strict=_opt_bool(tool, "strict", f"{param}.strict"),
-        defer_loading=_opt_bool(tool, "defer_loading", f"{param}.defer_loading"),
-    )
-
-
 def _loaded_tools(item: Mapping[str, Any], param: str) -> tuple[Tool, ...]:
     """Tools a client-run tool search loaded (``tool_search_output.tools``): offered from now on.
 
@@ -570,7 +508,7 @@ def _loaded_tools(item: Mapping[str, Any], param: str) -> tuple[Tool, ...]:
     loaded = item.get("tools")
     if not isinstance(loaded, list | tuple):
         return ()
-    tools, _ = _decode_tools(loaded, f"{param}.tools")
+    tools, _ = decode_tools(loaded, f"{param}.tools")
     return tools
 
 
@@ -675,7 +613,7 @@ def _decode_request(body: object) -> Request:
     tools: tuple[Tool, ...] = ()
     hosted: tuple[HostedTool, ...] = ()
     if body.get("tools") is not None:
-        tools, hosted = _decode_tools(body["tools"])
+        tools, hosted = decode_tools(body["tools"])
     client_tools = {t.kind: t.name for t in tools if t.kind not in (FUNCTION, CUSTOM, LOCAL_SHELL)}
     if _decode_input(body["input"], turns, client_tools):
         extras["input"] = _passthrough_input(body["input"])
