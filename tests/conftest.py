@@ -17,7 +17,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path  # noqa: TC003 - a fixture's annotation, resolved by pytest
 from typing import Any
 
@@ -30,6 +30,7 @@ import trio
 from routecodex_trio import Gateway, config_from_mapping, serve
 
 from .fakes import FakeOpenAI, start_app
+from .redis_server import RedisServer
 
 
 @pytest.fixture(params=["h11", "httpcore"])
@@ -111,6 +112,15 @@ def openai_provider_config(url: str, models: list[str], **extra: Any) -> dict[st
 
 
 GatewayFactory = Callable[[dict[str, Any]], Any]
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server of the test's own (tests/redis_server.py), stopped after it."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -28,17 +28,9 @@ from routecodex_trio.state import (
 from .redis_server import RedisServer
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator
 
     from routecodex_trio.state import ResponseStore, SessionStore
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @contextlib.asynccontextmanager

@@ -16,23 +16,13 @@ from routecodex_trio.router import RouteDecision, Router
 from routecodex_trio.state import StateUnavailable, open_state
 
 from .conftest import openai_client
-from .redis_server import RedisServer
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from .conftest import GatewayFactory
     from .fakes import FakeOpenAI
+    from .redis_server import RedisServer
 
 KEYS = ["sk-key-a", "sk-key-b"]
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 def _config(url: str, state: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -18,21 +18,12 @@ import trio
 from .conftest import openai_client
 from .fakes import start_app
 from .fakes_protocols import TEXT, FakeUpstream
-from .redis_server import RedisServer
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from .conftest import GatewayFactory
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
+    from .redis_server import RedisServer
 
 
 def _port() -> int:

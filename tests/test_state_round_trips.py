@@ -6,27 +6,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import coredis
-import pytest
 import trio
 
 from routecodex_trio.config import StateConfig
 from routecodex_trio.state import SessionRecord, open_state
 
 from .conftest import openai_client
-from .redis_server import RedisServer
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from .conftest import GatewayFactory
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
+    from .redis_server import RedisServer
 
 
 async def _commands(redis: RedisServer) -> dict[str, int]:

@@ -6,24 +6,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import coredis
-import pytest
 import trio
 
 from routecodex_trio.config import StateConfig
 from routecodex_trio.state import SessionRecord, SessionStore, open_state
 
-from .redis_server import RedisServer
-
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
+    from .redis_server import RedisServer
 
 
 async def _gets(redis: RedisServer) -> int:

@@ -28,20 +28,12 @@ from routecodex_trio.teams import (
     rate_headers,
 )
 
-from .redis_server import RedisServer
-
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator
+
+    from .redis_server import RedisServer
 
 T0 = 1_800_000_000.0  # a whole second, far from any minute's edge in meaning
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @attrs.define

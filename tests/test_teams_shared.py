@@ -22,24 +22,16 @@ import trio
 from routecodex_trio import config_from_mapping, serve
 
 from .fakes import start_app
-from .redis_server import RedisServer
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from routecodex_trio import Gateway
 
+    from .redis_server import RedisServer
+
 KEYS = {f"member{i}": f"member-key-{i:04d}" for i in range(4)}
 ADMIN = "admin-key-0001"
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @attrs.define(eq=False)

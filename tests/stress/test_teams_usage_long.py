@@ -10,20 +10,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ..redis_server import RedisServer
 from ..test_teams_shared import test_no_usage_record_is_lost as _no_record_lost
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
+    from ..redis_server import RedisServer
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
