@@ -239,8 +239,7 @@ class RedisLink:
         Raises:
             StateUnavailable: as ``call``.
         """
-        if self.degraded:
-            raise StateUnavailable("shared state (redis) is unreachable")
+        self._refuse_if_degraded()
         try:
             connection = await self._usable()
             request = connection.create_request(
@@ -248,9 +247,7 @@ class RedisLink:
             )
             return await request
         except _FAILURES as exc:
-            self._connection = None
-            self._set_degraded(f"{type(exc).__name__}")
-            raise StateUnavailable("shared state (redis) is unreachable") from None
+            raise self._failed(exc, connection_lost=True) from None
 
     async def sets(self, batch: list[tuple[str, bytes, int]]) -> None:
         """``SET key value PX ms`` of each write as ``command(..., noreply=True)`` does, queued
@@ -259,16 +256,13 @@ class RedisLink:
         Raises:
             StateUnavailable: as ``call``.
         """
-        if self.degraded:
-            raise StateUnavailable("shared state (redis) is unreachable")
+        self._refuse_if_degraded()
         try:
             connection = await self._usable()
             for key, value, px in batch:
                 connection.create_request(b"SET", key, value, b"PX", px, noreply=True, decode=False)
         except _FAILURES as exc:
-            self._connection = None
-            self._set_degraded(f"{type(exc).__name__}")
-            raise StateUnavailable("shared state (redis) is unreachable") from None
+            raise self._failed(exc, connection_lost=True) from None
 
     async def replies(self, commands: list[tuple[bytes, *tuple[str | bytes | int, ...]]]) -> list[object]:
         """``commands`` sent together on the link's connection, and their replies.
@@ -298,15 +292,24 @@ class RedisLink:
         Raises:
             StateUnavailable: degraded, or this call failed or overran (now degraded).
         """
-        if self.degraded:
-            raise StateUnavailable("shared state (redis) is unreachable")
+        self._refuse_if_degraded()
         try:
             with trio.fail_after(self.timeout_s):
                 result = await what()
         except _FAILURES as exc:
-            self._set_degraded(f"{type(exc).__name__}")
-            raise StateUnavailable("shared state (redis) is unreachable") from None
+            raise self._failed(exc) from None
         return result
+
+    def _refuse_if_degraded(self) -> None:
+        if self.degraded:
+            raise StateUnavailable("shared state (redis) is unreachable")
+
+    def _failed(self, exc: BaseException, *, connection_lost: bool = False) -> StateUnavailable:
+        """Degraded from now on; the error to raise (the connection dropped when it failed)."""
+        if connection_lost:
+            self._connection = None
+        self._set_degraded(type(exc).__name__)
+        return StateUnavailable("shared state (redis) is unreachable")
 
     def _set_degraded(self, why: str) -> None:
         if self.tracking is not None:
