@@ -258,12 +258,9 @@ async def test_login_device_flow_denied_or_expired(
     assert not (tmp_path / "auth" / "q.json").exists()
 
 
-async def test_login_pkce_checks_state_and_verifier(nursery: trio.Nursery, tmp_path: Path) -> None:
-    oauth = FakeOAuth()
-    oauth_url = await start_app(nursery, oauth)
-    config = login_config(
-        tmp_path, oauth_url, flow="pkce", authorize_url=oauth_url + "/authorize", scopes=["read", "write"]
-    )
+async def start_pkce_login(config: Path, marker: str = "/authorize?") -> tuple[trio.Process, dict[str, str]]:
+    """``routecodex login q`` with the PKCE flow as a subprocess, and the query of the
+    authorize URL it printed for the user's browser."""
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "routecodex_trio", "login", "q", "--config", str(config)],
         stdout=subprocess.PIPE,
@@ -273,10 +270,19 @@ async def test_login_pkce_checks_state_and_verifier(nursery: trio.Nursery, tmp_p
     assert process.stderr is not None
     output = b""
     with trio.fail_after(30):
-        while b"/authorize?" not in output or not output.endswith(b"\n"):
+        while marker.encode() not in output or not output.endswith(b"\n"):
             output += await process.stdout.receive_some(4096)
-    url = next(line.strip() for line in output.decode().splitlines() if "/authorize?" in line)
-    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    url = next(line.strip() for line in output.decode().splitlines() if marker in line)
+    return process, {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+async def test_login_pkce_checks_state_and_verifier(nursery: trio.Nursery, tmp_path: Path) -> None:
+    oauth = FakeOAuth()
+    oauth_url = await start_app(nursery, oauth)
+    config = login_config(
+        tmp_path, oauth_url, flow="pkce", authorize_url=oauth_url + "/authorize", scopes=["read", "write"]
+    )
+    process, query = await start_pkce_login(config)
     assert query["response_type"] == "code"
     assert query["client_id"] == "test-client"
     assert query["code_challenge_method"] == "S256"
@@ -301,19 +307,7 @@ async def test_login_pkce_with_a_wrong_verifier_is_refused(nursery: trio.Nursery
     oauth = FakeOAuth()
     oauth_url = await start_app(nursery, oauth)
     config = login_config(tmp_path, oauth_url, flow="pkce", authorize_url=oauth_url + "/authorize")
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "routecodex_trio", "login", "q", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    assert process.stderr is not None
-    output = b""
-    with trio.fail_after(30):
-        while b"/authorize?" not in output or not output.endswith(b"\n"):
-            output += await process.stdout.receive_some(4096)
-    url = next(line.strip() for line in output.decode().splitlines() if "/authorize?" in line)
-    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    process, query = await start_pkce_login(config)
     code = oauth.approve(s256("some other verifier"), query["redirect_uri"])
     async with httpx.AsyncClient() as browser:
         with trio.fail_after(30):

@@ -12,11 +12,8 @@ import functools
 import json
 import logging
 import re
-import subprocess
-import sys
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -37,7 +34,15 @@ from .test_network import (
 )
 from .test_network import start_proxy as _start_proxy
 from .test_network import tls_files as _tls_files
-from .test_oauth import gateway_config, login_config, run_login, start_pair, tokens_document, write_file
+from .test_oauth import (
+    gateway_config,
+    login_config,
+    run_login,
+    start_pair,
+    start_pkce_login,
+    tokens_document,
+    write_file,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -344,19 +349,7 @@ async def test_login_pkce_code_exchange_goes_through_the_providers_proxy(
         flow="pkce",
         authorize_url=oauth_url + "/a",
     )
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "routecodex_trio", "login", "q", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    assert process.stderr is not None
-    output = b""
-    with trio.fail_after(30):
-        while b"/a?" not in output or not output.endswith(b"\n"):
-            output += await process.stdout.receive_some(4096)
-    url = next(line.strip() for line in output.decode().splitlines() if "/a?" in line)
-    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    process, query = await start_pkce_login(config, "/a?")
     code = oauth.approve(query["code_challenge"], query["redirect_uri"])
     async with httpx.AsyncClient(trust_env=False) as browser:  # the browser: not through the proxy
         with trio.fail_after(30):
