@@ -53,7 +53,7 @@ from ..pipeline._gate import GATED_BYTES
 from ..pipeline._responses import digest
 from ..protocols import codec_for
 from ..protocols.sse import KEEPALIVE_COMMENT
-from ..teams import Lease, Teams
+from ..teams import Lease, Teams, model_not_allowed
 from ._cors import is_preflight, preflight_headers, request_header, with_cors
 from ._h11 import BODY_ERROR_KEY, TOO_MANY_CHUNKS, renderer_for
 from ._responses import STORED_PREFIXES, stored_response
@@ -439,13 +439,7 @@ class GatewayApp:
             ids = [entry[0] for entry in entries]
             if model_id:
                 if key is not None and not key.allows_model(model_id):
-                    raise GatewayError(
-                        f"key {lease.name!r} may not use model {model_id!r}",
-                        status=403,
-                        kind="permission",
-                        code="model_not_allowed",
-                        param="model",
-                    )
+                    raise model_not_allowed(lease.name, model_id)
                 entry = router.model(model_id)
                 if entry is None and router.accepts(model_id):
                     entry = (model_id, None)  # a wildcard provider passes any name on

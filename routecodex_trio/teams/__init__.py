@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from ._counters import Ask, MemoryCounters, RedisCounters, Settlement, Verdict, budget_period
-from ._gate import Lease, Teams, parse_since, rate_headers, usage_document
+from ._gate import Lease, Teams, model_not_allowed, parse_since, rate_headers, usage_document
 from ._usage import UsageLog, UsageRecord, UsageTotals, open_usage_log, query_sqlite, query_stream, totals_of
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "UsageTotals",
     "Verdict",
     "budget_period",
+    "model_not_allowed",
     "open_usage_log",
     "parse_since",
     "query_sqlite",

@@ -170,6 +170,17 @@ def rate_headers(key: KeyConfig, verdict: Verdict) -> list[tuple[bytes, bytes]]:
     return headers
 
 
+def model_not_allowed(name: str, model: str) -> GatewayError:
+    """The 403 for a model outside a key's allow-list: for a request, and for GET /v1/models/NAME."""
+    return GatewayError(
+        f"key {name!r} may not use model {model!r}",
+        status=403,
+        kind="permission",
+        code="model_not_allowed",
+        param="model",
+    )
+
+
 def _refusal(verdict: Verdict, name: str, key: KeyConfig, protocol: str) -> GatewayError:
     wait = verdict.retry_after_s
     if verdict.reason == "budget":
@@ -327,13 +338,7 @@ class Teams:
                     code="route_not_allowed",
                 )
         if key.models and not key.allows_model(lease.model):
-            raise GatewayError(
-                f"key {lease.name!r} may not use model {lease.model!r}",
-                status=403,
-                kind="permission",
-                code="model_not_allowed",
-                param="model",
-            )
+            raise model_not_allowed(lease.name, lease.model)
         if not plan.counted:
             return
         now = self.wall()
